@@ -1,0 +1,130 @@
+"""Summaries of the energy model for people and programs: a JSON-ready dict and a text table."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from codesign.energy import COMPONENTS, GRANULARITIES, Design, estimate_energy, peak_tops_per_w
+from codesign.hardware import Accelerator
+
+__all__ = ["energy_summary", "format_energy", "format_joules"]
+
+
+def energy_summary(
+    network, acc: Accelerator, *, analog, sparsity=0.0, granularity="unstructured", **overrides
+) -> dict:
+    """Energy report of a full-width network plus d(total)/d(width, analog fraction) per layer."""
+    acc = dataclasses.replace(acc, **overrides)
+    n = len(network)
+    design = dataclasses.replace(
+        Design.dense(network),
+        analog_fraction=jnp.broadcast_to(jnp.asarray(analog, jnp.float32), (n,)),
+        sparsity=jnp.broadcast_to(jnp.asarray(sparsity, jnp.float32), (n,)),
+        granularity=jnp.full((n,), GRANULARITIES.index(granularity), jnp.int32),
+    )
+
+    def total(d):
+        return estimate_energy(network, d, acc).energy_j
+
+    report = estimate_energy(network, design, acc)
+    grads = jax.grad(total, allow_int=True)(design)
+    layers = []
+    for i, layer in enumerate(network):
+        layers.append(
+            {
+                "name": layer.name or f"layer{i + 1}",
+                "K": layer.rows,
+                "N": layer.out_units,
+                "P": layer.positions,
+                "analog_fraction": float(design.analog_fraction[i]),
+                "energy_j": {c: float(report.layer_j[c][i]) for c in COMPONENTS},
+                "total_j": float(report.layer_energy_j[i]),
+                "tiles": int(report.layer_tiles[i]),
+                "latency_s": float(report.layer_latency_s[i]),
+                "d_energy_d_width_j_per_unit": float(grads.widths[i]),
+                "d_energy_d_analog_fraction_j": float(grads.analog_fraction[i]),
+            }
+        )
+    return {
+        "preset": acc.name,
+        "tile": [float(acc.tile_rows), float(acc.tile_cols)],
+        "adc_bits": float(acc.adc_bits),
+        "layers": layers,
+        "components_j": {c: float(v) for c, v in report.components_j.items()},
+        "total_j": float(report.energy_j),
+        "macs": float(report.macs),
+        "tops_per_w": float(report.tops_per_w),
+        "peak_tops_per_w": float(peak_tops_per_w(acc)),
+        "latency_s": float(report.latency_s),
+        "tiles_used": int(report.tiles_used),
+        "chip_tiles": int(acc.tiles),
+        "program_once_j": float(report.program_once_j),
+    }
+
+
+def format_joules(value: float) -> str:
+    """1.2e-9 -> '1.20 nJ'."""
+    for unit, scale in (("J", 1.0), ("mJ", 1e-3), ("uJ", 1e-6), ("nJ", 1e-9), ("pJ", 1e-12)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value / 1e-15:.3g} fJ"
+
+
+def format_energy(summary: dict) -> str:
+    """A per-layer x per-component table with totals and the gradient hints."""
+    total = summary["total_j"]
+    unit, scale = next(
+        ((u, s) for u, s in (("uJ", 1e-6), ("nJ", 1e-9), ("pJ", 1e-12)) if total >= s * 10),
+        ("fJ", 1e-15),
+    )
+    header = ["layer", "KxN@P", *COMPONENTS, "total", "tiles"]
+    rows = []
+    for layer in summary["layers"]:
+        rows.append(
+            [
+                layer["name"],
+                f"{layer['K']}x{layer['N']}@{layer['P']}",
+                *(f"{layer['energy_j'][c] / scale:.3g}" for c in COMPONENTS),
+                f"{layer['total_j'] / scale:.3g}",
+                str(layer["tiles"]),
+            ]
+        )
+    rows.append(
+        [
+            "total",
+            "",
+            *(f"{summary['components_j'][c] / scale:.3g}" for c in COMPONENTS),
+            f"{total / scale:.3g}",
+            str(summary["tiles_used"]),
+        ]
+    )
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        f"preset {summary['preset']}, tile {summary['tile'][0]:.0f}x{summary['tile'][1]:.0f}, "
+        f"ADC {summary['adc_bits']:.0f} b; energy per inference in {unit}",
+    ]
+    for r in [header, *rows]:
+        lines.append("  ".join(str(c).rjust(w) for c, w in zip(r, widths, strict=True)))
+    lines += [
+        f"total {format_joules(total)} per inference, {summary['tops_per_w']:.3g} TOPS/W effective "
+        f"(peak tile {summary['peak_tops_per_w']:.0f}), "
+        f"latency {summary['latency_s'] * 1e6:.3g} us, "
+        f"{summary['tiles_used']}/{summary['chip_tiles']} tiles, "
+        f"programming once {format_joules(summary['program_once_j'])}",
+        "gradient of total energy (straight-through):",
+    ]
+    for layer in summary["layers"]:
+        lines.append(
+            f"  {layer['name']}: dE/d(width) {format_joules(layer['d_energy_d_width_j_per_unit'])}"
+            " per unit, dE/d(analog fraction) "
+            f"{format_joules(layer['d_energy_d_analog_fraction_j'])}"
+        )
+    shrink = max(summary["layers"], key=lambda layer: layer["d_energy_d_width_j_per_unit"])
+    move = min(summary["layers"], key=lambda layer: layer["d_energy_d_analog_fraction_j"])
+    lines.append(f"shrink first: {shrink['name']} (largest saving per unit of width)")
+    if move["d_energy_d_analog_fraction_j"] < 0:
+        lines.append(f"move to analog first: {move['name']} (largest saving per analog share)")
+    return "\n".join(lines)

@@ -1,0 +1,94 @@
+"""`codesign energy`: the table, the JSON, the presets list, and one-line errors for bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from codesign.cli import main
+
+
+def test_table_shows_layers_components_total_and_gradients(capsys):
+    assert (
+        main(
+            [
+                "energy",
+                "--layers",
+                "64x256,256x256,256x10",
+                "--tile",
+                "16x16",
+                "--analog",
+                "0.5",
+                "--adc-bits",
+                "6",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    for text in (
+        "layer1",
+        "layer3",
+        "adc",
+        "digital_mac",
+        "dram",
+        "TOPS/W",
+        "dE/d(width)",
+        "dE/d(analog fraction)",
+        "shrink first",
+        "tile 16x16",
+    ):
+        assert text in out
+
+
+def test_json_matches_the_table_and_adds_up(capsys):
+    assert main(["energy", "--layers", "64x256,256x256,256x10", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert len(data["layers"]) == 3
+    assert sum(layer["total_j"] for layer in data["layers"]) == pytest.approx(data["total_j"])
+    assert sum(data["components_j"].values()) == pytest.approx(data["total_j"])
+    assert all(layer["d_energy_d_width_j_per_unit"] > 0 for layer in data["layers"])
+
+
+def test_smaller_tiles_keep_the_chip_area(capsys):
+    main(["energy", "--layers", "64x256", "--tile", "16x16", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert data["chip_tiles"] == 64 * 256 * 256 // (16 * 16)
+
+
+def test_list_presets(capsys):
+    assert main(["energy", "--list-presets"]) == 0
+    out = capsys.readouterr().out
+    assert "ania-22nm" in out and "Horowitz" in out and "TOPS/W" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--preset", "hybrid"], "unknown preset 'hybrid' (did you mean 'hybrid-22nm'?)"),
+        (["--layers", "64x"], "not ROWSxCOLS"),
+        (["--layers", "64x256,abc"], "layer 2"),
+        (["--layers", "64x256@0"], "positions"),
+        (["--adc-bits", "-3"], "--adc-bits must be an integer in [1, 16]"),
+        (["--analog", "1.5"], "--analog: values must lie in [0.0, 1.0]"),
+        (["--analog", "0.1,0.2"], "2 values for 1 layers"),
+        (["--tile", "0x16"], "--tile"),
+        (["--preset", "digital-int8-45nm"], "has no analog tiles"),
+        (["--granularity", "blocky"], "invalid choice"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(argv, message):
+    if "--layers" not in argv:
+        argv = [*argv, "--layers", "64x256"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "codesign.cli", "energy", *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert lines[0].startswith("codesign: error:") and message in lines[0]
