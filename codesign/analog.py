@@ -1,0 +1,157 @@
+"""Analog crossbar non-idealities in the forward pass, with every per-candidate knob traced.
+
+``hybrid_matmul`` computes ``x @ w`` where the first ``n_analog`` output columns run on
+simulated compute-in-memory tiles and the rest are exact digital. The analog model follows IBM
+aihwkit's conventions (``InferenceRPUConfig`` / ``IOParameters`` and its
+``StandardHWATrainingPreset``, aihwkit/simulator/presets/inference.py), in normalised units
+where inputs and weights lie in [-1, 1]:
+
+1. weights are scaled per column by their abs-max (aihwkit's ``weight_scaling_columnwise``) and
+   get programming noise ``N(0, prog_noise)`` per noise draw; zero (pruned or padding) weights
+   are programmed to no conductance and stay exactly zero;
+2. inputs are scaled per example by their abs-max (aihwkit ``NoiseManagementType.ABS_MAX``) and
+   quantized by a ``dac_bits`` DAC over [-1, 1];
+3. rows are split into row tiles of ``tile_rows``; each tile's column partial sum gets read noise
+   ``N(0, out_noise)``, is clipped to [-out_bound, out_bound] and quantized by an ``adc_bits``
+   ADC, then partial sums are added digitally across row tiles and rescaled.
+
+A b-bit converter is symmetric: 2**(b-1) - 1 levels on each side of 0 (2**b - 2 steps over the
+range, aihwkit's ``inp_res = 1 / (2**b - 2)`` convention); b is clipped to >= 2 (ternary).
+Quantizers and the clip use straight-through gradients (exact forward rounding, identity gradient
+inside the range, zero outside) and the scales carry no gradient, so hardware-aware fine-tuning
+sees the digital gradient except where outputs saturate.
+
+Left out: IR drop, conductance drift and drift compensation, 1/f read noise that depends on
+conductance and input (aihwkit's ``PCM_READ`` weight noise, here folded into ``prog_noise``),
+finite conductance levels and weight bit-slicing across cells or differential pairs, input
+noise, ADC/output non-linearity, column-to-column variations, bound management (iterative input
+rescaling on saturation), learned input ranges, stochastic rounding and separate passes for
+positive and negative inputs. Column tiling does not change accuracy here (columns are read
+independently), so ``tile_cols`` only matters to the energy model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+__all__ = ["AnalogConfig", "hybrid_matmul"]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class AnalogConfig:
+    """Analog tile periphery and noise; array leaves may be traced and vmapped per candidate.
+
+    Use the same Python or array types for a leaf across calls (ints for bits and tile rows,
+    floats for the rest) so that candidates share one compiled program.
+    """
+
+    # aihwkit StandardHWATrainingPreset: inp_res=254.0, i.e. 2**8 - 2 steps -> 8-bit DAC.
+    dac_bits: ArrayLike = 8
+    # aihwkit StandardHWATrainingPreset: out_res=254.0 -> 8-bit ADC.
+    adc_bits: ArrayLike = 8
+    # aihwkit StandardHWATrainingPreset: MappingParameter(max_input_size=512) rows per tile.
+    tile_rows: ArrayLike = 512
+    # aihwkit StandardHWATrainingPreset: w_noise=0.0175 (of the per-column weight range, which
+    # the preset remaps channel-wise to wmax = 1). aihwkit draws it per MVM as read noise
+    # (w_noise_type=PCM_READ); here it is drawn once per key, as programming noise.
+    prog_noise: ArrayLike = 0.0175
+    # aihwkit StandardHWATrainingPreset: out_noise=0.04 (IOParameters default is 0.06).
+    out_noise: ArrayLike = 0.04
+    # aihwkit StandardHWATrainingPreset: out_bound=10.0 (IOParameters default is 12.0).
+    out_bound: ArrayLike = 10.0
+    # Static upper bound on row tiles per layer: a layer needs ceil(K / tile_rows) of them.
+    # Cost of the analog path is about max_row_tiles plain matmuls.
+    max_row_tiles: int = dataclasses.field(default=8, metadata=dict(static=True))
+
+
+def _levels(bits) -> jax.Array:
+    """Levels on each side of zero of a symmetric converter with ``bits`` bits (>= 2)."""
+    return jnp.exp2(jnp.maximum(jnp.asarray(bits, jnp.float32), 2.0) - 1.0) - 1.0
+
+
+def _straight_through(exact: jax.Array, rounded: jax.Array) -> jax.Array:
+    """Forward ``rounded``, backward identity to ``exact``."""
+    return exact + jax.lax.stop_gradient(rounded - exact)
+
+
+def _quantize(v: jax.Array, bits, bound) -> jax.Array:
+    """Clip to [-bound, bound] and round to a symmetric ``bits``-bit grid, straight-through."""
+    clipped = jnp.clip(v, -bound, bound)
+    step = bound / _levels(bits)
+    return _straight_through(clipped, jnp.round(clipped / step) * step)
+
+
+def _abs_max(v: jax.Array, axis: int) -> jax.Array:
+    """Abs-max scale along ``axis`` (kept), 1 where all zero, with no gradient."""
+    scale = jax.lax.stop_gradient(jnp.max(jnp.abs(v), axis=axis, keepdims=True))
+    return jnp.where(scale > 0, scale, 1.0)
+
+
+def _check_row_tiles(rows: int, cfg: AnalogConfig) -> None:
+    """Raise if a concrete ``tile_rows`` needs more than ``max_row_tiles`` tiles for ``rows``."""
+    if isinstance(cfg.tile_rows, jax.core.Tracer):
+        return  # traced: _row_tiles enlarges the tiles instead
+    needed = -(-rows // max(int(np.min(np.asarray(cfg.tile_rows))), 1))
+    if needed > cfg.max_row_tiles:
+        raise ValueError(
+            f"{rows} rows need {needed} row tiles, more than max_row_tiles={cfg.max_row_tiles}"
+        )
+
+
+def _row_tiles(rows: int, tile_rows, max_row_tiles: int) -> jax.Array:
+    """[rows, max_row_tiles] one-hot of each row's tile.
+
+    If ceil(rows / tile_rows) > max_row_tiles, tiles are enlarged to ceil(rows / max_row_tiles)
+    rows: ``hybrid_matmul`` raises for a concrete ``tile_rows``, but a traced one cannot.
+    """
+    tile_rows = jnp.maximum(jnp.asarray(tile_rows, jnp.int32), -(-rows // max_row_tiles))
+    tile = jnp.arange(rows, dtype=jnp.int32) // tile_rows
+    return (tile[:, None] == jnp.arange(max_row_tiles, dtype=jnp.int32)[None, :]).astype(
+        jnp.float32
+    )
+
+
+def _analog_matmul(x: jax.Array, w: jax.Array, cfg: AnalogConfig, key) -> jax.Array:
+    """All columns of x[B, K] @ w[K, N] through the simulated crossbar (see module docstring)."""
+    x_scale = _abs_max(x, axis=1)  # [B, 1] noise management
+    w_scale = _abs_max(w, axis=0)  # [1, N] column-wise weight scaling
+    x_dac = _quantize(x / x_scale, cfg.dac_bits, 1.0)
+    w_cells = w / w_scale
+    programmed = w != 0
+    if key is not None:
+        prog_key, read_key = jax.random.split(key)
+        noise = jax.random.normal(prog_key, w.shape, w_cells.dtype)
+        w_cells = w_cells + jnp.where(programmed, cfg.prog_noise * noise, 0.0)
+    tiles = _row_tiles(w.shape[0], cfg.tile_rows, cfg.max_row_tiles)  # [K, T]
+    partials = jnp.einsum("bk,kt,kn->btn", x_dac, tiles, w_cells)
+    if key is not None:
+        # A column segment holding no programmed weight is not read, so it adds no noise.
+        read = (tiles.T @ programmed.astype(jnp.float32) > 0)[None, :, :]  # [1, T, N]
+        noise = jax.random.normal(read_key, partials.shape, partials.dtype)
+        partials = partials + jnp.where(read, cfg.out_noise * noise, 0.0)
+    adc = _quantize(partials, cfg.adc_bits, jnp.asarray(cfg.out_bound, jnp.float32))
+    return jnp.sum(adc, axis=1) * x_scale * w_scale
+
+
+def hybrid_matmul(
+    x: jax.Array, w: jax.Array, n_analog, cfg: AnalogConfig, key: jax.Array | None = None
+) -> jax.Array:
+    """x[..., K] @ w[K, N] with columns j < n_analog on analog tiles and the rest exact digital.
+
+    ``n_analog`` and the array leaves of ``cfg`` may be traced, so candidates with different
+    splits, converters and tile sizes share one compiled program. ``key=None`` turns the
+    stochastic parts (programming and read noise) off; quantization and clipping stay on.
+    """
+    _check_row_tiles(w.shape[0], cfg)
+    batch_shape = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1])
+    digital = x2 @ w
+    analog = _analog_matmul(x2, w, cfg, key)
+    is_analog = (jnp.arange(w.shape[1]) < n_analog)[None, :]
+    return jnp.where(is_analog, analog, digital).reshape(*batch_shape, w.shape[1])

@@ -1,0 +1,146 @@
+"""Analog forward pass: exact when ideal, worse in the ways hardware is, one program per space."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from codesign.analog import AnalogConfig, hybrid_matmul
+
+
+@pytest.fixture(autouse=True)
+def _strict_rank_promotion():
+    with jax.numpy_rank_promotion("raise"):
+        yield
+
+
+B, K, N = 32, 64, 16
+_keys = jax.random.split(jax.random.key(0), 4)
+X = jax.random.normal(_keys[0], (B, K))
+W = 0.1 * jax.random.normal(_keys[1], (K, N))
+EXACT = X @ W
+IDEAL = AnalogConfig(dac_bits=16, adc_bits=16, tile_rows=16, prog_noise=0.0, out_noise=0.0)
+
+matmul = jax.jit(hybrid_matmul)
+
+
+def _rel_err(y, reference=EXACT):
+    return float(jnp.linalg.norm(y - reference) / jnp.linalg.norm(reference))
+
+
+def test_ideal_converters_without_noise_match_exact_matmul():
+    assert _rel_err(matmul(X, W, N, IDEAL)) < 1e-3
+    assert _rel_err(matmul(X, W, N, IDEAL, _keys[2])) < 1e-3  # zero noise magnitudes
+    noisy = dataclasses.replace(IDEAL, prog_noise=0.0175, out_noise=0.04)
+    assert _rel_err(matmul(X, W, N, noisy)) < 1e-3  # key=None: noise off
+
+
+def test_digital_columns_are_exact():
+    key = _keys[2]
+    np.testing.assert_array_equal(matmul(X, W, 0, AnalogConfig(), key), EXACT)
+    split = np.asarray(matmul(X, W, 5, AnalogConfig(tile_rows=16), key))
+    np.testing.assert_array_equal(split[:, 5:], EXACT[:, 5:])
+    assert not np.allclose(split[:, :5], EXACT[:, :5], rtol=1e-3)
+
+
+def test_fewer_adc_bits_give_larger_error():
+    errors = {
+        bits: _rel_err(matmul(X, W, N, dataclasses.replace(IDEAL, adc_bits=bits)))
+        for bits in (2, 8)
+    }
+    assert errors[8] < 0.1
+    assert errors[2] > 5 * errors[8]
+
+
+def test_each_row_tile_adds_its_own_adc_error():
+    # Partial sums stay well inside out_bound here, so every extra tile read adds rounding error.
+    errors = [
+        _rel_err(matmul(X, W, N, dataclasses.replace(IDEAL, adc_bits=8, tile_rows=rows)))
+        for rows in (8, 64)
+    ]
+    assert errors[0] > 1.5 * errors[1]
+
+
+def test_smaller_row_tiles_avoid_adc_saturation():
+    # All-positive inputs and weights: a 64-row partial sum (~36 in normalised units) saturates
+    # the ADC at out_bound = 10, while 8-row partial sums (~4.5) fit.
+    x = jax.random.uniform(_keys[0], (B, K), minval=0.5, maxval=1.0)
+    w = jax.random.uniform(_keys[1], (K, N), minval=0.5, maxval=1.0)
+    errors = [
+        _rel_err(matmul(x, w, N, dataclasses.replace(IDEAL, adc_bits=8, tile_rows=rows)), x @ w)
+        for rows in (8, 64)
+    ]
+    assert errors[0] < 0.01
+    assert errors[1] > 0.5
+
+
+def test_error_grows_with_programming_noise():
+    def mean_error(prog_noise):
+        cfg = dataclasses.replace(IDEAL, prog_noise=prog_noise)
+        return np.mean([_rel_err(matmul(X, W, N, cfg, key)) for key in jax.random.split(_keys[3])])
+
+    errors = [mean_error(p) for p in (0.0, 0.02, 0.1)]
+    assert errors[0] < 1e-3 < errors[1] < errors[2]
+    assert errors[2] > 3 * errors[1]
+
+
+def test_gradients_pass_straight_through_the_converters():
+    x = X.at[0].set(0.0)  # an all-zero input row ...
+    w = W.at[:, 3].set(0.0)  # ... and a pruned column must not give NaNs
+    cotangent = jax.random.normal(_keys[2], (B, N))
+
+    def loss(x, w, cfg):
+        return jnp.sum(hybrid_matmul(x, w, N, cfg, _keys[3]) * cotangent)
+
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    for cfg in (AnalogConfig(tile_rows=16), dataclasses.replace(AnalogConfig(), adc_bits=2)):
+        grad_x, grad_w = grads(x, w, cfg)
+        assert np.all(np.isfinite(grad_x)) and np.all(np.isfinite(grad_w))
+        # Quantizers pass the gradient unchanged: the weight gradient is the digital one up to
+        # DAC rounding of the inputs, the input gradient up to programming noise on the weights.
+        assert _rel_err(grad_w, x.T @ cotangent) < 0.02
+        assert _rel_err(grad_x, cotangent @ w.T) < 0.1
+
+
+def test_population_of_candidates_compiles_once():
+    traces = 0
+
+    def forward(x, w, n_analog, cfg, key):
+        nonlocal traces
+        traces += 1
+        return hybrid_matmul(x, w, n_analog, cfg, key)
+
+    population = jax.jit(jax.vmap(forward, in_axes=(None, None, 0, 0, 0)))
+
+    def stack(*configs):
+        return jax.tree.map(lambda *leaves: jnp.stack(leaves), *configs)
+
+    candidates = [
+        (16, AnalogConfig(dac_bits=8, adc_bits=8, tile_rows=16, prog_noise=0.0175)),
+        (10, AnalogConfig(dac_bits=6, adc_bits=4, tile_rows=32, prog_noise=0.05)),
+        (4, AnalogConfig(dac_bits=4, adc_bits=6, tile_rows=64, out_noise=0.0, out_bound=5.0)),
+    ]
+    keys = jax.random.split(_keys[3], 3)
+    splits = jnp.array([n for n, _ in candidates])
+    outputs = population(X, W, splits, stack(*(cfg for _, cfg in candidates)), keys)
+    for output, (n_analog, cfg), key in zip(outputs, candidates, keys, strict=True):
+        np.testing.assert_allclose(output, matmul(X, W, n_analog, cfg, key), atol=1e-5)
+
+    others = [AnalogConfig(dac_bits=5, adc_bits=3, tile_rows=8, prog_noise=0.1, out_noise=0.1)] * 3
+    population(X, W, splits[::-1], stack(*others), keys)
+    assert traces == 1
+    assert population._cache_size() == 1
+
+
+def test_seeded_noise_is_deterministic():
+    cfg = AnalogConfig(tile_rows=16)
+    first, again = (matmul(X, W, N, cfg, jax.random.key(7)) for _ in range(2))
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, matmul(X, W, N, cfg, jax.random.key(8)))
+
+
+def test_too_many_row_tiles_is_an_error():
+    with pytest.raises(ValueError, match="max_row_tiles=8"):
+        hybrid_matmul(X, W, N, AnalogConfig(tile_rows=4))
