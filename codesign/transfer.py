@@ -1,0 +1,358 @@
+"""Candidate evaluation: a cached pretrained base, weight inheritance, one-compile fine-tunes.
+
+Flow for a population of candidates (all arrays, leading axis = candidate):
+
+    base = pretrain once on the source task (cached on disk with orbax, keyed by a hash of all
+           that determines it), hidden units sorted most important first
+    per candidate, inside one jit(vmap(...)):
+      inherit  the base's hidden layers; a candidate of width w keeps the first w units
+      head     fresh, for the target task's classes
+      masks    from the inherited weights: widths x pruning (granularity, sparsity, tile grid)
+      finetune `steps` Adam steps on the target task with masks fixed and analog noise on
+               (`codesign.analog.hybrid_matmul` on each layer's analog columns), one lax.scan
+      evaluate accuracy on the target validation and test splits, averaged over noise draws
+
+Widths are masks over the maximum shapes and every per-candidate knob (widths, sparsity,
+granularity, tile size, analog split, converter bits, seed) is a traced array, so a search
+space compiles exactly one program per population size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import pathlib
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from codesign import analog, networks, pruning
+from codesign.data import Dataset, TransferTask
+from codesign.energy import GRANULARITIES
+
+__all__ = [
+    "FinetuneConfig",
+    "PretrainConfig",
+    "Population",
+    "Engine",
+    "pretrain",
+    "load_or_pretrain",
+    "row_tile_bound",
+]
+
+# Bumped whenever pretraining changes in a way that invalidates cached bases.
+_BASE_FORMAT = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+    steps: int = 500
+    learning_rate: float = 3e-3
+    batch_size: int = 64
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+    """Static settings of every candidate's fine-tune (shared by the whole search space)."""
+
+    steps: int = 100
+    learning_rate: float = 3e-3
+    batch_size: int = 64
+    eval_draws: int = 3  # noise draws averaged at evaluation
+    noise: bool = True  # programming and read noise on (quantization is always on)
+    prog_noise: float = 0.0175  # aihwkit StandardHWATrainingPreset w_noise (see analog.py)
+    out_noise: float = 0.04  # aihwkit StandardHWATrainingPreset out_noise
+    out_bound: float = 10.0  # aihwkit StandardHWATrainingPreset out_bound
+    max_row_tiles: int = 8  # static bound: ceil(largest K / smallest tile rows) in the space
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Population:
+    """Per-candidate knobs as arrays with a leading candidate axis."""
+
+    widths: jax.Array  # [B, hidden] int32, kept units per hidden layer
+    sparsity: jax.Array  # [B, layers] float32
+    granularity: jax.Array  # [B, layers] int32, index into GRANULARITIES
+    analog_fraction: jax.Array  # [B, layers] float32
+    tile_rows: jax.Array  # [B] int32, rows per analog tile
+    tile_cols: jax.Array  # [B] int32, logical weight columns per analog tile
+    adc_bits: jax.Array  # [B] int32
+    dac_bits: jax.Array  # [B] int32
+    seed: jax.Array  # [B] int32
+
+    @property
+    def size(self) -> int:
+        return int(self.widths.shape[0])
+
+    @classmethod
+    def stack(cls, rows: Sequence[dict]) -> Population:
+        """From one dict per candidate (granularity by name or index)."""
+        fields = {f.name: [] for f in dataclasses.fields(cls)}
+        for row in rows:
+            for name in fields:
+                value = row[name]
+                if name == "granularity":
+                    value = [GRANULARITIES.index(g) if isinstance(g, str) else g for g in value]
+                fields[name].append(value)
+        ints = {"widths", "granularity", "tile_rows", "tile_cols", "adc_bits", "dac_bits", "seed"}
+        return cls(
+            **{
+                name: jnp.asarray(np.asarray(v), jnp.int32 if name in ints else jnp.float32)
+                for name, v in fields.items()
+            }
+        )
+
+    def take(self, index) -> Population:
+        return jax.tree.map(lambda x: x[index], self)
+
+
+# --- training primitives ---
+
+
+def _cross_entropy(logits, labels):
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def _batches(key, n_examples: int, steps: int, batch_size: int):
+    """[steps, batch] example indices, reshuffled with `key` (sampling with replacement)."""
+    return jax.random.randint(key, (steps, batch_size), 0, n_examples)
+
+
+def pretrain(spec: networks.NetworkSpec, data: Dataset, config: PretrainConfig):
+    """Train the maximum-width network digitally on the source task; returns params."""
+    key = jax.random.PRNGKey(config.seed)
+    init_key, batch_key = jax.random.split(key)
+    params = networks.init_params(spec, init_key)
+    optimizer = optax.adam(config.learning_rate)
+    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+
+    def loss_fn(p, xb, yb):
+        return _cross_entropy(networks.apply(spec, p, xb), yb)
+
+    @jax.jit
+    def run(params, x, y):
+        def step(carry, idx):
+            p, opt_state = carry
+            loss, grads = jax.value_and_grad(loss_fn)(p, x[idx], y[idx])
+            updates, opt_state = optimizer.update(grads, opt_state, p)
+            return (optax.apply_updates(p, updates), opt_state), loss
+
+        idx = _batches(batch_key, x.shape[0], config.steps, config.batch_size)
+        (params, _), losses = jax.lax.scan(step, (params, optimizer.init(params)), idx)
+        return params, losses
+
+    params, _ = run(params, x, y)
+    return networks.sort_units(spec, params)
+
+
+def _cache_dir() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("CODESIGN_CACHE", pathlib.Path.home() / ".cache" / "codesign"))
+
+
+def base_key(spec: networks.NetworkSpec, data: Dataset, config: PretrainConfig) -> str:
+    """Hash of everything that determines a pretrained base: network, data, training, format."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([_BASE_FORMAT, repr(spec), repr(config), data.name]).encode())
+    for array in (data.x_train, data.y_train):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:20]
+
+
+def load_or_pretrain(
+    spec: networks.NetworkSpec,
+    data: Dataset,
+    config: PretrainConfig,
+    cache_dir: str | os.PathLike | None = None,
+    log=None,
+):
+    """The pretrained base from the cache, or pretrain it and save it (atomically, by orbax)."""
+    import orbax.checkpoint as ocp
+
+    root = pathlib.Path(cache_dir) if cache_dir is not None else _cache_dir() / "bases"
+    path = (root / f"base-{base_key(spec, data, config)}").resolve()
+    template = networks.init_params(spec, jax.random.PRNGKey(0))
+    checkpointer = ocp.StandardCheckpointer()
+    if path.is_dir():
+        try:
+            params = checkpointer.restore(path, template)
+            if log:
+                log(f"loaded pretrained base {path.name}")
+            return tuple(params), True
+        except Exception as err:  # a damaged cache entry is rebuilt, never trusted
+            if log:
+                log(f"cached base {path.name} unreadable ({type(err).__name__}); retraining")
+            import shutil
+
+            shutil.rmtree(path, ignore_errors=True)
+    if log:
+        log(f"pretraining base network ({config.steps} steps on {data.name} source classes)")
+    params = pretrain(spec, data, config)
+    root.mkdir(parents=True, exist_ok=True)
+    checkpointer.save(path, params)  # orbax writes to a temporary name, then renames
+    checkpointer.wait_until_finished()
+    return params, False
+
+
+def row_tile_bound(shapes: Sequence[networks.LayerShape], min_tile_rows: int) -> int:
+    """The static row-tile bound a search space needs: largest K over the smallest tile rows."""
+    return math.ceil(max(s.rows for s in shapes) / min_tile_rows)
+
+
+# --- the engine ---
+
+
+class Engine:
+    """Evaluates populations of candidates: inherit, mask, fine-tune under analog noise, score."""
+
+    def __init__(
+        self,
+        spec: networks.NetworkSpec,
+        task: TransferTask,
+        finetune: FinetuneConfig = FinetuneConfig(),
+        pretrain_config: PretrainConfig = PretrainConfig(),
+        *,
+        cache_dir=None,
+        base_params=None,
+        log=None,
+    ):
+        if spec.num_classes != task.source.num_classes:
+            spec = dataclasses.replace(spec, num_classes=task.source.num_classes)
+        self.source_spec = spec
+        self.spec = dataclasses.replace(spec, num_classes=task.target.num_classes)
+        self.task = task
+        self.config = finetune
+        self.shapes = networks.layer_shapes(self.spec)
+        if base_params is None:
+            base_params, self.base_cached = load_or_pretrain(
+                spec, task.source, pretrain_config, cache_dir, log
+            )
+        else:
+            self.base_cached = True
+        self.base = tuple(base_params[:-1])  # hidden layers; the head is new per candidate
+        target = task.target
+        self.data = {
+            split: (jnp.asarray(getattr(target, f"x_{split}")), jnp.asarray(getattr(target, f"y_{split}")))
+            for split in ("train", "val", "test")
+        }  # fmt: skip
+        self.traces = 0  # how often the population program was traced (compiled)
+        self._program = jax.jit(jax.vmap(self._evaluate_one, in_axes=(0, None, None)))
+
+    # One candidate, fully traced: everything below is arrays.
+    def _evaluate_one(self, cand: Population, base, data):
+        self.traces += 1
+        spec, cfg, shapes = self.spec, self.config, self.shapes
+        key = jax.random.PRNGKey(cand.seed)
+        head_key, batch_key, noise_key, eval_key = jax.random.split(key, 4)
+        head = networks.init_params(spec, head_key)[-1]
+        params = (*base, head)
+
+        widths = [cand.widths[i] for i in range(spec.num_hidden)]
+        cols = [*widths, jnp.int32(spec.num_classes)]
+        in_units = [shapes[0].in_units, *widths]
+        rows = [in_units[i] * shapes[i].kernel_area for i in range(len(shapes))]
+        masks = [
+            pruning.make_mask(
+                cand.granularity[i], params[i]["w"], cand.sparsity[i], rows[i], cols[i],
+                cand.tile_rows, cand.tile_cols,
+            )
+            for i in range(len(shapes))
+        ]  # fmt: skip
+        n_analog = [jnp.round(cand.analog_fraction[i] * cols[i]) for i in range(len(shapes))]
+        unit_masks = networks.width_masks(spec, widths)
+        hw = analog.AnalogConfig(
+            dac_bits=cand.dac_bits,
+            adc_bits=cand.adc_bits,
+            tile_rows=cand.tile_rows,
+            prog_noise=cfg.prog_noise,
+            out_noise=cfg.out_noise,
+            out_bound=cfg.out_bound,
+            max_row_tiles=cfg.max_row_tiles,
+        )
+        params = tuple(
+            {"w": p["w"] * m, "b": p["b"] * (m.sum(axis=0) > 0)} for p, m in zip(params, masks)
+        )
+        mask_tree = tuple({"w": m, "b": (m.sum(axis=0) > 0).astype(m.dtype)} for m in masks)
+
+        def forward(p, x, noise):
+            keys = jax.random.split(noise, len(shapes))
+
+            def matmul(i, xm, w):
+                return analog.hybrid_matmul(xm, w, n_analog[i], hw, keys[i] if cfg.noise else None)
+
+            return networks.apply(spec, p, x, unit_masks=unit_masks, matmul=matmul)
+
+        optimizer = optax.adam(cfg.learning_rate)
+        x_train, y_train = data["train"]
+
+        def step(carry, inputs):
+            p, opt_state = carry
+            idx, step_key = inputs
+            loss, grads = jax.value_and_grad(
+                lambda q: _cross_entropy(forward(q, x_train[idx], step_key), y_train[idx])
+            )(p)
+            updates, opt_state = optimizer.update(grads, opt_state, p)
+            p = optax.apply_updates(p, pruning.masked_update(updates, mask_tree))
+            return (p, opt_state), loss
+
+        idx = _batches(batch_key, x_train.shape[0], cfg.steps, cfg.batch_size)
+        step_keys = jax.random.split(noise_key, cfg.steps)
+        (params, _), losses = jax.lax.scan(step, (params, optimizer.init(params)), (idx, step_keys))
+
+        def accuracy(split):
+            x, y = data[split]
+            split_key = jax.random.fold_in(eval_key, ("val", "test").index(split))
+            draws = jax.random.split(split_key, cfg.eval_draws)
+            hits = jax.vmap(lambda k: jnp.mean(jnp.argmax(forward(params, x, k), -1) == y))(draws)
+            return jnp.mean(hits)
+
+        def digital_accuracy(split):
+            x, y = data[split]
+            logits = networks.apply(spec, params, x, unit_masks=unit_masks)
+            return jnp.mean(jnp.argmax(logits, -1) == y)
+
+        # Training FLOPs: forward 2 per MAC, backward 4 per MAC, over the kept weights.
+        kept_macs = sum(jnp.sum(m) * s.positions for m, s in zip(masks, shapes))
+        flops = 6.0 * kept_macs * cfg.batch_size * cfg.steps
+        final_loss = jnp.mean(losses[-max(1, cfg.steps // 10) :])
+        return {
+            "val_accuracy": accuracy("val"),
+            "test_accuracy": accuracy("test"),
+            # The same fine-tuned weights on an exact digital chip: the analog penalty's baseline.
+            "digital_test_accuracy": digital_accuracy("test"),
+            "final_loss": final_loss,
+            "diverged": ~jnp.isfinite(final_loss),
+            "finetune_flops": flops,
+            "kept_weights": jnp.stack([jnp.sum(m) for m in masks]),
+            "params": params,
+            "masks": tuple(masks),
+        }
+
+    def evaluate_population(self, population: Population, *, chunk: int | None = None, keep_params=False):
+        """Fine-tune and score every candidate; returns a dict of [B] NumPy arrays.
+
+        The population is evaluated in chunks of `chunk` candidates (default: all at once);
+        a short last chunk is padded with copies, so every call shares one compiled program.
+        """
+        size = population.size
+        chunk = chunk or size
+        results = []
+        for start in range(0, size, chunk):
+            part = population.take(np.arange(start, min(start + chunk, size)))
+            pad = chunk - part.size
+            if pad:
+                part = population.take(np.r_[np.arange(start, size), np.full(pad, size - 1)])
+            out = self._program(part, self.base, self.data)
+            if not keep_params:
+                out = {k: v for k, v in out.items() if k not in ("params", "masks")}
+            out = jax.tree.map(np.asarray, out)
+            results.append(jax.tree.map(lambda v, n=chunk - pad: v[:n], out))
+        return jax.tree.map(lambda *parts: np.concatenate(parts), *results)
+

@@ -1,0 +1,135 @@
+"""The evaluation engine: cached base, inheritance, masks held, one compile, analog effects.
+
+Every population is evaluated in chunks of 6 so the module compiles few programs (each costs
+seconds on a CPU).
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from codesign import data, networks, transfer
+
+FT = transfer.FinetuneConfig(steps=40, batch_size=32, eval_draws=2, max_row_tiles=4)
+PRE = transfer.PretrainConfig(steps=200, batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def task():
+    return data.transfer_split("digits")
+
+
+@pytest.fixture(scope="module")
+def spec(task):
+    return networks.NetworkSpec("mlp", task.source.input_shape, task.source.num_classes, (32, 32))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("bases")
+
+
+@pytest.fixture(scope="module")
+def engine(spec, task, cache):
+    return transfer.Engine(spec, task, FT, PRE, cache_dir=cache)
+
+
+def _cand(widths=(32, 32), sparsity=0.0, granularity="unstructured", analog=0.5, tile=(16, 16),
+          adc=8, dac=8, seed=0, layers=3):
+    return {
+        "widths": list(widths),
+        "sparsity": [sparsity] * layers,
+        "granularity": [granularity] * layers,
+        "analog_fraction": [analog] * layers,
+        "tile_rows": tile[0],
+        "tile_cols": tile[1],
+        "adc_bits": adc,
+        "dac_bits": dac,
+        "seed": seed,
+    }
+
+
+SIX = [
+    _cand(widths=(32, 32), sparsity=0.0, granularity="unstructured", analog=0.0, tile=(16, 16), adc=8),
+    _cand(widths=(24, 16), sparsity=0.5, granularity="row", analog=0.25, tile=(32, 16), adc=6),
+    _cand(widths=(16, 32), sparsity=0.3, granularity="column", analog=0.5, tile=(16, 8), adc=4),
+    _cand(widths=(32, 8), sparsity=0.5, granularity="block", analog=1.0, tile=(32, 32), adc=7),
+    _cand(widths=(8, 24), sparsity=0.5, granularity="nm", analog=0.75, tile=(64, 16), adc=5),
+    _cand(widths=(20, 12), sparsity=0.2, granularity="block", analog=0.6, tile=(16, 16), adc=3),
+]
+
+
+def test_base_is_cached_and_reloaded(spec, task, cache, engine):
+    assert not engine.base_cached or any(cache.iterdir())
+    again = transfer.Engine(spec, task, FT, PRE, cache_dir=cache)
+    assert again.base_cached, "a second engine must load the cached base, not retrain"
+    for a, b in zip(engine.base, again.base, strict=True):
+        np.testing.assert_array_equal(a["w"], b["w"])
+
+
+def test_base_units_are_sorted_most_important_first(spec, engine):
+    importance = networks.unit_importance(spec, (*engine.base, {"w": np.zeros((32, 5)),
+                                                                "b": np.zeros(5)}))
+    # Inherited widths keep a prefix, so the first units must be the heaviest incoming ones.
+    incoming = np.sum(np.asarray(engine.base[0]["w"]) ** 2, axis=0)
+    assert incoming[:8].mean() > incoming[-8:].mean()
+    assert len(importance) == 2
+
+
+def test_six_different_candidates_compile_once_and_match_one_by_one(engine):
+    pop = transfer.Population.stack(SIX)
+    before = engine.traces
+    together = engine.evaluate_population(pop)
+    assert engine.traces - before == 1, "one compiled program for the whole search space"
+    again = engine.evaluate_population(transfer.Population.stack(SIX[::-1]))
+    assert engine.traces - before == 1, "a second population of the same size must not recompile"
+    np.testing.assert_allclose(again["val_accuracy"][::-1], together["val_accuracy"], atol=1e-6)
+    # Chunks of 4 (one padded) give the same results as all six at once.
+    chunked = engine.evaluate_population(pop, chunk=4)
+    for key in ("val_accuracy", "test_accuracy", "finetune_flops"):
+        np.testing.assert_allclose(chunked[key], together[key], rtol=1e-5, atol=1e-6)
+    assert together["val_accuracy"].shape == (6,)
+    assert np.all(together["finetune_flops"] > 0)
+    # The full-width dense candidate is well above chance (5 classes) after fine-tuning.
+    assert together["val_accuracy"][0] > 0.8
+
+
+def test_pruned_weights_stay_exactly_zero_through_finetuning(engine):
+    pop = transfer.Population.stack([SIX[1], SIX[3], SIX[4]])
+    out = engine.evaluate_population(pop, keep_params=True, chunk=6)
+    for b in range(3):
+        for layer, mask in zip(out["params"], out["masks"], strict=True):
+            w, m = layer["w"][b], mask[b]
+            assert np.all(w[m == 0] == 0.0)
+            assert np.any(w[m == 1] != 0.0)
+
+
+def test_flops_follow_the_kept_weights(engine):
+    out = engine.evaluate_population(transfer.Population.stack(
+        [_cand(widths=(32, 32)), _cand(widths=(8, 8)), _cand(widths=(32, 32), sparsity=0.5)]
+    ), chunk=6)
+    full, narrow, sparse = out["finetune_flops"]
+    assert narrow < 0.5 * full
+    assert sparse == pytest.approx(0.5 * full, rel=0.02)
+
+
+def test_noise_off_16_bit_analog_matches_digital(spec, task, engine):
+    quiet = transfer.Engine(spec, task, dataclasses.replace(FT, noise=False), PRE,
+                            base_params=(*engine.base, None))
+    out = quiet.evaluate_population(transfer.Population.stack([
+        _cand(analog=0.0, adc=16, dac=16), _cand(analog=1.0, adc=16, dac=16),
+    ]), chunk=6)
+    # The same fine-tuned weights, read through 16-bit converters vs an exact digital product.
+    analog, digital = out["test_accuracy"][1], out["digital_test_accuracy"][1]
+    assert abs(digital - analog) <= 0.005
+    # And against a candidate fine-tuned all-digital: close, but training paths diverge a little.
+    assert abs(out["test_accuracy"][0] - analog) <= 0.05
+
+
+def test_two_bit_adcs_cost_accuracy(engine):
+    out = engine.evaluate_population(transfer.Population.stack([
+        _cand(analog=1.0, adc=8), _cand(analog=1.0, adc=2),
+    ]), chunk=6)
+    good, coarse = out["val_accuracy"]
+    assert good - coarse > 0.2
