@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pathlib
 import sys
 
 from codesign.errors import CodesignError
@@ -95,6 +96,191 @@ def _cmd_energy(args) -> int:
     return 0
 
 
+def _log(message: str) -> None:
+    print(f"codesign: {message}", file=sys.stderr)
+
+
+def _load_study(args):
+    """The study named by --study in --storage (or the journal in --out)."""
+    import optuna
+
+    from codesign.search import JOURNAL_NAME, storage_for
+
+    if not args.storage:
+        journal = pathlib.Path(args.out) / JOURNAL_NAME
+        if not journal.is_file():
+            raise CodesignError(f"--out {args.out!r}: no study journal ({journal} does not exist)")
+    storage = storage_for(args.storage, args.out)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    name = args.study
+    if name is None:
+        if len(names) != 1:
+            raise CodesignError(f"--study: give one of {', '.join(names) or '(no studies)'}")
+        name = names[0]
+    if name not in names:
+        raise CodesignError(f"--study {name!r}: not found; studies: {', '.join(names) or 'none'}")
+    return optuna.load_study(study_name=name, storage=storage), args.storage or args.out
+
+
+def _front_report(study, fmt="table"):
+    from codesign import pareto
+
+    rows = pareto.front_rows(study)
+    baseline = study.user_attrs.get("baseline")
+    hv = None
+    if baseline:
+        points = [(r["energy_j"], r["accuracy"]) for r in rows]
+        hv = pareto.hypervolume(points, baseline["energy_j"])
+    return pareto.format_front(rows, fmt, hv), baseline
+
+
+def _cmd_search(args) -> int:
+    import optuna
+
+    from codesign import pareto
+    from codesign.search import run_search
+    from codesign.space import load_space
+
+    space = load_space(args.space)
+    out = pathlib.Path(args.out or pathlib.Path("runs") / (args.study or space.name))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    total = space.trials if args.trials is None else args.trials
+    with _Progress(total, space) as progress:
+        study = run_search(
+            space,
+            trials=args.trials,
+            batch=args.batch,
+            storage=args.storage,
+            study_name=args.study,
+            seed=args.seed,
+            out_dir=out,
+            progress=progress.update,
+            log=progress.log,
+        )
+    table, baseline = _front_report(study)
+    print(table)
+    if baseline:
+        print(
+            f"baseline (dense all-digital): {baseline['energy_j']:.3g} J, "
+            f"accuracy {baseline['accuracy']:.3f}"
+        )
+    if not args.storage or out.is_dir():
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("pareto.png", "pareto.html"):
+            pareto.plot_front(study, out / name, baseline)
+        print(f"plots: {out / 'pareto.png'}, {out / 'pareto.html'}")
+    return 0
+
+
+class _Progress:
+    """A rich progress bar: trials done / total, feasible front size, best energy, ETA."""
+
+    def __init__(self, total: int, space):
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.console = Console(stderr=True)
+        self.space = space
+        self.bar = Progress(
+            TextColumn("[bold]search"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+        )
+        self.task = self.bar.add_task("search", total=total, info="starting")
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc)
+
+    def log(self, message: str) -> None:
+        self.console.print(f"codesign: {message}")
+
+    def update(self, study, done_at_start: int, total: int, elapsed: float) -> None:
+        from codesign import pareto
+
+        finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+        best = pareto.front(study)
+        min_acc = self.space.budgets.get("min_accuracy", 0.0)
+        ok = [t.user_attrs["energy_j"] for t in best if t.user_attrs.get("accuracy", 0) >= min_acc]
+        info = f"front {len(best)}" + (f", best {min(ok):.3g} J at acc>={min_acc:g}" if ok else "")
+        self.bar.update(self.task, completed=min(len(finished), total), info=info)
+
+
+def _cmd_pareto(args) -> int:
+    from codesign import pareto
+
+    study, _ = _load_study(args)
+    table, baseline = _front_report(study, args.format)
+    print(table)
+    if args.plot:
+        pareto.plot_front(study, args.plot, baseline)
+        if args.format == "table":
+            print(f"plot: {args.plot}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from codesign.design import export_design, save_design
+
+    study, where = _load_study(args)
+    design = export_design(study, trial=args.trial, pick=args.pick, storage_desc=str(where))
+    path = save_design(design, args.output)
+    m = design.metrics
+    print(
+        f"exported trial {design.source['trial']} to {path}: energy {m.get('energy_j', 0):.3g} J,"
+        f" accuracy {m.get('accuracy', 0):.3f}"
+    )
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from codesign.design import load_design, train_design
+
+    design = load_design(args.design)
+    report = train_design(
+        design, steps=args.steps, out_dir=args.out, inferences=args.inferences, log=_log
+    )
+    e = report["energy"]
+    print(
+        f"test accuracy {report['test_accuracy_analog']:.3f} under analog noise "
+        f"({report['test_accuracy_digital']:.3f} digital), {e['energy_j']:.3g} J per inference, "
+        f"{e['tops_per_w']:.3g} TOPS/W"
+    )
+    print(
+        f"fine-tune {report['finetune_flops']:.3g} FLOPs = {report['finetune_energy_j']:.3g} J; "
+        f"inference energy overtakes training after {report['breakeven_inferences']:.3g} "
+        f"inferences; lifecycle energy for {report['inferences']:.3g} inferences: "
+        f"{report['lifecycle_energy_j']:.3g} J"
+    )
+    print(
+        f"wrote {args.out}/checkpoint, {args.out}/weights.npz "
+        f"({report['compact_weights']} of {report['dense_weights']} weights), "
+        f"{args.out}/report.json"
+    )
+    return 0
+
+
+def _study_flags(p) -> None:
+    p.add_argument("--study", help="study name (default: the only study in the storage)")
+    p.add_argument("--storage", help="Optuna storage URL (default: the journal file in --out)")
+    p.add_argument("--out", default=None, help="run directory holding study.journal")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from codesign.energy import GRANULARITIES
     from codesign.hardware import DEFAULT_PRESET, PRESETS
@@ -118,12 +304,49 @@ def build_parser() -> argparse.ArgumentParser:
     energy.add_argument("--json", action="store_true", help="print JSON instead of a table")
     energy.add_argument("--list-presets", action="store_true", help="list presets and sources")
     energy.set_defaults(func=_cmd_energy)
+
+    search = sub.add_parser(
+        "search",
+        help="run or resume a co-design search",
+        description="Create or resume an Optuna study over a search space.",
+    )
+    search.add_argument("space", help="search space YAML file (see search_spaces/)")
+    search.add_argument("--trials", type=int, help="trials in total (default: the file's)")
+    search.add_argument("--batch", type=int, help="candidates per ask/tell batch")
+    search.add_argument("--storage", help="Optuna storage URL (default: journal file in --out)")
+    search.add_argument("--study", help="study name (default: the space's name)")
+    search.add_argument("--seed", type=int, help="sampler seed (default: the file's)")
+    search.add_argument("--out", help="run directory (default: runs/STUDY)")
+    search.set_defaults(func=_cmd_search)
+
+    pareto = sub.add_parser("pareto", help="show the feasible Pareto front of a study")
+    _study_flags(pareto)
+    pareto.add_argument("--format", default="table", choices=("table", "json", "csv"))
+    pareto.add_argument("--plot", help="write a plot: .png (matplotlib) or .html (plotly)")
+    pareto.set_defaults(func=_cmd_pareto)
+
+    export = sub.add_parser("export", help="export a found design as JSON")
+    _study_flags(export)
+    which = export.add_mutually_exclusive_group(required=True)
+    which.add_argument("--trial", type=int, help="trial number")
+    which.add_argument("--pick", help="e.g. 'accuracy>=0.9:min-energy' (from the feasible front)")
+    export.add_argument("-o", "--output", default="design.json", help="output file")
+    export.set_defaults(func=_cmd_export)
+
+    train = sub.add_parser("train", help="fine-tune an exported design for longer")
+    train.add_argument("design", help="design JSON from codesign export")
+    train.add_argument("--steps", type=int, help="fine-tune steps (default: 5x the search's)")
+    train.add_argument("--out", default="trained", help="output directory")
+    train.add_argument("--inferences", type=float, help="inferences for lifecycle energy")
+    train.set_defaults(func=_cmd_train)
     return parser
 
 
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, "func", None) in (_cmd_pareto, _cmd_export) and args.out is None:
+            args.out = str(pathlib.Path("runs") / args.study) if args.study else "runs"
         return args.func(args)
     except CodesignError as err:
         if os.environ.get("CODESIGN_DEBUG"):

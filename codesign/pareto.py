@@ -1,0 +1,231 @@
+"""Pareto fronts of finished studies: the feasible front, its hypervolume, tables and plots.
+
+The front is computed here, from the trials' stored values and constraints, rather than taken
+from the sampler, so that it is the same whatever sampler ran and whatever storage holds it.
+Hypervolume is measured on (log10 energy per inference, accuracy): energies span orders of
+magnitude, and a log axis makes a 2x saving count the same at every scale.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import pathlib
+
+import numpy as np
+import optuna
+
+__all__ = [
+    "front",
+    "front_rows",
+    "hypervolume",
+    "format_front",
+    "plot_front",
+    "feasible",
+]
+
+TABLE_COLUMNS = (
+    "trial",
+    "energy_j",
+    "accuracy",
+    "test_accuracy",
+    "tiles",
+    "latency_s",
+    "widths",
+    "sparsity",
+    "granularity",
+    "tile",
+    "analog_fraction",
+    "adc_bits",
+)
+
+
+def feasible(trial: optuna.trial.FrozenTrial) -> bool:
+    """Completed, trained, and within every budget (constraint values <= 0)."""
+    if trial.state != optuna.trial.TrialState.COMPLETE or trial.user_attrs.get("skipped_training"):
+        return False
+    return all(v <= 0 for v in trial.constraints.values())
+
+
+def _signed(study, trial) -> np.ndarray:
+    """Objective values turned into 'smaller is better'."""
+    signs = [1.0 if d == optuna.study.StudyDirection.MINIMIZE else -1.0 for d in study.directions]
+    return np.asarray(trial.values) * signs
+
+
+def front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Feasible non-dominated trials, sorted by energy."""
+    trials = [t for t in study.get_trials(deepcopy=False) if feasible(t)]
+    points = [_signed(study, t) for t in trials]
+    keep = []
+    for i, p in enumerate(points):
+        dominated = any(np.all(q <= p) and np.any(q < p) for j, q in enumerate(points) if j != i)
+        duplicate = any(np.array_equal(q, p) for q in points[:i])
+        if not dominated and not duplicate:
+            keep.append(trials[i])
+    return sorted(keep, key=lambda t: t.user_attrs.get("energy_j", t.values[0]))
+
+
+def hypervolume(points, reference_energy_j: float, reference_accuracy: float = 0.0) -> float:
+    """Area dominated by (energy, accuracy) points in (log10 energy, accuracy) space.
+
+    Points with energy above the reference or accuracy below it add nothing. The reference
+    energy is usually the dense all-digital baseline, so the number is comparable across runs of
+    one search space.
+    """
+    ref_x = math.log10(reference_energy_j)
+    pts = sorted(
+        (math.log10(e), a) for e, a in points if e < reference_energy_j and a > reference_accuracy
+    )
+    area, best_acc = 0.0, reference_accuracy
+    # Sweep from the lowest energy up: each point adds the strip its accuracy gains.
+    for i, (x, acc) in enumerate(pts):
+        best_acc = max(best_acc, acc)
+        next_x = pts[i + 1][0] if i + 1 < len(pts) else ref_x
+        area += (next_x - x) * (best_acc - reference_accuracy)
+    return area
+
+
+def front_rows(study: optuna.Study) -> list[dict]:
+    """One dict per front trial: the metrics and the key design parameters."""
+    rows = []
+    for t in front(study):
+        cand = t.user_attrs.get("candidate", {})
+        rows.append(
+            {
+                "trial": t.number,
+                "energy_j": t.user_attrs.get("energy_j"),
+                "accuracy": t.user_attrs.get("accuracy"),
+                "test_accuracy": t.user_attrs.get("test_accuracy"),
+                "tiles": t.user_attrs.get("tiles"),
+                "latency_s": t.user_attrs.get("latency_s"),
+                "widths": cand.get("widths"),
+                "sparsity": cand.get("sparsity"),
+                "granularity": cand.get("granularity"),
+                "tile": cand.get("tile"),
+                "analog_fraction": cand.get("analog_fraction"),
+                "adc_bits": cand.get("adc_bits"),
+            }
+        )
+    return rows
+
+
+def _compact(value):
+    """[0.5, 0.5, 0.5] -> 0.5; [64, 32] stays; floats to 3 significant digits."""
+    if isinstance(value, list | tuple):
+        if value and all(v == value[0] for v in value):
+            return _compact(value[0])
+        return "/".join(str(_compact(v)) for v in value)
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return "" if value is None else str(value)
+
+
+def format_front(rows: list[dict], fmt: str = "table", hv: float | None = None) -> str:
+    """The front as an aligned table, JSON or CSV."""
+    if fmt == "json":
+        return json.dumps({"front": rows, "hypervolume": hv}, indent=2)
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=TABLE_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _compact(v) if isinstance(v, list) else v for k, v in row.items()})
+        return buffer.getvalue().rstrip("\n")
+    if not rows:
+        return "no feasible trial yet: the front is empty"
+    header = [c.replace("_", " ") for c in TABLE_COLUMNS]
+    body = [[_compact(row[c]) for c in TABLE_COLUMNS] for row in rows]
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *body]]
+    if hv is not None:
+        lines.append(f"hypervolume (log10 J x accuracy, vs dense all-digital baseline): {hv:.4g}")
+    return "\n".join(lines)
+
+
+def plot_front(
+    study: optuna.Study, path: str | pathlib.Path, baseline: dict | None = None
+) -> pathlib.Path:
+    """Energy vs accuracy: every trial, the feasible front, and the baseline if given.
+
+    A `.png` path writes a matplotlib figure; `.html` an interactive plotly page whose points
+    show each trial's design on hover.
+    """
+    path = pathlib.Path(path)
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    trained = [t for t in trials if not t.user_attrs.get("skipped_training")]
+    best = front(study)
+    energy = lambda ts: [t.user_attrs["energy_j"] for t in ts]  # noqa: E731
+    acc = lambda ts: [t.user_attrs["accuracy"] for t in ts]  # noqa: E731
+    title = f"{study.study_name}: {len(trials)} trials, front of {len(best)}"
+    if path.suffix == ".html":
+        import plotly.graph_objects as go
+
+        def hover(ts):
+            return [json.dumps(t.user_attrs.get("candidate", {})) for t in ts]
+
+        fig = go.Figure()
+        fig.add_scatter(
+            x=energy(trained),
+            y=acc(trained),
+            mode="markers",
+            name="trials",
+            text=hover(trained),
+            marker={"color": "lightgray"},
+        )
+        fig.add_scatter(
+            x=energy(best),
+            y=acc(best),
+            mode="lines+markers",
+            name="Pareto front",
+            text=hover(best),
+            line={"shape": "hv"},
+        )
+        if baseline:
+            fig.add_scatter(
+                x=[baseline["energy_j"]],
+                y=[baseline["accuracy"]],
+                mode="markers",
+                name=baseline["label"],
+                marker={"symbol": "x", "size": 12},
+            )
+        fig.update_layout(
+            title=title,
+            xaxis={"type": "log", "title": "energy per inference (J)"},
+            yaxis={"title": "accuracy (target validation)"},
+        )
+        fig.write_html(path, include_plotlyjs=True)
+        return path
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    ax.scatter(energy(trained), acc(trained), s=14, color="0.75", label="trials")
+    ax.step(energy(best), acc(best), where="post", color="C0", lw=1.5)
+    ax.scatter(energy(best), acc(best), s=26, color="C0", label="Pareto front", zorder=3)
+    if baseline:
+        ax.scatter(
+            [baseline["energy_j"]],
+            [baseline["accuracy"]],
+            marker="x",
+            s=70,
+            color="C3",
+            label=baseline["label"],
+            zorder=4,
+        )
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("energy per inference (J)")
+    ax.set_ylabel("accuracy (target validation)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,410 @@
+"""The co-design search: an Optuna study driven by batched ask/tell around pure JAX evaluation.
+
+    space --suggest--> candidates --energy model (vmapped)--> budgets checked, no training spent
+          on infeasible ones --engine (one compiled population fine-tune)--> accuracy --tell-->
+
+Optuna objects stay here: the energy model and the engine only see arrays. Storage defaults to
+an Optuna journal file in the run directory (no server; optuna-dashboard reads it); any Optuna
+storage URL works. Re-running the same search resumes it: completed trials are never recomputed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pathlib
+import time
+import warnings
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optuna
+
+from codesign import data, networks, transfer
+from codesign.energy import (
+    COMPONENTS,
+    GRANULARITIES,
+    Design,
+    counts_from_masks,
+    estimate_energy,
+    estimate_energy_batch,
+)
+from codesign.errors import CodesignError
+from codesign.space import Candidate, SearchSpace
+
+__all__ = [
+    "TRAINING_J_PER_FLOP",
+    "Evaluator",
+    "open_study",
+    "run_search",
+    "storage_for",
+]
+
+# Energy of one training FLOP on a datacentre GPU, for lifecycle energy: NVIDIA A100 datasheet,
+# 312 TFLOP/s dense bf16 at 400 W TDP -> 1.28 pJ/FLOP at peak; at an assumed 40 % utilisation
+# (typical of small-batch fine-tuning) 3.2 pJ/FLOP.
+TRAINING_J_PER_FLOP = 400.0 / (312e12 * 0.4)
+
+JOURNAL_NAME = "study.journal"
+
+
+def storage_for(storage: str | None, out_dir: str | pathlib.Path):
+    """An Optuna storage: the URL given, or a journal file in the run directory."""
+    if storage:
+        if storage.endswith(".journal") or storage.endswith(".log"):
+            return _journal(pathlib.Path(storage))
+        try:
+            return optuna.storages.RDBStorage(storage)
+        except Exception as err:  # bad URL, missing driver, unreachable server
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CodesignError(f"--storage {storage!r}: {reason}") from None
+    out = pathlib.Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise CodesignError(f"--out {str(out)!r} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    return _journal(out / JOURNAL_NAME)
+
+
+def _journal(path: pathlib.Path):
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def _sampler(space: SearchSpace, seed: int):
+    name = space.sampler["name"]
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(
+            population_size=space.sampler["population_size"], seed=seed
+        )
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+    if name == "gp":
+        try:
+            import scipy  # noqa: F401
+            import torch  # noqa: F401
+        except ImportError:
+            raise CodesignError(
+                "sampler gp needs torch and scipy: pip install 'codesign[gp]' "
+                "(or choose nsga2, tpe or random)"
+            ) from None
+        return optuna.samplers.GPSampler(seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def open_study(space: SearchSpace, storage, study_name: str | None = None, seed: int | None = None):
+    """Create the study, or load it when it exists (resume)."""
+    seed = space.sampler["seed"] if seed is None else seed
+    study = optuna.create_study(
+        study_name=study_name or space.name,
+        storage=storage,
+        directions=space.directions,
+        sampler=_sampler(space, seed),
+        load_if_exists=True,
+    )
+    if study.metric_names is None:
+        with warnings.catch_warnings():  # set_metric_names is marked experimental in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(space.metric_names)
+    if "space" not in study.user_attrs:
+        study.set_user_attr("space", space.raw)
+        study.set_user_attr("space_path", space.path)
+        study.set_user_attr("seed", seed)
+    return study
+
+
+# --- evaluation: candidates -> arrays -> numbers ---
+
+
+class Evaluator:
+    """Everything a space needs to score candidates: data, base network, engine, hardware."""
+
+    def __init__(self, space: SearchSpace, *, cache_dir=None, log: Callable | None = None):
+        self.space = space
+        task_cfg = space.task
+        self.task = data.transfer_split(
+            task_cfg["dataset"],
+            source_classes=task_cfg["source_classes"],
+            target_classes=task_cfg["target_classes"],
+            seed=task_cfg["seed"],
+        )
+        self.spec = network_spec(space, self.task.source)
+        self.shapes = networks.layer_shapes(
+            dataclasses.replace(self.spec, num_classes=self.task.target.num_classes)
+        )
+        ft = space.finetune
+        self.finetune = transfer.FinetuneConfig(
+            steps=ft["steps"],
+            learning_rate=ft["learning_rate"],
+            batch_size=ft["batch_size"],
+            eval_draws=ft["eval_draws"],
+            max_row_tiles=transfer.row_tile_bound(self.shapes, min(r for r, _ in space.tiles)),
+        )
+        pre = space.pretrain
+        self.pretrain = transfer.PretrainConfig(
+            steps=pre["steps"],
+            learning_rate=pre["learning_rate"],
+            batch_size=pre["batch_size"],
+            seed=task_cfg["seed"],
+        )
+        self._cache_dir = cache_dir
+        self._log = log
+        self._engine = None
+
+    @property
+    def engine(self) -> transfer.Engine:
+        """Built on first use, so budget-only work never pretrains."""
+        if self._engine is None:
+            self._engine = transfer.Engine(
+                self.spec,
+                self.task,
+                self.finetune,
+                self.pretrain,
+                cache_dir=self._cache_dir,
+                log=self._log,
+            )
+        return self._engine
+
+    def design(self, cand: Candidate) -> Design:
+        n = len(self.shapes)
+        return Design(
+            widths=jnp.asarray([*cand.widths, self.shapes[-1].out_units], jnp.float32),
+            analog_fraction=jnp.asarray(cand.analog_fraction, jnp.float32).reshape(n),
+            sparsity=jnp.asarray(cand.sparsity, jnp.float32).reshape(n),
+            granularity=jnp.asarray([GRANULARITIES.index(g) for g in cand.granularity], jnp.int32),
+        )
+
+    def energies(self, cands: list[Candidate]) -> list[dict]:
+        """Energy model for a batch of candidates in one vmapped call (statistics of the design)."""
+        designs = jax.tree.map(lambda *xs: jnp.stack(xs), *[self.design(c) for c in cands])
+        accs = jax.tree.map(
+            lambda *xs: jnp.stack([jnp.asarray(x, jnp.float32) for x in xs]),
+            *[self.space.accelerator(c) for c in cands],
+        )
+        report = estimate_energy_batch(self.shapes, designs, accs)
+        return [_energy_attrs(jax.tree.map(lambda x, i=i: x[i], report)) for i in range(len(cands))]
+
+    def population(self, cands: list[Candidate], seeds: list[int]) -> transfer.Population:
+        rows = []
+        for cand, seed in zip(cands, seeds, strict=True):
+            acc = self.space.accelerator(cand)
+            cells = math.ceil(float(acc.weight_bits) / float(acc.cell_bits))
+            rows.append(
+                {
+                    "widths": list(cand.widths),
+                    "sparsity": list(cand.sparsity),
+                    "granularity": list(cand.granularity),
+                    "analog_fraction": list(cand.analog_fraction),
+                    "tile_rows": cand.tile[0],
+                    "tile_cols": max(1, cand.tile[1] // cells),
+                    "adc_bits": cand.adc_bits,
+                    "dac_bits": int(acc.dac_bits),
+                    "seed": seed,
+                }
+            )
+        return transfer.Population.stack(rows)
+
+    def evaluate(self, cands: list[Candidate], seeds: list[int], chunk: int) -> list[dict]:
+        """Fine-tune and score; energy recomputed exactly from the real masks."""
+        out = self.engine.evaluate_population(
+            self.population(cands, seeds), chunk=chunk, keep_params=True
+        )
+        results = []
+        for i, cand in enumerate(cands):
+            masks = [np.asarray(m[i]) for m in out["masks"]]
+            counts = counts_from_masks(
+                self.shapes, masks, np.asarray(cand.analog_fraction), self.space.accelerator(cand)
+            )
+            energy = _energy_attrs(
+                estimate_energy(self.shapes, counts, self.space.accelerator(cand))
+            )
+            flops = float(out["finetune_flops"][i])
+            results.append(
+                {
+                    **energy,
+                    "accuracy": float(out["val_accuracy"][i]),
+                    "test_accuracy": float(out["test_accuracy"][i]),
+                    "digital_test_accuracy": float(out["digital_test_accuracy"][i]),
+                    "final_loss": float(out["final_loss"][i]),
+                    "diverged": bool(out["diverged"][i]),
+                    "finetune_flops": flops,
+                    "finetune_energy_j": flops * TRAINING_J_PER_FLOP,
+                }
+            )
+        return results
+
+
+def network_spec(space: SearchSpace, source: data.Dataset) -> networks.NetworkSpec:
+    """The maximum-width network of the space for the source task's inputs and classes."""
+    base = networks.default_spec(space.model["family"], source.input_shape, source.num_classes)
+    return dataclasses.replace(base, widths=tuple(space.model["widths"]))
+
+
+def _energy_attrs(report) -> dict:
+    return {
+        "energy_j": float(report.energy_j),
+        "latency_s": float(report.latency_s),
+        "tiles": int(report.tiles_used),
+        "tops_per_w": float(report.tops_per_w),
+        "energy_layers_j": {c: [float(v) for v in report.layer_j[c]] for c in COMPONENTS},
+    }
+
+
+# --- the loop ---
+
+
+def _violations(space: SearchSpace, result: dict) -> dict[str, float]:
+    """Constraint values (> 0 means violated) for the budgets known so far."""
+    b, out = space.budgets, {}
+    if "max_energy_j" in b:
+        out["max_energy_j"] = result["energy_j"] / b["max_energy_j"] - 1.0
+    if "max_latency_s" in b:
+        out["max_latency_s"] = result["latency_s"] / b["max_latency_s"] - 1.0
+    if "max_tiles" in b:
+        out["max_tiles"] = result["tiles"] - b["max_tiles"]
+    if "min_accuracy" in b:  # untrained (over another budget) counts as accuracy 0
+        out["min_accuracy"] = b["min_accuracy"] - result.get("accuracy", 0.0)
+    return out
+
+
+def _within_budget(space: SearchSpace, energy: dict) -> bool:
+    """Energy, latency and tiles within budget: worth a fine-tune."""
+    violations = _violations(space, {**energy, "accuracy": 1.0})
+    return all(v <= 0 for v in violations.values())
+
+
+def _objective_values(space: SearchSpace, result: dict) -> list[float]:
+    lifecycle = (
+        result.get("finetune_energy_j", 0.0) + space.lifecycle_inferences * result["energy_j"]
+    )
+    values = {
+        "energy": result["energy_j"],
+        "accuracy": result.get("accuracy", 0.0),
+        "latency": result["latency_s"],
+        "tiles": float(result["tiles"]),
+        "lifecycle_energy": lifecycle,
+    }
+    return [values[o] for o in space.objectives]
+
+
+def _finished(study) -> int:
+    """Trials that count towards the total: complete ones, and candidates that failed on their
+    own (diverged); not trials whose process died, since their candidate is asked again."""
+    count = 0
+    for t in study.get_trials(deepcopy=False):
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            count += 1
+        elif t.state == optuna.trial.TrialState.FAIL:
+            count += not str(t.user_attrs.get("fail_reason", "")).startswith("stale")
+    return count
+
+
+def recover_stale_trials(study, log=None) -> int:
+    """Mark RUNNING trials left by a dead process as FAIL and re-ask their parameters."""
+    stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for trial in stale:
+        study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", "stale: process died")
+        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(trial.params, skip_if_exists=False)
+    if stale and log:
+        log(f"recovered {len(stale)} interrupted trial(s); their candidates are re-asked")
+    return len(stale)
+
+
+def run_search(
+    space: SearchSpace,
+    *,
+    trials: int | None = None,
+    batch: int | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    seed: int | None = None,
+    out_dir: str | pathlib.Path | None = None,
+    cache_dir=None,
+    progress: Callable | None = None,
+    log: Callable | None = None,
+    recover_stale: bool = True,
+):
+    """Run (or resume) the study until it holds `trials` finished trials; returns the study."""
+    trials = space.trials if trials is None else trials
+    batch = space.batch if batch is None else batch
+    if trials < 0:
+        raise CodesignError(f"--trials must be >= 0, got {trials}")
+    if batch < 1:
+        raise CodesignError(f"--batch must be >= 1, got {batch}")
+    out_dir = pathlib.Path(out_dir or pathlib.Path("runs") / (study_name or space.name))
+    study = open_study(space, storage_for(storage, out_dir), study_name, seed)
+    if recover_stale:
+        recover_stale_trials(study, log)
+    evaluator = Evaluator(space, cache_dir=cache_dir, log=log)
+    base_seed = study.user_attrs.get("seed", 0)
+    num_hidden = len(space.model["widths"])
+    num_layers = len(evaluator.shapes)
+    started = time.perf_counter()
+    done_at_start = _finished(study)
+    while (done := _finished(study)) < trials:
+        asked = [study.ask() for _ in range(min(batch, trials - done))]
+        cands = [space.suggest(t, num_hidden, num_layers) for t in asked]
+        seeds = [base_seed * 1_000_003 + t.number for t in asked]
+        energies = evaluator.energies(cands)
+        train_idx = [i for i, e in enumerate(energies) if _within_budget(space, e)]
+        results = list(energies)
+        if train_idx:
+            trained = evaluator.evaluate(
+                [cands[i] for i in train_idx], [seeds[i] for i in train_idx], chunk=batch
+            )
+            for i, r in zip(train_idx, trained, strict=True):
+                results[i] = r
+        for i, (trial, cand, result) in enumerate(zip(asked, cands, results, strict=True)):
+            _tell(study, space, trial, cand, seeds[i], result, trained=i in train_idx)
+        if progress:
+            progress(study, done_at_start, trials, time.perf_counter() - started)
+    if trials and "baseline" not in study.user_attrs:
+        study.set_user_attr("baseline", dense_digital_baseline(space, evaluator, base_seed, batch))
+    return study
+
+
+def dense_digital_baseline(space: SearchSpace, evaluator: Evaluator, seed: int, chunk: int) -> dict:
+    """The maximum network, unpruned, all digital, fine-tuned like any candidate."""
+    num_layers = len(evaluator.shapes)
+    tile = space.tiles[0]
+    cand = Candidate(
+        widths=tuple(space.model["widths"]),
+        sparsity=(0.0,) * num_layers,
+        granularity=("unstructured",) * num_layers,
+        analog_fraction=(0.0,) * num_layers,
+        tile=tile,
+        adc_bits=int(space.accelerator().adc_bits),
+    )
+    (result,) = evaluator.evaluate([cand], [seed * 1_000_003 - 1], chunk=chunk)
+    return {
+        "label": "dense all-digital",
+        "energy_j": result["energy_j"],
+        "accuracy": result["accuracy"],
+        "test_accuracy": result["test_accuracy"],
+        "candidate": cand.to_dict(),
+    }
+
+
+def _tell(study, space, trial, cand: Candidate, seed: int, result: dict, trained: bool):
+    trial.set_user_attr("candidate", cand.to_dict())
+    trial.set_user_attr("seed", seed)
+    trial.set_user_attr("skipped_training", not trained)
+    for key, value in result.items():
+        if key != "diverged":
+            trial.set_user_attr(key, value)
+    for key, value in _violations(space, result).items():
+        trial.set_constraint(key, value)
+    if not trained:
+        # Over budget before training: told with accuracy 0 and its constraint values.
+        study.tell(trial, _objective_values(space, result))
+    elif result["diverged"] or not np.isfinite(result["accuracy"]):
+        trial.set_user_attr(
+            "fail_reason", f"fine-tune diverged (final loss {result['final_loss']})"
+        )
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    else:
+        study.tell(trial, _objective_values(space, result))

@@ -1,0 +1,197 @@
+"""The co-design search end to end: search -> pareto -> export -> train, resume, budgets, errors."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+
+from codesign import search
+from codesign.cli import main
+from codesign.space import load_space
+
+TINY = {
+    "name": "tiny",
+    "task": {"dataset": "digits", "seed": 0},
+    "model": {"family": "mlp", "widths": [16, 16]},
+    "pretrain": {"steps": 60, "batch_size": 32},
+    "finetune": {"steps": 10, "batch_size": 32, "eval_draws": 1},
+    "search": {
+        "widths": {"low": 4, "high": 16, "step": 4, "per_layer": True},
+        "sparsity": {"low": 0.0, "high": 0.6, "step": 0.3},
+        "granularity": {"choices": ["unstructured", "block"]},
+        "tile": {"choices": [16, 32]},
+        "analog_fraction": {"choices": [0.0, 0.5, 1.0]},
+        "adc_bits": {"low": 4, "high": 8},
+    },
+    "sampler": {"name": "random", "seed": 0},
+    "trials": 6,
+    "batch": 3,
+}
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    # One pretrained base for the whole module (keyed by its hash), away from ~/.cache.
+    monkeypatch.setenv("CODESIGN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def _write(tmp_path, data, name="space.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_search_pareto_export_train(tmp_path, capsys):
+    space = _write(tmp_path, TINY)
+    run = tmp_path / "run"
+    assert main(["search", str(space), "--out", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "hypervolume" in out and "baseline (dense all-digital)" in out
+    for name in ("study.journal", "pareto.png", "pareto.html"):
+        assert (run / name).is_file()
+    assert (run / "pareto.png").stat().st_size > 10_000
+
+    study = optuna.load_study(study_name="tiny", storage=search.storage_for(None, run))
+    assert len(study.trials) == 6
+    assert study.metric_names == ["energy_j", "accuracy"]
+    attrs = study.trials[0].user_attrs
+    for key in (
+        "candidate",
+        "seed",
+        "energy_j",
+        "energy_layers_j",
+        "tiles",
+        "latency_s",
+        "finetune_flops",
+        "accuracy",
+    ):
+        assert key in attrs
+    assert len(attrs["energy_layers_j"]["adc"]) == 3
+
+    assert main(["pareto", "--out", str(run), "--format", "json"]) == 0
+    front = json.loads(capsys.readouterr().out)
+    assert front["front"] and front["hypervolume"] > 0
+    energies = [row["energy_j"] for row in front["front"]]
+    assert energies == sorted(energies)
+
+    design = tmp_path / "design.json"
+    trial = front["front"][0]["trial"]
+    assert main(["export", "--out", str(run), "--trial", str(trial), "-o", str(design)]) == 0
+    exported = json.loads(design.read_text())
+    assert exported["format_version"] == 1 and exported["source"]["trial"] == trial
+    assert exported["accelerator"]["tile_rows"] in (16.0, 32.0)
+
+    trained = tmp_path / "trained"
+    assert main(["train", str(design), "--steps", "15", "--out", str(trained)]) == 0
+    report = json.loads((trained / "report.json").read_text())
+    assert 0 <= report["test_accuracy_analog"] <= 1
+    assert report["breakeven_inferences"] == pytest.approx(
+        report["finetune_energy_j"] / report["energy"]["energy_j"]
+    )
+    assert report["compact_weights"] <= report["dense_weights"]
+    with np.load(trained / "weights.npz") as weights:
+        assert weights["layer0_w"].shape[1] == len(weights["layer0_kept_units"])
+    assert (trained / "checkpoint").is_dir()
+
+
+def test_resume_never_recomputes_and_recovers_interrupted_trials(tmp_path):
+    space = load_space(_write(tmp_path, TINY))
+    run = tmp_path / "run"
+    study = search.run_search(space, trials=3, out_dir=run)
+    first = {t.number: t.values for t in study.trials}
+    # A process dies mid-trial: a RUNNING trial is left in the journal.
+    dead = study.ask()
+    space.suggest(dead, 2, 3)
+    study = search.run_search(space, trials=6, out_dir=run)
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") == 6
+    assert study.trials[dead.number].state.name == "FAIL"
+    assert study.trials[dead.number].user_attrs["fail_reason"].startswith("stale")
+    redone = [t for t in study.trials if t.number > dead.number and t.params == dead.params]
+    assert redone and redone[0].state.name == "COMPLETE"
+    for number, values in first.items():
+        assert study.trials[number].values == values  # never recomputed
+    again = search.run_search(space, trials=6, out_dir=run)
+    assert len(again.trials) == len(study.trials)
+
+
+def test_over_budget_candidates_spend_no_finetune(tmp_path, monkeypatch):
+    data = {**TINY, "budgets": {"max_tiles": 2}, "trials": 6}
+    space = load_space(_write(tmp_path, data))
+    trained = []
+    original = search.Evaluator.evaluate
+
+    def spy(self, cands, seeds, chunk):
+        trained.extend(cands)
+        return original(self, cands, seeds, chunk)
+
+    monkeypatch.setattr(search.Evaluator, "evaluate", spy)
+    study = search.run_search(space, out_dir=tmp_path / "run")
+    skipped = [t for t in study.trials if t.user_attrs["skipped_training"]]
+    assert skipped, "the budget must exclude some candidates"
+    for t in skipped:
+        assert t.constraints["max_tiles"] > 0
+        assert t.values[1] == 0.0
+    trained_tiles = {json.dumps(c.to_dict()) for c in trained}
+    for t in skipped:
+        assert json.dumps(t.user_attrs["candidate"]) not in trained_tiles
+    for t in study.trials:
+        if not t.user_attrs["skipped_training"]:
+            assert t.constraints["max_tiles"] <= 0
+
+
+BAD = [
+    ("model: [1, 2", "YAML syntax error"),
+    ("modle: {}", "modle: unknown key (did you mean 'model'?)"),
+    ("trials: many", "trials: must be int"),
+    ("search: {tile: {choices: []}}", "search.tile.choices: must be a non-empty list"),
+    ("search: {sparsity: {low: 0.8, high: 0.2}}", "empty range"),
+    ("hardware: {preset: hybrid-22}", "did you mean 'hybrid-22nm'"),
+    ("task: {dataset: digitz}", "did you mean 'digits'"),
+    ("task: {dataset: missing.npz}", "no such file"),
+    ("search: {granularity: {choices: [blocky]}}", "valid: unstructured, row, column, block, nm"),
+    ("objectives: [energy]", "must include energy and accuracy"),
+    ("sampler: {name: cmaes}", "valid: nsga2, tpe, gp, random"),
+    ("hardware: {overrides: {tile_size: 3}}", "valid keys"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD)
+def test_invalid_space_is_one_line_naming_file_and_key(tmp_path, capsys, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text + "\n")
+    assert main(["search", str(path), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(path) in err[0] and message in err[0]
+    assert not (tmp_path / "run").exists(), "nothing written for an invalid space"
+
+
+def test_shipped_spaces_validate():
+    root = pathlib.Path(__file__).resolve().parents[1] / "search_spaces"
+    names = sorted(p.name for p in root.glob("*.yaml"))
+    assert {"digits_mlp.yaml", "mnist1d_mlp.yaml", "mnist1d_cnn.yaml"} <= set(names)
+    for name in names:
+        load_space(root / name)
+
+
+def test_bad_command_lines_exit_2_without_traceback(tmp_path):
+    cases = [
+        ["search", str(tmp_path / "nope.yaml")],
+        ["pareto", "--out", str(tmp_path / "empty")],
+        ["export", "--out", str(tmp_path), "--pick", "accuracy>=0.9:min-energy"],
+        ["train", str(tmp_path / "missing.json")],
+    ]
+    for argv in cases:
+        proc = subprocess.run(
+            [sys.executable, "-m", "codesign.cli", *argv],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 2, argv
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
