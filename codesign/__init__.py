@@ -1,5 +1,6 @@
 """codesign: hardware-software co-design of energy-efficient neural networks, in JAX."""
 
+from codesign.design import FoundDesign, export_design, load_design, save_design, train_design
 from codesign.energy import (
     COMPONENTS,
     GRANULARITIES,
@@ -20,9 +21,27 @@ from codesign.hardware import (
     get_preset,
     with_tile,
 )
-from codesign.networks import LayerShape
+from codesign.networks import LayerShape, NetworkSpec
+from codesign.pareto import front, hypervolume, plot_front
+from codesign.search import Evaluator, open_study, run_search
+from codesign.space import Candidate, SearchSpace, load_space
 
 __all__ = [
+    "Candidate",
+    "Evaluator",
+    "FoundDesign",
+    "NetworkSpec",
+    "SearchSpace",
+    "export_design",
+    "front",
+    "hypervolume",
+    "load_design",
+    "load_space",
+    "open_study",
+    "plot_front",
+    "run_search",
+    "save_design",
+    "train_design",
     "COMPONENTS",
     "DEFAULT_PRESET",
     "GRANULARITIES",

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import pathlib
+import socket
 import time
 import warnings
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optuna
 
@@ -32,6 +33,8 @@ from codesign.energy import (
     estimate_energy_batch,
 )
 from codesign.errors import CodesignError
+from codesign.journal import BatchedJournalFileBackend
+from codesign.journal import batch as storage_batch
 from codesign.space import Candidate, SearchSpace
 
 __all__ = [
@@ -68,10 +71,10 @@ def storage_for(storage: str | None, out_dir: str | pathlib.Path):
 
 
 def _journal(path: pathlib.Path):
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
+    from optuna.storages.journal import JournalStorage
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(path)))
+    return JournalStorage(BatchedJournalFileBackend(str(path)))
 
 
 def _sampler(space: SearchSpace, seed: int):
@@ -81,7 +84,8 @@ def _sampler(space: SearchSpace, seed: int):
             population_size=space.sampler["population_size"], seed=seed
         )
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+        # constant_liar: a batch of asks sees its pending trials, so it does not repeat itself.
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
     if name == "gp":
         try:
             import scipy  # noqa: F401
@@ -169,22 +173,21 @@ class Evaluator:
         return self._engine
 
     def design(self, cand: Candidate) -> Design:
-        n = len(self.shapes)
+        """The energy model's view of a candidate (NumPy leaves; stack them for a batch)."""
         return Design(
-            widths=jnp.asarray([*cand.widths, self.shapes[-1].out_units], jnp.float32),
-            analog_fraction=jnp.asarray(cand.analog_fraction, jnp.float32).reshape(n),
-            sparsity=jnp.asarray(cand.sparsity, jnp.float32).reshape(n),
-            granularity=jnp.asarray([GRANULARITIES.index(g) for g in cand.granularity], jnp.int32),
+            widths=np.asarray([*cand.widths, self.shapes[-1].out_units], np.float32),
+            analog_fraction=np.asarray(cand.analog_fraction, np.float32),
+            sparsity=np.asarray(cand.sparsity, np.float32),
+            granularity=np.asarray([GRANULARITIES.index(g) for g in cand.granularity], np.int32),
         )
 
     def energies(self, cands: list[Candidate]) -> list[dict]:
         """Energy model for a batch of candidates in one vmapped call (statistics of the design)."""
-        designs = jax.tree.map(lambda *xs: jnp.stack(xs), *[self.design(c) for c in cands])
+        designs = jax.tree.map(lambda *xs: np.stack(xs), *[self.design(c) for c in cands])
         accs = jax.tree.map(
-            lambda *xs: jnp.stack([jnp.asarray(x, jnp.float32) for x in xs]),
-            *[self.space.accelerator(c) for c in cands],
+            lambda *xs: np.asarray(xs, np.float32), *[self.space.accelerator(c) for c in cands]
         )
-        report = estimate_energy_batch(self.shapes, designs, accs)
+        report = jax.tree.map(np.asarray, estimate_energy_batch(self.shapes, designs, accs))
         return [_energy_attrs(jax.tree.map(lambda x, i=i: x[i], report)) for i in range(len(cands))]
 
     def population(self, cands: list[Candidate], seeds: list[int]) -> transfer.Population:
@@ -218,9 +221,8 @@ class Evaluator:
             counts = counts_from_masks(
                 self.shapes, masks, np.asarray(cand.analog_fraction), self.space.accelerator(cand)
             )
-            energy = _energy_attrs(
-                estimate_energy(self.shapes, counts, self.space.accelerator(cand))
-            )
+            report = estimate_energy(self.shapes, counts, self.space.accelerator(cand))
+            energy = _energy_attrs(jax.tree.map(np.asarray, report))
             flops = float(out["finetune_flops"][i])
             results.append(
                 {
@@ -244,12 +246,16 @@ def network_spec(space: SearchSpace, source: data.Dataset) -> networks.NetworkSp
 
 
 def _energy_attrs(report) -> dict:
+    """JSON-ready numbers of one candidate's EnergyReport (computed in NumPy: no dispatch)."""
+    layers = {c: np.asarray(report.layer_j[c], np.float64) for c in COMPONENTS}
+    energy = float(sum(v.sum() for v in layers.values()))
+    macs = float(np.sum(report.layer_macs))
     return {
-        "energy_j": float(report.energy_j),
-        "latency_s": float(report.latency_s),
-        "tiles": int(report.tiles_used),
-        "tops_per_w": float(report.tops_per_w),
-        "energy_layers_j": {c: [float(v) for v in report.layer_j[c]] for c in COMPONENTS},
+        "energy_j": energy,
+        "latency_s": float(np.sum(report.layer_latency_s)),
+        "tiles": int(np.sum(report.layer_tiles)),
+        "tops_per_w": 2.0 * macs / energy / 1e12 if energy > 0 else 0.0,
+        "energy_layers_j": {c: [float(x) for x in v] for c, v in layers.items()},
     }
 
 
@@ -302,9 +308,33 @@ def _finished(study) -> int:
     return count
 
 
-def recover_stale_trials(study, log=None) -> int:
-    """Mark RUNNING trials left by a dead process as FAIL and re-ask their parameters."""
-    stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+def _is_stale(trial, now: float, stale_after_s: float) -> bool:
+    """A RUNNING trial whose worker process is gone (same host), or silent for too long."""
+    host, _, pid = str(trial.user_attrs.get("worker", "")).partition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        if int(pid) == os.getpid():
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+    started = trial.datetime_start.timestamp() if trial.datetime_start else now
+    return now - started > stale_after_s
+
+
+def recover_stale_trials(study, log=None, stale_after_s: float = 3600.0) -> int:
+    """Mark RUNNING trials left by dead workers as FAIL and re-ask their parameters.
+
+    A trial's worker (host:pid) is stored when it is asked: on the same host a dead pid means
+    stale at once; a trial from another host, or one asked without a worker, is stale after
+    `stale_after_s` without finishing.
+    """
+    now = time.time()
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    stale = [t for t in running if _is_stale(t, now, stale_after_s)]
     for trial in stale:
         study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", "stale: process died")
         study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
@@ -345,9 +375,13 @@ def run_search(
     num_layers = len(evaluator.shapes)
     started = time.perf_counter()
     done_at_start = _finished(study)
+    worker = f"{socket.gethostname()}:{os.getpid()}"
     while (done := _finished(study)) < trials:
-        asked = [study.ask() for _ in range(min(batch, trials - done))]
-        cands = [space.suggest(t, num_hidden, num_layers) for t in asked]
+        with storage_batch(study._storage):  # asking: one fsync for the whole batch
+            asked = [study.ask() for _ in range(min(batch, trials - done))]
+            cands = [space.suggest(t, num_hidden, num_layers) for t in asked]
+            for t in asked:
+                t.set_user_attr("worker", worker)
         seeds = [base_seed * 1_000_003 + t.number for t in asked]
         energies = evaluator.energies(cands)
         train_idx = [i for i, e in enumerate(energies) if _within_budget(space, e)]
@@ -358,8 +392,9 @@ def run_search(
             )
             for i, r in zip(train_idx, trained, strict=True):
                 results[i] = r
-        for i, (trial, cand, result) in enumerate(zip(asked, cands, results, strict=True)):
-            _tell(study, space, trial, cand, seeds[i], result, trained=i in train_idx)
+        with storage_batch(study._storage):  # telling: one fsync
+            for i, (trial, cand, result) in enumerate(zip(asked, cands, results, strict=True)):
+                _tell(study, space, trial, cand, seeds[i], result, trained=i in train_idx)
         if progress:
             progress(study, done_at_start, trials, time.perf_counter() - started)
     if trials and "baseline" not in study.user_attrs:

@@ -97,6 +97,18 @@ class Dimension:
         """The value when the dimension has a single choice, else None."""
         return self.choices[0] if self.choices is not None and len(self.choices) == 1 else None
 
+    def sample(self, rng):
+        """A uniform random value (on the step grid), without Optuna."""
+        if self.choices is not None:
+            return self.choices[rng.integers(len(self.choices))]
+        if self.step:
+            count = int(round((self.high - self.low) / self.step)) + 1
+            value = self.low + self.step * rng.integers(count)
+            return int(value) if self.is_int else float(value)
+        if self.is_int:
+            return int(rng.integers(int(self.low), int(self.high) + 1))
+        return float(rng.uniform(self.low, self.high))
+
     def suggest(self, trial, name: str):
         if self.choices is not None:
             if len(self.choices) == 1:
@@ -149,12 +161,46 @@ class SearchSpace:
             acc = dataclasses.replace(acc, adc_bits=float(candidate.adc_bits))
         return acc
 
+    def param_names(self, num_hidden: int, num_layers: int) -> dict[str, list[str]]:
+        """Optuna parameter names per searched dimension (fixed dimensions have none)."""
+        counts = {
+            "widths": num_hidden,
+            "sparsity": num_layers,
+            "granularity": num_layers,
+            "analog_fraction": num_layers,
+            "tile": 1,
+            "adc_bits": 1,
+        }
+        names = {}
+        for key, dim in self.dims.items():
+            if dim.fixed is not None:
+                names[key] = []
+            elif dim.per_layer and counts[key] > 1:
+                names[key] = [f"{key}_{i}" for i in range(counts[key])]
+            else:
+                names[key] = [key]
+        return names
+
+    def sample_params(self, rng, num_hidden: int, num_layers: int) -> dict:
+        """Uniform random Optuna params for this space (see `suggest` for the names)."""
+        return {
+            name: self.dims[key].sample(rng)
+            for key, names in self.param_names(num_hidden, num_layers).items()
+            for name in names
+        }
+
+    def candidate(self, params: dict, num_hidden: int, num_layers: int) -> Candidate:
+        """The candidate that Optuna params describe."""
+        import optuna
+
+        return self.suggest(optuna.trial.FixedTrial(params), num_hidden, num_layers)
+
     def suggest(self, trial, num_hidden: int, num_layers: int) -> Candidate:
         """Ask Optuna for one candidate (Optuna stays here, at the edge)."""
 
         def values(name, count):
             dim = self.dims[name]
-            if dim.per_layer:
+            if dim.per_layer and count > 1:
                 return tuple(dim.suggest(trial, f"{name}_{i}") for i in range(count))
             return (dim.suggest(trial, name),) * count
 

@@ -1,7 +1,9 @@
 """The co-design search end to end: search -> pareto -> export -> train, resume, budgets, errors."""
 
 import json
+import os
 import pathlib
+import socket
 import subprocess
 import sys
 
@@ -104,12 +106,19 @@ def test_resume_never_recomputes_and_recovers_interrupted_trials(tmp_path):
     run = tmp_path / "run"
     study = search.run_search(space, trials=3, out_dir=run)
     first = {t.number: t.values for t in study.trials}
-    # A process dies mid-trial: a RUNNING trial is left in the journal.
+    # A worker process dies mid-trial: its RUNNING trial is left in the journal.
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
     dead = study.ask()
     space.suggest(dead, 2, 3)
+    dead.set_user_attr("worker", f"{socket.gethostname()}:{gone.stdout.strip()}")
+    alive = study.ask()  # a trial another live worker is running: must be left alone
+    space.suggest(alive, 2, 3)
+    alive.set_user_attr("worker", f"{socket.gethostname()}:{os.getppid()}")
     study = search.run_search(space, trials=6, out_dir=run)
     states = [t.state.name for t in study.trials]
     assert states.count("COMPLETE") == 6
+    assert study.trials[alive.number].state.name == "RUNNING"
     assert study.trials[dead.number].state.name == "FAIL"
     assert study.trials[dead.number].user_attrs["fail_reason"].startswith("stale")
     redone = [t for t in study.trials if t.number > dead.number and t.params == dead.params]
