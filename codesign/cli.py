@@ -138,19 +138,21 @@ def _cmd_search(args) -> int:
     import optuna
 
     from codesign import pareto
-    from codesign.search import run_search
+    from codesign.search import check_counts, run_search, storage_for
     from codesign.space import load_space
 
     space = load_space(args.space)
     out = pathlib.Path(args.out or pathlib.Path("runs") / (args.study or space.name))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     total = space.trials if args.trials is None else args.trials
+    check_counts(args.trials, args.batch)
+    storage = storage_for(args.storage, out)  # bad URLs and paths fail here, before any output
     with _Progress(total, space) as progress:
         study = run_search(
             space,
             trials=args.trials,
             batch=args.batch,
-            storage=args.storage,
+            storage=storage,
             study_name=args.study,
             seed=args.seed,
             out_dir=out,
@@ -200,17 +202,28 @@ class _Progress:
         )
         self.task = self.bar.add_task("search", total=total, info="starting")
 
+        self.started = False
+
     def __enter__(self):
-        self.bar.__enter__()
         return self
 
     def __exit__(self, *exc):
-        return self.bar.__exit__(*exc)
+        if self.started:
+            self.bar.stop()
+        return False
+
+    def _start(self) -> None:
+        """Show the bar only once work begins: an early error prints one line, no bar."""
+        if not self.started:
+            self.bar.start()
+            self.started = True
 
     def log(self, message: str) -> None:
+        self._start()
         self.console.print(f"codesign: {message}")
 
     def update(self, study, done_at_start: int, total: int, elapsed: float) -> None:
+        self._start()
         from codesign import pareto
 
         finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
@@ -219,6 +232,31 @@ class _Progress:
         ok = [t.user_attrs["energy_j"] for t in best if t.user_attrs.get("accuracy", 0) >= min_acc]
         info = f"front {len(best)}" + (f", best {min(ok):.3g} J at acc>={min_acc:g}" if ok else "")
         self.bar.update(self.task, completed=min(len(finished), total), info=info)
+
+
+def _cmd_worker(args) -> int:
+    import optuna
+
+    from codesign.search import check_counts, run_search
+    from codesign.space import parse_space
+
+    check_counts(args.trials, args.batch)
+    study, _ = _load_study(args)
+    if "space" not in study.user_attrs:
+        raise CodesignError(f"--study {study.study_name!r}: not a codesign study (no search space)")
+    space = parse_space(study.user_attrs["space"], study.user_attrs.get("space_path", "<study>"))
+    total = args.trials if args.trials is not None else study.user_attrs.get("target_trials")
+    total = space.trials if total is None else total
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with _Progress(total, space) as progress:
+        run_search(
+            space, trials=total, batch=args.batch, storage=args.storage,
+            study_name=study.study_name, out_dir=args.out, progress=progress.update,
+            log=progress.log,
+        )  # fmt: skip
+    finished = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+    print(f"study {study.study_name!r}: {finished} finished trials (target {total})")
+    return 0
 
 
 def _cmd_pareto(args) -> int:
@@ -319,6 +357,17 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--out", help="run directory (default: runs/STUDY)")
     search.set_defaults(func=_cmd_search)
 
+    worker = sub.add_parser(
+        "worker",
+        help="join an existing study and evaluate trials until it has its total",
+        description="Join a study created by `codesign search` (same storage) and work on it; "
+        "run one per host or per process.",
+    )
+    _study_flags(worker)
+    worker.add_argument("--trials", type=int, help="total trials (default: the study's target)")
+    worker.add_argument("--batch", type=int, help="candidates per ask/tell batch")
+    worker.set_defaults(func=_cmd_worker)
+
     pareto = sub.add_parser("pareto", help="show the feasible Pareto front of a study")
     _study_flags(pareto)
     pareto.add_argument("--format", default="table", choices=("table", "json", "csv"))
@@ -345,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        if getattr(args, "func", None) in (_cmd_pareto, _cmd_export) and args.out is None:
+        if getattr(args, "func", None) in (_cmd_pareto, _cmd_export, _cmd_worker) and not args.out:
             args.out = str(pathlib.Path("runs") / args.study) if args.study else "runs"
         return args.func(args)
     except CodesignError as err:

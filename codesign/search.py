@@ -53,8 +53,13 @@ TRAINING_J_PER_FLOP = 400.0 / (312e12 * 0.4)
 JOURNAL_NAME = "study.journal"
 
 
-def storage_for(storage: str | None, out_dir: str | pathlib.Path):
-    """An Optuna storage: the URL given, or a journal file in the run directory."""
+def storage_for(storage, out_dir: str | pathlib.Path):
+    """An Optuna storage: the URL given, or a journal file in the run directory.
+
+    An already-built Optuna storage object is returned as it is.
+    """
+    if storage is not None and not isinstance(storage, str):
+        return storage
     if storage:
         if storage.endswith(".journal") or storage.endswith(".log"):
             return _journal(pathlib.Path(storage))
@@ -296,16 +301,25 @@ def _objective_values(space: SearchSpace, result: dict) -> list[float]:
     return [values[o] for o in space.objectives]
 
 
-def _finished(study) -> int:
-    """Trials that count towards the total: complete ones, and candidates that failed on their
-    own (diverged); not trials whose process died, since their candidate is asked again."""
-    count = 0
+def _counts(study) -> tuple[int, int]:
+    """(finished, running) trials that count towards the total.
+
+    Finished: complete ones, and candidates that failed on their own (diverged); not trials whose
+    worker died, since their candidate is asked again. Running: claimed by a live worker.
+    """
+    finished = running = 0
     for t in study.get_trials(deepcopy=False):
         if t.state == optuna.trial.TrialState.COMPLETE:
-            count += 1
+            finished += 1
         elif t.state == optuna.trial.TrialState.FAIL:
-            count += not str(t.user_attrs.get("fail_reason", "")).startswith("stale")
-    return count
+            finished += not str(t.user_attrs.get("fail_reason", "")).startswith("stale")
+        elif t.state == optuna.trial.TrialState.RUNNING:
+            running += 1
+    return finished, running
+
+
+def _finished(study) -> int:
+    return _counts(study)[0]
 
 
 def _is_stale(trial, now: float, stale_after_s: float) -> bool:
@@ -344,6 +358,14 @@ def recover_stale_trials(study, log=None, stale_after_s: float = 3600.0) -> int:
     return len(stale)
 
 
+def check_counts(trials: int | None, batch: int | None) -> None:
+    """Reject a negative trial count or an empty batch before any work starts."""
+    if trials is not None and trials < 0:
+        raise CodesignError(f"--trials must be >= 0, got {trials}")
+    if batch is not None and batch < 1:
+        raise CodesignError(f"--batch must be >= 1, got {batch}")
+
+
 def run_search(
     space: SearchSpace,
     *,
@@ -361,14 +383,11 @@ def run_search(
     """Run (or resume) the study until it holds `trials` finished trials; returns the study."""
     trials = space.trials if trials is None else trials
     batch = space.batch if batch is None else batch
-    if trials < 0:
-        raise CodesignError(f"--trials must be >= 0, got {trials}")
-    if batch < 1:
-        raise CodesignError(f"--batch must be >= 1, got {batch}")
+    check_counts(trials, batch)
     out_dir = pathlib.Path(out_dir or pathlib.Path("runs") / (study_name or space.name))
     study = open_study(space, storage_for(storage, out_dir), study_name, seed)
-    if recover_stale:
-        recover_stale_trials(study, log)
+    if study.user_attrs.get("target_trials") != trials:
+        study.set_user_attr("target_trials", trials)  # what `codesign worker` aims for
     evaluator = Evaluator(space, cache_dir=cache_dir, log=log)
     base_seed = study.user_attrs.get("seed", 0)
     num_hidden = len(space.model["widths"])
@@ -376,9 +395,17 @@ def run_search(
     started = time.perf_counter()
     done_at_start = _finished(study)
     worker = f"{socket.gethostname()}:{os.getpid()}"
-    while (done := _finished(study)) < trials:
-        with storage_batch(study._storage):  # asking: one fsync for the whole batch
-            asked = [study.ask() for _ in range(min(batch, trials - done))]
+    while True:
+        # Asking: under the journal's lock (one fsync), so workers sharing a study claim at most
+        # `trials` in total; dead workers' trials are recovered first.
+        with storage_batch(study._storage):
+            if recover_stale:
+                recover_stale_trials(study, log)
+            finished, running = _counts(study)
+            want = min(batch, trials - finished - running)
+            if want <= 0:
+                break
+            asked = [study.ask() for _ in range(want)]
             cands = [space.suggest(t, num_hidden, num_layers) for t in asked]
             for t in asked:
                 t.set_user_attr("worker", worker)

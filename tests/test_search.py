@@ -100,6 +100,21 @@ def test_search_pareto_export_train(tmp_path, capsys):
         assert weights["layer0_w"].shape[1] == len(weights["layer0_kept_units"])
     assert (trained / "checkpoint").is_dir()
 
+    # The README's recipe: the compact weights in a plain Flax NNX model give the same accuracy.
+    flax_example = _load_script("flax_from_design")
+    result = flax_example.main([str(trained / "weights.npz"), "--design", str(design)])
+    assert result["digital_test_accuracy"] == pytest.approx(report["test_accuracy_digital"])
+
+
+def _load_script(name):
+    import importlib.util
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 def test_resume_never_recomputes_and_recovers_interrupted_trials(tmp_path):
     space = load_space(_write(tmp_path, TINY))

@@ -1,0 +1,188 @@
+"""Hostile inputs and failing candidates: one line, exit code 2, and no damage to a study."""
+
+import json
+
+import jax
+import numpy as np
+import optuna
+import pytest
+import yaml
+
+from codesign import data, networks, search, transfer
+from codesign.cli import main
+from codesign.design import FORMAT, FORMAT_VERSION
+from codesign.space import parse_space
+from tests.test_search import TINY
+
+
+@pytest.fixture
+def existing(tmp_path):
+    """A run directory holding a study with two finished trials, and its journal's bytes."""
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(TINY))
+    run = tmp_path / "run"
+    storage = search.storage_for(None, run)
+    study = optuna.create_study(
+        study_name="tiny", storage=storage, directions=["minimize", "maximize"]
+    )
+    study.set_user_attr("space", TINY)
+    for energy, accuracy in ((1e-9, 0.5), (2e-9, 0.9)):
+        trial = study.ask()
+        trial.set_user_attr("candidate", {"widths": [4, 4]})
+        trial.set_user_attr("energy_j", energy)
+        trial.set_user_attr("accuracy", accuracy)
+        study.tell(trial, [energy, accuracy])
+    journal = run / search.JOURNAL_NAME
+    return {"space": space, "run": run, "journal": journal, "bytes": journal.read_bytes()}
+
+
+def _bad_npz(tmp_path):
+    path = tmp_path / "wrong.npz"
+    np.savez(path, images=np.zeros((10, 3)), labels=np.zeros(10))
+    return path
+
+
+def _design(tmp_path, **changes):
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **changes}))
+    return path
+
+
+CASES = {
+    "bad storage url": (
+        lambda e, t: ["search", str(e["space"]), "--storage", "nosuchdb://x"],
+        "--storage",
+    ),
+    "unreachable database": (
+        lambda e, t: ["pareto", "--storage", "postgresql://u:p@127.0.0.1:1/db", "--study", "x"],
+        "--storage",
+    ),
+    "negative trial count": (
+        lambda e, t: ["search", str(e["space"]), "--out", str(e["run"]), "--trials", "-3"],
+        "--trials must be >= 0",
+    ),
+    "zero batch": (
+        lambda e, t: ["search", str(e["space"]), "--out", str(e["run"]), "--batch", "0"],
+        "--batch must be >= 1",
+    ),
+    "unknown trial": (
+        lambda e, t: ["export", "--out", str(e["run"]), "--trial", "99"],
+        "no such trial",
+    ),
+    "unknown study": (
+        lambda e, t: ["pareto", "--out", str(e["run"]), "--study", "nope"],
+        "not found; studies: tiny",
+    ),
+    "pick nothing": (
+        lambda e, t: ["export", "--out", str(e["run"]), "--pick", "accuracy>=0.99:min-energy"],
+        "no feasible front trial",
+    ),
+    "malformed pick": (
+        lambda e, t: ["export", "--out", str(e["run"]), "--pick", "fast"],
+        "expected METRIC>=VALUE",
+    ),
+    "missing design": (lambda e, t: ["train", str(t / "none.json")], "no such design file"),
+    "corrupted design": (
+        lambda e, t: ["train", str(_write(t / "c.json", "{not json"))],
+        "not valid JSON",
+    ),
+    "not a design": (
+        lambda e, t: ["train", str(_write(t / "n.json", "[1, 2]"))],
+        "not a codesign design file",
+    ),
+    "newer design": (
+        lambda e, t: ["train", str(_design(t, format_version=FORMAT_VERSION + 1))],
+        "newer than this codesign reads",
+    ),
+    "design missing keys": (lambda e, t: ["train", str(_design(t))], "malformed design file"),
+    "out is a file": (
+        lambda e, t: ["search", str(e["space"]), "--out", str(_write(t / "f", "x"))],
+        "is not a directory",
+    ),
+    "npz with wrong arrays": (
+        lambda e, t: [
+            "search",
+            str(
+                _write(
+                    t / "s.yaml", yaml.safe_dump({**TINY, "task": {"dataset": str(_bad_npz(t))}})
+                )
+            ),
+            "--out",
+            str(t / "r2"),
+        ],
+        "missing array(s) x, y",
+    ),
+    "worker without study": (
+        lambda e, t: ["worker", "--out", str(t / "nothing")],
+        "no study journal",
+    ),
+}
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_input_is_one_line_and_leaves_the_study_alone(name, existing, tmp_path, capsys):
+    argv_fn, message = CASES[name]
+    argv = argv_fn(existing, tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("codesign: error:"), err
+    assert message in err[0], err[0]
+    assert existing["journal"].read_bytes() == existing["bytes"], "the study was modified"
+
+
+def test_diverging_finetune_is_detected():
+    task = data.transfer_split("digits")
+    spec = networks.NetworkSpec("mlp", task.source.input_shape, 5, (8, 8))
+    base = networks.init_params(spec, jax.random.PRNGKey(0))
+    wild = transfer.FinetuneConfig(steps=5, batch_size=16, eval_draws=1, learning_rate=1e30)
+    engine = transfer.Engine(spec, task, wild, base_params=base)
+    row = {
+        "widths": [8, 8],
+        "sparsity": [0.0] * 3,
+        "granularity": ["unstructured"] * 3,
+        "analog_fraction": [0.0] * 3,
+        "tile_rows": 8,
+        "tile_cols": 8,
+        "adc_bits": 8,
+        "dac_bits": 8,
+        "seed": 0,
+    }
+    out = engine.evaluate_population(transfer.Population.stack([row]))
+    assert bool(out["diverged"][0])
+
+
+def test_diverged_candidate_becomes_a_failed_trial_and_the_search_goes_on(tmp_path, monkeypatch):
+    space = parse_space({**TINY, "trials": 6}, str(tmp_path / "space.yaml"))
+    original = search.Evaluator.evaluate
+
+    def first_diverges(self, cands, seeds, chunk):
+        results = original(self, cands, seeds, chunk)
+        if seeds[0] % 1_000_003 == 0:  # the very first trial
+            results[0] = {**results[0], "diverged": True, "final_loss": float("nan")}
+        return results
+
+    monkeypatch.setattr(search.Evaluator, "evaluate", first_diverges)
+    study = search.run_search(space, out_dir=tmp_path / "run")
+    states = [t.state.name for t in study.trials]
+    assert states[0] == "FAIL" and "diverged" in study.trials[0].user_attrs["fail_reason"]
+    assert states.count("COMPLETE") == 5 and len(states) == 6
+
+
+def test_same_seed_gives_the_same_front(tmp_path):
+    space = parse_space({**TINY, "trials": 6}, str(tmp_path / "space.yaml"))
+    fronts = []
+    for run in ("a", "b"):
+        study = search.run_search(space, out_dir=tmp_path / run)
+        fronts.append([(t.params, t.values) for t in search_front(study)])
+    assert fronts[0] == fronts[1] and fronts[0]
+
+
+def search_front(study):
+    from codesign import pareto
+
+    return pareto.front(study)
