@@ -10,11 +10,13 @@ storage URL works. Re-running the same search resumes it: completed trials are n
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import pathlib
 import socket
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -22,6 +24,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 import optuna
+from optuna.storages._heartbeat import is_heartbeat_enabled
 
 from codesign import data, networks, transfer
 from codesign.energy import (
@@ -51,6 +54,9 @@ __all__ = [
 TRAINING_J_PER_FLOP = 400.0 / (312e12 * 0.4)
 
 JOURNAL_NAME = "study.journal"
+# RDB storages (PostgreSQL, ...): a worker records a heartbeat for its running trials this often;
+# a trial silent for 3 intervals is failed by the next worker that asks, and its candidate retried.
+HEARTBEAT_S = 20
 
 
 def storage_for(storage, out_dir: str | pathlib.Path):
@@ -64,7 +70,16 @@ def storage_for(storage, out_dir: str | pathlib.Path):
         if storage.endswith(".journal") or storage.endswith(".log"):
             return _journal(pathlib.Path(storage))
         try:
-            return optuna.storages.RDBStorage(storage)
+            with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    storage,
+                    heartbeat_interval=HEARTBEAT_S,
+                    grace_period=3 * HEARTBEAT_S,
+                    heartbeat_stale_trial_callback=(
+                        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
+                    ),
+                )
         except Exception as err:  # bad URL, missing driver, unreachable server
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise CodesignError(f"--storage {storage!r}: {reason}") from None
@@ -301,20 +316,20 @@ def _objective_values(space: SearchSpace, result: dict) -> list[float]:
     return [values[o] for o in space.objectives]
 
 
-def _counts(study) -> tuple[int, int]:
-    """(finished, running) trials that count towards the total.
+def _counts_as_finished(trial) -> bool:
+    """Complete, or failed on its own (diverged). Not a trial whose worker died (its candidate
+    is asked again) nor a surplus trial."""
+    if trial.state == optuna.trial.TrialState.COMPLETE:
+        return True
+    reason = str(trial.user_attrs.get("fail_reason", ""))
+    return trial.state == optuna.trial.TrialState.FAIL and reason.startswith("fine-tune diverged")
 
-    Finished: complete ones, and candidates that failed on their own (diverged); not trials whose
-    worker died, since their candidate is asked again. Running: claimed by a live worker.
-    """
-    finished = running = 0
-    for t in study.get_trials(deepcopy=False):
-        if t.state == optuna.trial.TrialState.COMPLETE:
-            finished += 1
-        elif t.state == optuna.trial.TrialState.FAIL:
-            finished += not str(t.user_attrs.get("fail_reason", "")).startswith("stale")
-        elif t.state == optuna.trial.TrialState.RUNNING:
-            running += 1
+
+def _counts(study) -> tuple[int, int]:
+    """(finished, running) trials that count towards the total."""
+    trials = study.get_trials(deepcopy=False)
+    finished = sum(_counts_as_finished(t) for t in trials)
+    running = sum(t.state == optuna.trial.TrialState.RUNNING for t in trials)
     return finished, running
 
 
@@ -358,6 +373,52 @@ def recover_stale_trials(study, log=None, stale_after_s: float = 3600.0) -> int:
     return len(stale)
 
 
+def _drop_surplus(study, asked: list, trials: int) -> list:
+    """Keep the asked trials that fit within `trials`; the rest lost a race with another worker.
+
+    Without a lock (RDB storages), two workers may claim the last slots at once. Claims are ranked
+    by trial number; a trial beyond the total is failed at once (as 'surplus', not counted) and
+    never evaluated.
+    """
+    claimed = sorted(
+        t.number
+        for t in study.get_trials(deepcopy=False)
+        if t.state == optuna.trial.TrialState.RUNNING or _counts_as_finished(t)
+    )
+    allowed = set(claimed[:trials])
+    kept = []
+    for trial in asked:
+        if trial.number in allowed:
+            kept.append(trial)
+        else:
+            trial.set_user_attr("fail_reason", "surplus: the study already had its total")
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    return kept
+
+
+@contextlib.contextmanager
+def _heartbeats(storage, trials):
+    """Record heartbeats for `trials` while a fine-tune runs (RDB storages with heartbeats)."""
+    if not is_heartbeat_enabled(storage):
+        yield
+        return
+    stop = threading.Event()
+
+    def beat():
+        while not stop.is_set():
+            for trial in trials:
+                storage.record_heartbeat(trial._trial_id)
+            stop.wait(storage.get_heartbeat_interval())
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def check_counts(trials: int | None, batch: int | None) -> None:
     """Reject a negative trial count or an empty batch before any work starts."""
     if trials is not None and trials < 0:
@@ -395,28 +456,36 @@ def run_search(
     started = time.perf_counter()
     done_at_start = _finished(study)
     worker = f"{socket.gethostname()}:{os.getpid()}"
+    # Ask/tell with heartbeats is what we want; Optuna's heartbeat helpers warn about it.
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     while True:
         # Asking: under the journal's lock (one fsync), so workers sharing a study claim at most
         # `trials` in total; dead workers' trials are recovered first.
         with storage_batch(study._storage):
             if recover_stale:
                 recover_stale_trials(study, log)
+                optuna.storages.fail_stale_trials(study)  # RDB heartbeats; no-op otherwise
             finished, running = _counts(study)
             want = min(batch, trials - finished - running)
             if want <= 0:
                 break
             asked = [study.ask() for _ in range(want)]
-            cands = [space.suggest(t, num_hidden, num_layers) for t in asked]
             for t in asked:
                 t.set_user_attr("worker", worker)
+            asked = _drop_surplus(study, asked, trials)
+            cands = [space.suggest(t, num_hidden, num_layers) for t in asked]
+        if not asked:
+            continue
         seeds = [base_seed * 1_000_003 + t.number for t in asked]
         energies = evaluator.energies(cands)
         train_idx = [i for i, e in enumerate(energies) if _within_budget(space, e)]
         results = list(energies)
         if train_idx:
-            trained = evaluator.evaluate(
-                [cands[i] for i in train_idx], [seeds[i] for i in train_idx], chunk=batch
-            )
+            with _heartbeats(study._storage, asked):
+                trained = evaluator.evaluate(
+                    [cands[i] for i in train_idx], [seeds[i] for i in train_idx], chunk=batch
+                )
             for i, r in zip(train_idx, trained, strict=True):
                 results[i] = r
         with storage_batch(study._storage):  # telling: one fsync

@@ -34,24 +34,45 @@ def _study(run):
     return optuna.load_study(study_name="tiny", storage=search.storage_for(None, run))
 
 
-def test_three_workers_share_one_journal_exactly(tmp_path):
+POSTGRES = os.environ.get("CODESIGN_TEST_POSTGRES")
+BACKENDS = [
+    "journal",
+    pytest.param(
+        "postgres",
+        marks=pytest.mark.skipif(
+            not POSTGRES, reason="CODESIGN_TEST_POSTGRES not set (.ci/run starts a server)"
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_three_workers_share_one_study_exactly(tmp_path, backend):
     space, run = _space(tmp_path), tmp_path / "run"
     env = _env(tmp_path)
+    name = f"tiny-{backend}-{os.getpid()}-{time.time_ns()}"
+    if backend == "journal":
+        flags, storage = ["--out", str(run), "--study", name], search.storage_for(None, run)
+    else:
+        flags = ["--storage", POSTGRES, "--study", name, "--out", str(run)]
+        storage = search.storage_for(POSTGRES, run)
     # The first process creates the study (and the cached base) and runs its share ...
     first = subprocess.Popen(
-        _cli("search", str(space), "--trials", "30", "--out", str(run)),
+        _cli("search", str(space), "--trials", "30", *flags),
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    journal = run / search.JOURNAL_NAME
     deadline = time.time() + 120
-    while not journal.exists() and time.time() < deadline:
-        time.sleep(0.2)
+    while time.time() < deadline:
+        time.sleep(0.3)
+        if name in [s.study_name for s in optuna.get_all_study_summaries(storage)]:
+            break
     # ... two more join it as workers.
     workers = [
         subprocess.Popen(
-            _cli("worker", "--out", str(run), "--study", "tiny"),
+            _cli("worker", *flags),
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -59,10 +80,10 @@ def test_three_workers_share_one_journal_exactly(tmp_path):
         )
         for _ in range(2)
     ]
-    assert first.wait(timeout=600) == 0
+    assert first.wait(timeout=600) == 0, first.stderr.read()
     for w in workers:
         assert w.wait(timeout=600) == 0, w.stderr.read()
-    trials = _study(run).trials
+    trials = optuna.load_study(study_name=name, storage=storage).trials
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     assert len(complete) == 30
     numbers = [t.number for t in trials]
@@ -120,3 +141,26 @@ def test_killed_worker_is_recovered_without_recomputing(tmp_path):
         ), "the killed trial's candidate is asked again"
     for number, values in done_before.items():
         assert trials[number].values == values, "a completed trial was recomputed"
+
+
+def test_killed_pretraining_leaves_no_half_written_base(tmp_path):
+    script = (
+        "import sys; from codesign import data, networks, transfer\n"
+        "task = data.transfer_split('digits')\n"
+        "spec = networks.NetworkSpec('mlp', task.source.input_shape, 5, (16, 16))\n"
+        "print('start', flush=True)\n"
+        "config = transfer.PretrainConfig(steps=int(sys.argv[2]))\n"
+        "transfer.load_or_pretrain(spec, task.source, config, sys.argv[1])\n"
+    )
+    cache = tmp_path / "bases"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(cache), "200000"], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "start"
+    time.sleep(3)  # inside pretraining
+    proc.kill()
+    proc.wait(timeout=30)
+    assert not [p for p in cache.glob("base-*") if p.is_dir()], "a half-written base was left"
+    done = subprocess.run([sys.executable, "-c", script, str(cache), "50"], timeout=300)
+    assert done.returncode == 0
+    assert len([p for p in cache.glob("base-*") if p.is_dir()]) == 1
