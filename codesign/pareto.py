@@ -43,8 +43,13 @@ TABLE_COLUMNS = (
 
 
 def feasible(trial: optuna.trial.FrozenTrial) -> bool:
-    """Completed, trained, and within every budget (constraint values <= 0)."""
+    """Completed, trained, within every budget (constraint values <= 0), and not degenerate.
+
+    A design whose every weight was pruned costs nothing and guesses: it is left off the front.
+    """
     if trial.state != optuna.trial.TrialState.COMPLETE or trial.user_attrs.get("skipped_training"):
+        return False
+    if trial.user_attrs.get("energy_j", 1.0) <= 0:
         return False
     return all(v <= 0 for v in trial.constraints.values())
 
@@ -77,7 +82,9 @@ def hypervolume(points, reference_energy_j: float, reference_accuracy: float = 0
     """
     ref_x = math.log10(reference_energy_j)
     pts = sorted(
-        (math.log10(e), a) for e, a in points if e < reference_energy_j and a > reference_accuracy
+        (math.log10(e), a)
+        for e, a in points
+        if 0 < e < reference_energy_j and a > reference_accuracy
     )
     area, best_acc = 0.0, reference_accuracy
     # Sweep from the lowest energy up: each point adds the strip its accuracy gains.

@@ -26,7 +26,7 @@ import numpy as np
 import optuna
 from optuna.storages._heartbeat import is_heartbeat_enabled
 
-from codesign import data, networks, transfer
+from codesign import data, networks, screening, transfer
 from codesign.energy import (
     COMPONENTS,
     GRANULARITIES,
@@ -99,6 +99,9 @@ def _journal(path: pathlib.Path):
 
 def _sampler(space: SearchSpace, seed: int):
     name = space.sampler["name"]
+    if name == "energy-aware":
+        # run_search enqueues every candidate (codesign.screening); this only fills gaps.
+        return optuna.samplers.RandomSampler(seed=seed)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(
             population_size=space.sampler["population_size"], seed=seed
@@ -175,6 +178,7 @@ class Evaluator:
             seed=task_cfg["seed"],
         )
         self._cache_dir = cache_dir
+        self._accelerators = {}
         self._log = log
         self._engine = None
 
@@ -192,22 +196,35 @@ class Evaluator:
             )
         return self._engine
 
-    def design(self, cand: Candidate) -> Design:
-        """The energy model's view of a candidate (NumPy leaves; stack them for a batch)."""
-        return Design(
-            widths=np.asarray([*cand.widths, self.shapes[-1].out_units], np.float32),
-            analog_fraction=np.asarray(cand.analog_fraction, np.float32),
-            sparsity=np.asarray(cand.sparsity, np.float32),
-            granularity=np.asarray([GRANULARITIES.index(g) for g in cand.granularity], np.int32),
+    def energy_report(self, cands: list[Candidate], pad_to: int | None = None):
+        """The energy model on a batch of candidates in one vmapped call; NumPy leaves out.
+
+        Arrays are built in NumPy (no per-candidate dispatch). `pad_to` pads the batch to a fixed
+        size, so batches of any size up to it share one compiled program.
+        """
+        rows = [*cands, *[cands[0]] * ((pad_to or len(cands)) - len(cands))]
+        designs = Design(
+            widths=np.asarray([[*c.widths, self.shapes[-1].out_units] for c in rows], np.float32),
+            analog_fraction=np.asarray([c.analog_fraction for c in rows], np.float32),
+            sparsity=np.asarray([c.sparsity for c in rows], np.float32),
+            granularity=np.asarray(
+                [[GRANULARITIES.index(g) for g in c.granularity] for c in rows], np.int32
+            ),
         )
+        for c in rows:  # a space has few (tile, ADC) pairs: build each accelerator once
+            if (c.tile, c.adc_bits) not in self._accelerators:
+                self._accelerators[c.tile, c.adc_bits] = self.space.accelerator(c)
+        order = {key: i for i, key in enumerate(self._accelerators)}
+        index = np.asarray([order[c.tile, c.adc_bits] for c in rows])
+        accs = jax.tree.map(
+            lambda *xs: np.asarray(xs, np.float32)[index], *self._accelerators.values()
+        )
+        report = estimate_energy_batch(self.shapes, designs, accs)
+        return jax.tree.map(lambda x: np.asarray(x)[: len(cands)], report)
 
     def energies(self, cands: list[Candidate]) -> list[dict]:
-        """Energy model for a batch of candidates in one vmapped call (statistics of the design)."""
-        designs = jax.tree.map(lambda *xs: np.stack(xs), *[self.design(c) for c in cands])
-        accs = jax.tree.map(
-            lambda *xs: np.asarray(xs, np.float32), *[self.space.accelerator(c) for c in cands]
-        )
-        report = jax.tree.map(np.asarray, estimate_energy_batch(self.shapes, designs, accs))
+        """Per-candidate energy numbers (from the design's statistics) for a batch."""
+        report = self.energy_report(cands)
         return [_energy_attrs(jax.tree.map(lambda x, i=i: x[i], report)) for i in range(len(cands))]
 
     def population(self, cands: list[Candidate], seeds: list[int]) -> transfer.Population:
@@ -296,10 +313,13 @@ def _violations(space: SearchSpace, result: dict) -> dict[str, float]:
     return out
 
 
-def _within_budget(space: SearchSpace, energy: dict) -> bool:
-    """Energy, latency and tiles within budget: worth a fine-tune."""
+def within_budget(space: SearchSpace, energy: dict):
+    """Energy, latency and tiles within budget: worth a fine-tune (numbers or arrays)."""
     violations = _violations(space, {**energy, "accuracy": 1.0})
-    return all(v <= 0 for v in violations.values())
+    ok = np.ones(np.shape(energy["energy_j"]), bool)
+    for value in violations.values():
+        ok &= np.asarray(value) <= 0
+    return ok
 
 
 def _objective_values(space: SearchSpace, result: dict) -> list[float]:
@@ -455,6 +475,12 @@ def run_search(
     num_layers = len(evaluator.shapes)
     started = time.perf_counter()
     done_at_start = _finished(study)
+    screened = space.sampler["name"] == "energy-aware"
+    energy_fn = screening.energy_function(space, evaluator) if screened else None
+    reference_energy_j = None
+    if screened:
+        reference = energy_fn([dense_digital_candidate(space, evaluator)])[0]
+        reference_energy_j = float(reference) if np.isfinite(reference) else None
     worker = f"{socket.gethostname()}:{os.getpid()}"
     # Ask/tell with heartbeats is what we want; Optuna's heartbeat helpers warn about it.
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
@@ -470,6 +496,15 @@ def run_search(
             want = min(batch, trials - finished - running)
             if want <= 0:
                 break
+            if screened:  # under the lock: workers see each other's pending trials
+                past = study.get_trials(deepcopy=False)
+                waiting = sum(t.state == optuna.trial.TrialState.WAITING for t in past)
+                rng = np.random.default_rng([base_seed, len(past)])  # same proposals on resume
+                for params in screening.propose(
+                    space, past, energy_fn, want - waiting, rng, num_hidden, num_layers,
+                    reference_energy_j=reference_energy_j,
+                ):  # fmt: skip
+                    study.enqueue_trial(params)
             asked = [study.ask() for _ in range(want)]
             for t in asked:
                 t.set_user_attr("worker", worker)
@@ -479,7 +514,7 @@ def run_search(
             continue
         seeds = [base_seed * 1_000_003 + t.number for t in asked]
         energies = evaluator.energies(cands)
-        train_idx = [i for i, e in enumerate(energies) if _within_budget(space, e)]
+        train_idx = [i for i, e in enumerate(energies) if within_budget(space, e)]
         results = list(energies)
         if train_idx:
             with _heartbeats(study._storage, asked):
@@ -498,18 +533,22 @@ def run_search(
     return study
 
 
-def dense_digital_baseline(space: SearchSpace, evaluator: Evaluator, seed: int, chunk: int) -> dict:
-    """The maximum network, unpruned, all digital, fine-tuned like any candidate."""
+def dense_digital_candidate(space: SearchSpace, evaluator: Evaluator) -> Candidate:
+    """The maximum network, unpruned, all digital: the baseline every front is compared to."""
     num_layers = len(evaluator.shapes)
-    tile = space.tiles[0]
-    cand = Candidate(
+    return Candidate(
         widths=tuple(space.model["widths"]),
         sparsity=(0.0,) * num_layers,
         granularity=("unstructured",) * num_layers,
         analog_fraction=(0.0,) * num_layers,
-        tile=tile,
+        tile=space.tiles[0],
         adc_bits=int(space.accelerator().adc_bits),
     )
+
+
+def dense_digital_baseline(space: SearchSpace, evaluator: Evaluator, seed: int, chunk: int) -> dict:
+    """The dense all-digital baseline, fine-tuned like any candidate."""
+    cand = dense_digital_candidate(space, evaluator)
     (result,) = evaluator.evaluate([cand], [seed * 1_000_003 - 1], chunk=chunk)
     return {
         "label": "dense all-digital",

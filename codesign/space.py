@@ -13,7 +13,7 @@ A search space file has these sections (every key optional unless marked; see
     objectives: [energy, accuracy, latency, tiles, lifecycle_energy]   (energy, accuracy required)
     lifecycle_inferences: number of inferences for lifecycle_energy
     budgets:    max_energy_j, max_latency_s, max_tiles, min_accuracy
-    sampler:    name (nsga2 | tpe | gp | random), seed, population_size (nsga2)
+    sampler:    name (energy-aware | nsga2 | tpe | gp | random), seed, population_size (nsga2)
     trials, batch: default trial count and candidates per ask/tell batch
 
 A searched dimension is a fixed value, `{choices: [...]}`, or `{low, high, step}` (step optional
@@ -49,7 +49,7 @@ __all__ = [
 
 DATASETS = ("digits", "mnist1d")
 FAMILIES = ("mlp", "cnn")
-SAMPLERS = ("nsga2", "tpe", "gp", "random")
+SAMPLERS = ("energy-aware", "nsga2", "tpe", "gp", "random")
 # name -> (Optuna direction, metric name shown by optuna-dashboard and the `optuna` CLI)
 OBJECTIVES = {
     "energy": ("minimize", "energy_j"),
@@ -456,7 +456,7 @@ def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
 
     sm = _section(top.get("sampler"), "sampler", path, ("name", "seed", "population_size"))
     sampler = {
-        "name": _choice(sm.get("name", "nsga2"), "sampler.name", path, SAMPLERS),
+        "name": _choice(sm.get("name", "energy-aware"), "sampler.name", path, SAMPLERS),
         "seed": _typed(sm, "seed", "sampler", path, int, 0, 0),
         "population_size": _typed(sm, "population_size", "sampler", path, int, 16, 2),
     }

@@ -122,8 +122,12 @@ def test_resume_never_recomputes_and_recovers_interrupted_trials(tmp_path):
     study = search.run_search(space, trials=3, out_dir=run)
     first = {t.number: t.values for t in study.trials}
     # A worker process dies mid-trial: its RUNNING trial is left in the journal.
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     dead = study.ask()
     space.suggest(dead, 2, 3)
     dead.set_user_attr("worker", f"{socket.gethostname()}:{gone.stdout.strip()}")
@@ -142,6 +146,15 @@ def test_resume_never_recomputes_and_recovers_interrupted_trials(tmp_path):
         assert study.trials[number].values == values  # never recomputed
     again = search.run_search(space, trials=6, out_dir=run)
     assert len(again.trials) == len(study.trials)
+
+
+def test_energy_aware_sampler_proposes_every_candidate(tmp_path):
+    space = load_space(_write(tmp_path, {**TINY, "sampler": {"name": "energy-aware", "seed": 1}}))
+    study = search.run_search(space, trials=6, out_dir=tmp_path / "run")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 6
+    # Every trial's parameters were chosen by codesign.screening and enqueued, not sampled.
+    assert all("fixed_params" in t.system_attrs for t in study.trials)
+    assert len({json.dumps(t.params, sort_keys=True) for t in study.trials}) == 6
 
 
 def test_over_budget_candidates_spend_no_finetune(tmp_path, monkeypatch):
@@ -180,7 +193,7 @@ BAD = [
     ("task: {dataset: missing.npz}", "no such file"),
     ("search: {granularity: {choices: [blocky]}}", "valid: unstructured, row, column, block, nm"),
     ("objectives: [energy]", "must include energy and accuracy"),
-    ("sampler: {name: cmaes}", "valid: nsga2, tpe, gp, random"),
+    ("sampler: {name: cmaes}", "valid: energy-aware, nsga2, tpe, gp, random"),
     ("hardware: {overrides: {tile_size: 3}}", "valid keys"),
 ]
 

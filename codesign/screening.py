@@ -1,0 +1,413 @@
+"""Energy-aware batch proposals: exact energies, a Gaussian-process guess of accuracy, and
+expected hypervolume improvement (EHVI).
+
+A candidate's energy per inference comes from the energy model in microseconds, before any
+training; only its accuracy needs a fine-tune. `propose` spends that asymmetry:
+
+1. Draw `proposals` random parameter sets, plus as many one- or two-parameter mutations of the
+   trained trials' staircase front, and score all their energies in one vectorised call.
+   Over-budget ones (energy inf) and parameter sets already tried are dropped.
+2. While fewer than `startup` trials are trained, take a stratified sample of the log-energy
+   range, so the very first batch already spans the energy axis, its cheap end included.
+3. Afterwards fit a Gaussian process of accuracy on normalised parameter features and the known
+   log energy (Matern 5/2; one length-scale and a noise level chosen by marginal likelihood from a
+   small grid, the signal variance profiled out), and pick greedily by EHVI in (log10 energy,
+   accuracy), the space `pareto.hypervolume` measures. Energy is exact and accuracy ~ N(mu,
+   sigma), so in 2-D the expectation is a closed-form sum: one expected improvement per step of
+   the front's staircase.
+4. After each pick, its predicted accuracy joins the front and the process as if observed
+   ("kriging believer"): the rest of the batch spreads out instead of piling onto one spot.
+
+Pure numpy; deterministic given the seed. Optuna enters only through the trials read here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import optuna
+
+from codesign.space import Candidate, SearchSpace, parse_tile
+
+__all__ = ["GaussianProcess", "energy_function", "expected_hv_improvement", "propose"]
+
+EnergyFn = Callable[[list[Candidate]], np.ndarray]
+
+# Grids for the process's hyperparameters, on features scaled to [0, 1]: length-scales from
+# "a tenth of an axis" to "smooth across the whole space"; noise variance as a fraction of the
+# accuracy's variance (fine-tune seeds and analog noise draws scatter accuracy by ~1 %).
+_LENGTH_SCALES = (0.15, 0.3, 0.6, 1.2, 2.4)
+_NOISE_RATIOS = (1e-3, 1e-2, 1e-1)
+_JITTER = 1e-8
+
+
+# --- features: Optuna params -> points in [0, 1]^d ---
+
+
+def _param_dims(space: SearchSpace, num_hidden: int, num_layers: int) -> list[tuple[str, str]]:
+    """(Optuna parameter name, dimension key) for every searched parameter, in a fixed order."""
+    names = space.param_names(num_hidden, num_layers)
+    return [(name, key) for key, ns in names.items() for name in ns]
+
+
+def _encoder(space: SearchSpace, key: str) -> Callable[[object], list[float]]:
+    """Maps one parameter value to its features: a range scaled to [0, 1] (tiles by log2 of
+    their cell count), a categorical one-hot scaled so two categories lie 1 apart."""
+    dim = space.dims[key]
+    if dim.choices is None:
+        span = (dim.high - dim.low) or 1.0
+        return lambda v: [(float(v) - dim.low) / span]
+    if key == "tile":
+        cells = {
+            c: math.log2(math.prod(parse_tile(c, "search.tile", space.path))) for c in dim.choices
+        }
+        low, span = min(cells.values()), (max(cells.values()) - min(cells.values())) or 1.0
+        return lambda v: [(cells[v] - low) / span]
+    if all(isinstance(c, int | float) and not isinstance(c, bool) for c in dim.choices):
+        low, span = min(dim.choices), (max(dim.choices) - min(dim.choices)) or 1.0
+        return lambda v: [(float(v) - low) / span]
+    hot = 1.0 / math.sqrt(2.0)
+    return lambda v: [hot if v == c else 0.0 for c in dim.choices]
+
+
+def _features(space: SearchSpace, params: Sequence[dict], num_hidden: int, num_layers: int):
+    """Normalised feature rows [len(params), d] for Optuna param dicts of `space`."""
+    encoders = [
+        (name, _encoder(space, key)) for name, key in _param_dims(space, num_hidden, num_layers)
+    ]
+    rows = [[f for name, enc in encoders for f in enc(p[name])] for p in params]
+    return np.asarray(rows, np.float64).reshape(len(params), -1)
+
+
+# --- the surrogate: a Gaussian process of accuracy ---
+
+
+def _matern52(a: np.ndarray, b: np.ndarray, length_scale: float) -> np.ndarray:
+    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+    r = math.sqrt(5.0) * np.sqrt(np.maximum(sq, 0.0)) / length_scale
+    return (1.0 + r + r * r / 3.0) * np.exp(-r)
+
+
+class GaussianProcess:
+    """Zero-mean GP on standardised targets; hyperparameters by marginal likelihood on a grid."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, length_scale=None, noise_ratio=None):
+        self.x = np.asarray(x, np.float64)
+        y = np.asarray(y, np.float64)
+        self.y_mean, self.y_std = float(y.mean()), float(y.std()) or 1.0
+        self.z = (y - self.y_mean) / self.y_std
+        if length_scale is None or noise_ratio is None:
+            grid = [(ls, nr) for ls in _LENGTH_SCALES for nr in _NOISE_RATIOS]
+            length_scale, noise_ratio = max(grid, key=lambda h: self._log_likelihood(*h))
+        self.length_scale, self.noise_ratio = length_scale, noise_ratio
+        self._factor()
+
+    def _gram(self, length_scale: float, noise_ratio: float) -> np.ndarray:
+        k = _matern52(self.x, self.x, length_scale)
+        return k + (noise_ratio + _JITTER) * np.eye(len(self.x))
+
+    def _log_likelihood(self, length_scale: float, noise_ratio: float) -> float:
+        """Log marginal likelihood with the signal variance at its maximum (profiled out)."""
+        chol = np.linalg.cholesky(self._gram(length_scale, noise_ratio))
+        alpha = np.linalg.solve(chol, self.z)
+        n = len(self.z)
+        return -0.5 * n * math.log(max(alpha @ alpha / n, 1e-12)) - np.log(np.diag(chol)).sum()
+
+    def _factor(self):
+        chol = np.linalg.cholesky(self._gram(self.length_scale, self.noise_ratio))
+        self._chol_inv = np.linalg.inv(chol)  # once, so predictions are matrix products
+        self._alpha = self._chol_inv.T @ (self._chol_inv @ self.z)
+        self._signal = max(float(self.z @ self._alpha) / len(self.z), 1e-12)
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and standard deviation of the noise-free target at rows of x."""
+        k = _matern52(np.asarray(x, np.float64), self.x, self.length_scale)
+        mean = k @ self._alpha
+        v = k @ self._chol_inv.T
+        var = self._signal * np.maximum(1.0 - (v * v).sum(1), 0.0)
+        return self.y_mean + self.y_std * mean, self.y_std * np.sqrt(var)
+
+    def believe(self, x: np.ndarray, y: np.ndarray) -> GaussianProcess:
+        """The same process with (x, y) added as observations, hyperparameters kept."""
+        return GaussianProcess(
+            np.vstack([self.x, x]),
+            np.concatenate([self.y_mean + self.y_std * self.z, y]),
+            self.length_scale,
+            self.noise_ratio,
+        )
+
+
+# --- expected hypervolume improvement in (log10 energy, accuracy) ---
+
+
+def _normal_cdf(z: np.ndarray) -> np.ndarray:
+    """Phi(z) by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7): numpy has no erf."""
+    x = np.abs(z) / math.sqrt(2.0)
+    t = 1.0 / (1.0 + 0.3275911 * x)
+    poly = t * (
+        0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))
+    )
+    erf = 1.0 - poly * np.exp(-x * x)
+    return 0.5 * (1.0 + np.sign(z) * erf)
+
+
+def _staircase(log_e: np.ndarray, acc: np.ndarray, ref_log_e: float, min_accuracy: float):
+    """Indices of the front's non-dominated feasible points, by rising energy and accuracy."""
+    keep = np.flatnonzero(np.isfinite(log_e) & (log_e < ref_log_e) & (acc >= min_accuracy))
+    steps, best = [], -np.inf
+    for i in keep[np.lexsort((-acc[keep], log_e[keep]))]:
+        if acc[i] > best:
+            steps.append(i)
+            best = acc[i]
+    return np.asarray(steps, int)
+
+
+def expected_hv_improvement(
+    log_e, mean, std, front_log_e, front_acc, ref_log_e: float, min_accuracy: float = 0.0
+) -> np.ndarray:
+    """E[hypervolume gained] by points of exact log10 energy and accuracy ~ N(mean, std).
+
+    The front (a non-dominated staircase, reference accuracy 0) splits the energy axis into steps
+    of accuracy level f; a point at energy x gains, on every step right of x, the strip between
+    f and its accuracy y, and only if y >= min_accuracy (else it is infeasible). With
+    g = max(f, min_accuracy): E[(y - f) 1{y >= g}] = E[(y - g)+] + (g - f) P(y >= g).
+    """
+    log_e, mean = np.asarray(log_e, np.float64), np.asarray(mean, np.float64)
+    std = np.maximum(np.asarray(std, np.float64), 1e-9)
+    left = np.concatenate([[-np.inf], front_log_e])
+    right = np.concatenate([front_log_e, [ref_log_e]])
+    level = np.concatenate([[0.0], front_acc])
+    width = np.clip(
+        np.minimum(right, ref_log_e)[None, :] - np.maximum(left[None, :], log_e[:, None]), 0.0, None
+    )
+    floor = np.maximum(level, min_accuracy)
+    z = (mean[:, None] - floor[None, :]) / std[:, None]
+    cdf = _normal_cdf(z)
+    pdf = np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+    gain = std[:, None] * (z * cdf + pdf) + (floor - level)[None, :] * cdf
+    return (width * gain).sum(1)
+
+
+# --- proposals ---
+
+
+def _key(params: dict) -> tuple:
+    return tuple(sorted((k, round(v, 9) if isinstance(v, float) else v) for k, v in params.items()))
+
+
+def _column(dim, count: int, rng) -> list:
+    """count uniform random values of one dimension, on its grid (as `Dimension.sample`)."""
+    if dim.choices is not None:
+        return [dim.choices[i] for i in rng.integers(len(dim.choices), size=count)]
+    if dim.step:
+        steps = rng.integers(int(round((dim.high - dim.low) / dim.step)) + 1, size=count)
+        values = np.minimum(dim.low + dim.step * steps, dim.high)  # no float drift past high
+        return [int(v) for v in values] if dim.is_int else [round(float(v), 12) for v in values]
+    if dim.is_int:
+        return [int(v) for v in rng.integers(int(dim.low), int(dim.high) + 1, size=count)]
+    return [float(v) for v in rng.uniform(dim.low, dim.high, size=count)]
+
+
+def _sample(space: SearchSpace, dims: list[tuple[str, str]], count: int, rng) -> list[dict]:
+    """count uniform random Optuna param dicts."""
+    columns = [(name, _column(space.dims[key], count, rng)) for name, key in dims]
+    return [{name: col[i] for name, col in columns} for i in range(count)]
+
+
+def _mutate(space, dims, parents: list[dict], count: int, rng) -> list[dict]:
+    """count copies of the parents (in turn), each with one or two parameters re-drawn."""
+    fresh = _sample(space, dims, count, rng)
+    redraw = np.argsort(rng.random((count, len(dims))), axis=1)[:, :2]
+    keep_second = rng.random(count) < 0.5
+    out = []
+    for i, new in enumerate(fresh):
+        picked = redraw[i, : 1 + int(keep_second[i])]
+        out.append({**parents[i % len(parents)], **{dims[j][0]: new[dims[j][0]] for j in picked}})
+    return out
+
+
+class _FixedParams:
+    """Stands in for an Optuna trial in `SearchSpace.suggest`: answers with the given params.
+
+    Unlike optuna's FixedTrial it builds no distributions, so a 1,000-candidate pool converts in
+    milliseconds; the params come from `_sample`, on the space's grid by construction.
+    """
+
+    def __init__(self, params: dict):
+        self.params = params
+
+    def suggest_categorical(self, name, choices):
+        return self.params[name]
+
+    def suggest_int(self, name, low, high, step=1):
+        return self.params[name]
+
+    def suggest_float(self, name, low, high, step=None):
+        return self.params[name]
+
+
+def _trained(trial: optuna.trial.FrozenTrial) -> bool:
+    return (
+        trial.state == optuna.trial.TrialState.COMPLETE
+        and not trial.user_attrs.get("skipped_training")
+        and np.isfinite(trial.user_attrs.get("accuracy", np.nan))
+    )
+
+
+def _params(trial: optuna.trial.FrozenTrial) -> dict:
+    """A trial's params, or for an enqueued one not yet (fully) asked, the params it will get."""
+    return trial.system_attrs.get("fixed_params", trial.params)
+
+
+def _log10(energy_j) -> np.ndarray:
+    """log10 of energies, -inf for zero (a fully pruned network costs nothing, does nothing)."""
+    energy_j = np.asarray(energy_j, np.float64)
+    return np.log10(np.where(energy_j > 0, energy_j, 1.0)) - np.where(energy_j > 0, 0.0, np.inf)
+
+
+def propose(
+    space: SearchSpace,
+    trials: Sequence[optuna.trial.FrozenTrial],
+    energy_fn: EnergyFn,
+    n: int,
+    rng,
+    num_hidden: int,
+    num_layers: int,
+    *,
+    reference_energy_j: float | None = None,
+    proposals: int = 512,
+    startup: int = 8,
+) -> list[dict]:
+    """Up to n new Optuna param dicts for `space`, chosen by expected hypervolume improvement.
+
+    Args:
+        trials: the study's trials so far; trained COMPLETE ones (user attrs energy_j, accuracy)
+            fit the surrogate, RUNNING and WAITING (enqueued) ones are believed at their
+            predicted accuracy, and no trial's params are proposed again.
+        energy_fn: energies (J) of a list of candidates in one call, np.inf for any candidate
+            over a budget (`energy_function` builds one); those are never proposed.
+        rng: a numpy Generator or seed.
+        reference_energy_j: hypervolume reference energy; default the highest energy seen.
+
+    Fewer than n come back only when the draws hold fewer distinct in-budget new candidates.
+    """
+    if n <= 0:
+        return []
+    rng = np.random.default_rng(rng)
+    dims = _param_dims(space, num_hidden, num_layers)
+    names = [name for name, _ in dims]
+    min_accuracy = space.budgets.get("min_accuracy", 0.0)
+    trained = [t for t in trials if _trained(t) and set(names) <= set(t.params)]
+    unfinished = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+    pending = [
+        {name: _params(t)[name] for name in names}
+        for t in trials
+        if t.state in unfinished and set(names) <= set(_params(t))
+    ]
+    front_log_e = _log10([t.user_attrs["energy_j"] for t in trained])
+    front_acc = np.asarray([t.user_attrs["accuracy"] for t in trained], np.float64)
+
+    # The pool: random draws, plus mutations of the staircase of all trained points once a model
+    # guides the choice (infeasible ones too: the front grows at its cheap end); deduplicated,
+    # never a params set already tried, scored in one energy call.
+    pool = _sample(space, dims, proposals, rng)
+    if len(trained) >= startup:
+        parents = [trained[i].params for i in _staircase(front_log_e, front_acc, np.inf, 0.0)]
+        pool += _mutate(space, dims, parents, proposals, rng)
+    seen = {_key(_params(t)) for t in trials}
+    pool = [p for k, p in {_key(p): p for p in pool}.items() if k not in seen]
+    known = pending + [t.params for t in trained]
+    cands = [space.suggest(_FixedParams(p), num_hidden, num_layers) for p in pool + known]
+    log_e = _log10(np.nan_to_num(np.asarray(energy_fn(cands), np.float64), posinf=0.0))
+    known_log_e = log_e[len(pool) :]
+    usable = np.flatnonzero(np.isfinite(log_e[: len(pool)]))  # in budget, not empty
+    pool, pool_log_e = [pool[i] for i in usable], log_e[usable]
+    n = min(n, len(pool))
+    if n == 0:
+        return []
+    if len(trained) < startup:  # space filling: a stratified sample of the log-energy range
+        low, high = pool_log_e.min(), pool_log_e.max()
+        targets = low + (np.arange(n) + rng.random(n)) * (high - low) / n
+        chosen = []
+        for target in targets:  # the nearest not yet chosen (pool order is random)
+            distance = np.abs(pool_log_e - target)
+            distance[chosen] = np.inf
+            chosen.append(int(np.argmin(distance)))
+        return [pool[i] for i in chosen]
+
+    # Inputs: the params' features and the known log energy, scaled to [0, 1] over this draw.
+    low, high = pool_log_e.min(), pool_log_e.max()
+
+    def inputs(params, log_energy):
+        scaled = (np.clip(log_energy, low, high) - low) / ((high - low) or 1.0)
+        return np.hstack([_features(space, params, num_hidden, num_layers), scaled[:, None]])
+
+    x_pool = inputs(pool, pool_log_e)
+    x_known = inputs(known, known_log_e)
+    gp = GaussianProcess(x_known[len(pending) :], front_acc)
+    if pending:  # believe pending trials at their predicted accuracy
+        pending_acc = gp.predict(x_known[: len(pending)])[0]
+        gp = gp.believe(x_known[: len(pending)], pending_acc)
+        front_log_e = np.r_[front_log_e, known_log_e[: len(pending)]]
+        front_acc = np.r_[front_acc, pending_acc]
+    if reference_energy_j is None:
+        ref_log_e = max(high, front_log_e.max(initial=-np.inf))
+    else:
+        ref_log_e = math.log10(reference_energy_j)
+
+    # Greedy batch. A believed pick only lowers the others' gains (the front rises, sigma
+    # shrinks), so after the first round only the best few are re-scored.
+    mean, std = gp.predict(x_pool)
+    steps = _staircase(front_log_e, front_acc, ref_log_e, min_accuracy)
+    gain = expected_hv_improvement(
+        pool_log_e, mean, std, front_log_e[steps], front_acc[steps], ref_log_e, min_accuracy
+    )
+    shortlist = np.argsort(-gain, kind="stable")[: max(64, 8 * n)]
+    chosen = []
+    for _ in range(n):
+        i = shortlist[int(np.argmax(gain[shortlist]))]
+        chosen.append(i)
+        gp = gp.believe(x_pool[i : i + 1], mean[i : i + 1])
+        front_log_e, front_acc = np.r_[front_log_e, pool_log_e[i]], np.r_[front_acc, mean[i]]
+        mean[shortlist], std[shortlist] = gp.predict(x_pool[shortlist])
+        steps = _staircase(front_log_e, front_acc, ref_log_e, min_accuracy)
+        gain[shortlist] = expected_hv_improvement(
+            pool_log_e[shortlist],
+            mean[shortlist],
+            std[shortlist],
+            front_log_e[steps],
+            front_acc[steps],
+            ref_log_e,
+            min_accuracy,
+        )
+        gain[chosen] = -np.inf
+    return [pool[i] for i in chosen]
+
+
+# --- a fast vectorised energy_fn for a search's Evaluator ---
+
+
+def energy_function(space: SearchSpace, evaluator, chunk: int = 256) -> EnergyFn:
+    """`energy_fn` for `propose`: a search.Evaluator's energy model, in fixed-size chunks.
+
+    Candidates over max_energy_j, max_latency_s or max_tiles get np.inf (`search.within_budget`).
+    Chunks are padded to one size, so the model compiles once.
+    """
+    from codesign.search import within_budget
+
+    def one_chunk(cands: list[Candidate]) -> np.ndarray:
+        report = evaluator.energy_report(cands, pad_to=chunk)
+        numbers = {
+            "energy_j": np.asarray(report.energy_j, np.float64),
+            "latency_s": np.asarray(report.latency_s),
+            "tiles": np.asarray(report.tiles_used),
+        }
+        return np.where(within_budget(space, numbers), numbers["energy_j"], np.inf)
+
+    def energies(cands: list[Candidate]) -> np.ndarray:
+        parts = [one_chunk(cands[i : i + chunk]) for i in range(0, len(cands), chunk)]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    return energies

@@ -1,0 +1,133 @@
+"""Search quality and overhead on a search space: the default sampler against random search.
+
+For each seed, the space's own sampler (NSGA-II for digits_mlp.yaml) runs `--trials` trials and
+random search runs `--random-trials` trials, same space, same seeds. Hypervolume (log10 energy x
+accuracy, reference: the dense all-digital baseline's energy and accuracy 0, the same for every
+run) is reported after 10, 25 and 50 trials (and the random run's last). The framework's own
+overhead per trial is the wall time of `run_search` minus the time spent inside the energy model
+and the fine-tune engine (pretraining and compilation included there), divided by the trials.
+Last line: JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import tempfile
+import time
+
+import optuna
+
+from codesign import pareto, search
+from codesign.space import load_space
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _hypervolume_after(study, n: int, reference_energy_j: float) -> float:
+    """Hypervolume of the feasible front among the first n trials."""
+    trials = [t for t in study.get_trials(deepcopy=False) if t.number < n and pareto.feasible(t)]
+    points = [(t.user_attrs["energy_j"], t.user_attrs["accuracy"]) for t in trials]
+    return pareto.hypervolume(_nondominated(points), reference_energy_j)
+
+
+def _nondominated(points):
+    return [p for p in points if not any(q[0] <= p[0] and q[1] >= p[1] and q != p for q in points)]
+
+
+class _Timer:
+    """Accumulates the time spent in the evaluation calls (energy model and engine)."""
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def wrap(self, fn):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - start
+
+        return timed
+
+
+def run(space, sampler: str, seed: int, trials: int, workdir: pathlib.Path, timer: _Timer):
+    space = dataclasses.replace(space, sampler={**space.sampler, "name": sampler, "seed": seed})
+    start = time.perf_counter()
+    eval_before = timer.seconds
+    study = search.run_search(
+        space, trials=trials, out_dir=workdir / f"{sampler}-{seed}", study_name=f"{sampler}-{seed}"
+    )
+    wall = time.perf_counter() - start
+    return study, wall, timer.seconds - eval_before
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--space", default=str(ROOT / "search_spaces" / "digits_mlp.yaml"))
+    parser.add_argument("--trials", type=int, default=50, help="default sampler's trials")
+    parser.add_argument("--random-trials", type=int, default=100)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--checkpoints", type=int, nargs="+", default=[10, 25, 50])
+    args = parser.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    space = load_space(args.space)
+    timer = _Timer()
+    search.Evaluator.energies = timer.wrap(search.Evaluator.energies)
+    search.Evaluator.evaluate = timer.wrap(search.Evaluator.evaluate)
+    default = space.sampler["name"]
+    per_seed, overheads = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = pathlib.Path(tmp)
+        for seed in args.seeds:
+            ours, wall, evaluating = run(space, default, seed, args.trials, workdir, timer)
+            overheads.append((wall - evaluating, args.trials))
+            rand, wall_r, evaluating_r = run(
+                space, "random", seed, args.random_trials, workdir, timer
+            )
+            overheads.append((wall_r - evaluating_r, args.random_trials))
+            reference = ours.user_attrs["baseline"]["energy_j"]
+            row = {"seed": seed, "reference_energy_j": reference}
+            for n in args.checkpoints:
+                row[f"{default}_hv@{n}"] = _hypervolume_after(ours, n, reference)
+                row[f"random_hv@{n}"] = _hypervolume_after(rand, n, reference)
+            row[f"random_hv@{args.random_trials}"] = _hypervolume_after(
+                rand, args.random_trials, reference
+            )
+            per_seed.append(row)
+            print(json.dumps(row))
+
+    def mean(key):
+        return sum(r[key] for r in per_seed) / len(per_seed)
+
+    last = max(args.checkpoints)
+    overhead_ms = 1000 * sum(s for s, _ in overheads) / sum(n for _, n in overheads)
+    result = {
+        "bench": "search",
+        "space": pathlib.Path(args.space).name,
+        "sampler": default,
+        "seeds": args.seeds,
+        **{f"{default}_hv@{n}": round(mean(f"{default}_hv@{n}"), 4) for n in args.checkpoints},
+        **{f"random_hv@{n}": round(mean(f"random_hv@{n}"), 4) for n in args.checkpoints},
+        f"random_hv@{args.random_trials}": round(mean(f"random_hv@{args.random_trials}"), 4),
+        "overhead_ms_per_trial": round(overhead_ms, 2),
+    }
+    result["goal_met"] = (
+        result[f"{default}_hv@{last}"] >= result[f"random_hv@{args.random_trials}"]
+        and overhead_ms <= 10
+    )
+    print(f"{'trials':>8} {default:>10} {'random':>10}")
+    for n in args.checkpoints:
+        print(f"{n:>8} {result[f'{default}_hv@{n}']:>10.4f} {result[f'random_hv@{n}']:>10.4f}")
+    print(f"{args.random_trials:>8} {'':>10} {result[f'random_hv@{args.random_trials}']:>10.4f}")
+    print(f"framework overhead: {overhead_ms:.2f} ms per trial (excluding evaluation)")
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,260 @@
+"""Energy-aware batch proposals: valid, deterministic, in budget, and better than random search.
+
+Most tests run on a synthetic problem with the shape of the real one: energy a known function of
+the params (as the energy model is), accuracy a hidden one that collapses to chance for some
+choices (as block-pruned networks do), so no training is needed.
+"""
+
+import math
+import time
+import warnings
+
+import numpy as np
+import optuna
+import pytest
+
+from codesign import pareto, screening, search
+from codesign.space import parse_space
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+SEARCH = {
+    "widths": {"low": 8, "high": 128, "step": 8, "per_layer": True},
+    "sparsity": {"low": 0.0, "high": 0.8, "step": 0.1},
+    "granularity": {"choices": ["unstructured", "row", "block", "nm"]},
+    "tile": {"choices": [32, 64, 128, 256]},
+    "analog_fraction": {"low": 0.0, "high": 1.0, "step": 0.25},
+    "adc_bits": {"low": 3, "high": 8},
+}
+SPACE = parse_space(
+    {"model": {"widths": [128, 128]}, "search": SEARCH, "budgets": {"min_accuracy": 0.5}},
+    "synthetic.yaml",
+)
+NUM_HIDDEN, NUM_LAYERS = 2, 3
+NAMES = {n for names in SPACE.param_names(NUM_HIDDEN, NUM_LAYERS).values() for n in names}
+
+
+def energy_j(c) -> float:
+    """Fewer MACs, structured sparsity, analog tiles and cheap ADCs all save energy."""
+    w0, w1 = c.widths
+    macs = 64 * w0 + w0 * w1 + 10 * w1
+    saving = {"unstructured": 0.3, "row": 0.9, "block": 0.8, "nm": 0.6}[c.granularity[0]]
+    a = c.analog_fraction[0]
+    analog = a * (0.05 + 0.02 * 2.0 ** (c.adc_bits - 3)) * (1.0 + c.tile[0] / 256)
+    return 1e-12 * macs * (1.0 - saving * c.sparsity[0]) * (1.0 - a + analog)
+
+
+def accuracy(c) -> float:
+    """Capacity helps; sparsity, analog with few ADC bits and big tiles hurt; some collapse."""
+    s, a = c.sparsity[0], c.analog_fraction[0]
+    if c.granularity[0] == "block" and s >= 0.7:
+        return 0.2  # every block pruned: chance accuracy
+    harm = {"unstructured": 0.5, "row": 1.5, "block": 1.0, "nm": 0.8}[c.granularity[0]]
+    capacity = 0.98 - 0.3 * math.exp(-c.widths[0] / 12) - 0.2 * math.exp(-c.widths[1] / 10)
+    adc = a * 0.6 * math.exp(-(c.adc_bits - 3) / 0.8) + 0.03 * a * c.tile[0] / 256
+    return max(0.2, capacity - harm * s**3 - adc)
+
+
+def energy_fn(cands):
+    return np.asarray([energy_j(c) for c in cands])
+
+
+DENSE = {"widths_0": 128, "widths_1": 128, "sparsity": 0.0, "granularity": "unstructured"}
+REFERENCE_J = energy_j(
+    SPACE.candidate({**DENSE, "tile": 256, "analog_fraction": 0.0, "adc_bits": 8}, 2, 3)
+)
+
+
+def _study(seed=0):
+    sampler = optuna.samplers.RandomSampler(seed)
+    return optuna.create_study(directions=["minimize", "maximize"], sampler=sampler)
+
+
+def _evaluate(study, trial, space=SPACE):
+    cand = space.suggest(trial, NUM_HIDDEN, NUM_LAYERS)
+    trial.set_user_attr("energy_j", energy_j(cand))
+    trial.set_user_attr("accuracy", accuracy(cand))
+    study.tell(trial, [energy_j(cand), accuracy(cand)])
+
+
+def _search(seed: int, trials: int, screen: bool, batch: int = 8, energies=energy_fn):
+    """The search loop of `search.run_search`, proposals enqueued before each batch."""
+    study, rng = _study(seed), np.random.default_rng(seed)
+    while len(study.trials) < trials:
+        if screen:
+            past = study.get_trials(deepcopy=False)
+            for params in screening.propose(
+                SPACE, past, energies, batch, rng, NUM_HIDDEN, NUM_LAYERS
+            ):
+                study.enqueue_trial(params)
+        for _ in range(batch):
+            _evaluate(study, study.ask())
+    return study
+
+
+def _hypervolume(study, n: int) -> float:
+    points = [(t.user_attrs["energy_j"], t.user_attrs["accuracy"]) for t in study.trials[:n]]
+    return pareto.hypervolume([p for p in points if p[1] >= 0.5], REFERENCE_J)
+
+
+@pytest.fixture(scope="module")
+def trials():
+    """24 evaluated trials: past the startup phase, so proposals come from the model."""
+    return _search(0, 24, screen=True).get_trials()
+
+
+@pytest.mark.parametrize("phase", ["startup", "model"])
+def test_proposals_are_valid_params_of_the_space(phase, trials):
+    past = [] if phase == "startup" else trials
+    proposals = screening.propose(SPACE, past, energy_fn, 8, 0, NUM_HIDDEN, NUM_LAYERS)
+    assert len(proposals) == 8
+    study = _study()
+    for params in proposals:
+        assert set(params) == NAMES
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # Optuna warns about values off the space's grid
+            SPACE.candidate(params, NUM_HIDDEN, NUM_LAYERS)
+        study.enqueue_trial(params)
+        trial = study.ask()
+        SPACE.suggest(trial, NUM_HIDDEN, NUM_LAYERS)
+        assert trial.params == params  # what run_search will ask and train
+
+
+def test_first_batch_spans_the_energy_axis():
+    def log_energy(params):
+        return np.log10(energy_fn([SPACE.candidate(p, NUM_HIDDEN, NUM_LAYERS) for p in params]))
+
+    for seed in range(5):
+        first = log_energy(screening.propose(SPACE, [], energy_fn, 8, seed, 2, 3))
+        rng = np.random.default_rng(seed)
+        draws = log_energy([SPACE.sample_params(rng, NUM_HIDDEN, NUM_LAYERS) for _ in range(512)])
+        # A stratified sample of the log-energy range: its ends lie in the tails of random draws
+        # (measured over 12 seeds: cheapest below >= 98.6 %, dearest above >= 89 % of them).
+        assert np.mean(first.min() < draws) > 0.95
+        assert np.mean(first.max() > draws) > 0.8
+
+
+def test_proposals_are_deterministic_for_a_seed(trials):
+    def run(seed):
+        return screening.propose(SPACE, trials, energy_fn, 8, seed, NUM_HIDDEN, NUM_LAYERS)
+
+    assert run(3) == run(3)
+    assert run(3) != run(4)
+
+
+def test_never_proposes_over_budget_tried_or_pending_params(trials):
+    cap = np.median([t.user_attrs["energy_j"] for t in trials])
+
+    def capped(cands):  # the contract: np.inf marks a candidate over budget
+        e = energy_fn(cands)
+        return np.where(e > cap, np.inf, e)
+
+    study = _study()
+    study.add_trials(trials)
+    for params in screening.propose(SPACE, trials, capped, 2, 0, NUM_HIDDEN, NUM_LAYERS):
+        study.enqueue_trial(params)
+    SPACE.suggest(study.ask(), NUM_HIDDEN, NUM_LAYERS)  # one RUNNING, one still WAITING
+    past = study.get_trials(deepcopy=False)
+    assert {t.state.name for t in past[-2:]} == {"RUNNING", "WAITING"}
+    tried = [t.system_attrs.get("fixed_params", t.params) for t in past]
+    for seed in range(3):
+        proposals = screening.propose(SPACE, past, capped, 16, seed, NUM_HIDDEN, NUM_LAYERS)
+        energies = energy_fn([SPACE.candidate(p, NUM_HIDDEN, NUM_LAYERS) for p in proposals])
+        assert len(proposals) == 16 and np.all(energies <= cap)
+        assert not any(p in tried for p in proposals)
+        assert len({tuple(sorted(p.items())) for p in proposals}) == len(proposals)
+
+
+def test_returns_fewer_when_the_space_is_used_up():
+    only_tile = {"widths": 64, "tile": {"choices": [32, 64, 128, 256]}}
+    tiny = parse_space({"search": only_tile}, "tiny.yaml")
+    study = _study()
+    for params in screening.propose(tiny, [], energy_fn, 3, 0, 2, 3):
+        study.enqueue_trial(params)
+        _evaluate(study, study.ask(), tiny)  # only the tile is searched: 4 points in all
+    left = screening.propose(tiny, study.get_trials(), energy_fn, 3, 0, 2, 3, startup=2)
+    assert len(left) == 1 and left[0]["tile"] not in {t.params["tile"] for t in study.trials}
+
+
+def test_gaussian_process_learns_a_smooth_function():
+    rng = np.random.default_rng(0)
+
+    def f(x):
+        return np.sin(3.0 * x[:, 0]) + x[:, 1] ** 2 - 0.5 * x[:, 2] * x[:, 3]
+
+    x_train, x_test = rng.random((80, 5)), rng.random((400, 5))
+    gp = screening.GaussianProcess(x_train, f(x_train))
+    mean, std = gp.predict(x_test)
+    # 80 points in 5-D pin a function this smooth down to ~10 % of its spread (a constant: 100 %).
+    rmse = np.sqrt(np.mean((mean - f(x_test)) ** 2))
+    assert rmse < 0.15 * f(x_test).std()
+    # The uncertainty is honest: errors are mostly within 3 standard deviations.
+    assert np.mean(np.abs(mean - f(x_test)) < 3 * std + 1e-3) > 0.9
+
+
+def test_expected_improvement_matches_monte_carlo():
+    rng = np.random.default_rng(1)
+    front_log_e, front_acc = np.array([-9.0, -8.5, -8.0]), np.array([0.6, 0.8, 0.9])
+    ref_log_e, min_accuracy = -7.0, 0.5
+    log_e = np.array([-9.5, -8.7, -8.2, -7.5, -6.5])
+    mean, std = np.array([0.55, 0.7, 0.95, 0.85, 0.99]), np.array([0.1, 0.2, 0.05, 0.1, 0.1])
+    closed = screening.expected_hv_improvement(
+        log_e, mean, std, front_log_e, front_acc, ref_log_e, min_accuracy
+    )
+    front = [(10**x, y) for x, y in zip(front_log_e, front_acc, strict=True)]
+    base = pareto.hypervolume(front, 10**ref_log_e)
+    samples = mean + std * rng.standard_normal((4000, len(mean)))
+    gains = np.array(
+        [
+            [
+                pareto.hypervolume(front + [(10**x, y)] * bool(y >= min_accuracy), 10**ref_log_e)
+                - base
+                for x, y in zip(log_e, row, strict=True)
+            ]
+            for row in samples
+        ]
+    )
+    # Within 4 Monte Carlo standard errors (and exactly 0 above the reference energy).
+    tolerance = 4 * gains.std(0) / math.sqrt(len(samples)) + 1e-9
+    assert np.all(np.abs(closed - gains.mean(0)) < tolerance)
+    assert closed[-1] == 0.0
+
+
+def test_reaches_a_higher_hypervolume_than_random_search():
+    seeds, n = range(4), 40
+    ours = np.mean([_hypervolume(_search(s, n, screen=True), n) for s in seeds])
+    rand = np.mean([_hypervolume(_search(s, 2 * n, screen=False), 2 * n) for s in seeds])
+    # The project's goal in miniature: with n trials, beat random search given twice as many, by
+    # a clear margin (measured: 2.12 against 1.60; seed-to-seed spread of the means ~0.03).
+    assert ours > rand + 0.2, (ours, rand)
+
+
+def test_propose_takes_under_10_ms_per_candidate(trials):
+    screening.propose(SPACE, trials, energy_fn, 8, 0, NUM_HIDDEN, NUM_LAYERS)  # warm up
+    times = []
+    for seed in range(3):
+        start = time.perf_counter()
+        screening.propose(SPACE, trials, energy_fn, 8, seed, NUM_HIDDEN, NUM_LAYERS)
+        times.append(time.perf_counter() - start)
+    assert min(times) / 8 < 0.010, times
+
+
+def test_energy_function_matches_the_evaluator():
+    space = parse_space(
+        {
+            "model": {"widths": [32, 32]},
+            "search": {**SEARCH, "widths": {"low": 8, "high": 32, "step": 8, "per_layer": True}},
+            "budgets": {"max_tiles": 6},
+        },
+        "energy.yaml",
+    )
+    evaluator = search.Evaluator(space)
+    num_layers = len(evaluator.shapes)
+    rng = np.random.default_rng(0)
+    params = [space.sample_params(rng, 2, num_layers) for _ in range(40)]
+    cands = [space.candidate(p, 2, num_layers) for p in params]
+    reports = evaluator.energies(cands)
+    expected = [r["energy_j"] if search.within_budget(space, r) else np.inf for r in reports]
+    got = screening.energy_function(space, evaluator, chunk=16)(cands)  # 3 chunks, 1 padded
+    assert np.isinf(expected).any() and np.isfinite(expected).any()
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
