@@ -5,7 +5,9 @@ random search runs `--random-trials` trials, same space, same seeds. Hypervolume
 accuracy, reference: the dense all-digital baseline's energy and accuracy 0, the same for every
 run) is reported after 10, 25 and 50 trials (and the random run's last). The framework's own
 overhead per trial is the wall time of `run_search` minus the time spent inside the energy model
-and the fine-tune engine (pretraining and compilation included there), divided by the trials.
+and the fine-tune engine (pretraining and compilation included there), divided by the trials:
+storage writes, sampling, and for the energy-aware sampler its proposals (whose energy-model
+compilation, about a second per process, counts here).
 Last line: JSON.
 """
 
@@ -80,16 +82,16 @@ def main(argv=None) -> dict:
     search.Evaluator.energies = timer.wrap(search.Evaluator.energies)
     search.Evaluator.evaluate = timer.wrap(search.Evaluator.evaluate)
     default = space.sampler["name"]
-    per_seed, overheads = [], []
+    per_seed, overheads = [], {default: [], "random": []}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = pathlib.Path(tmp)
         for seed in args.seeds:
             ours, wall, evaluating = run(space, default, seed, args.trials, workdir, timer)
-            overheads.append((wall - evaluating, args.trials))
+            overheads[default].append((wall - evaluating, args.trials))
             rand, wall_r, evaluating_r = run(
                 space, "random", seed, args.random_trials, workdir, timer
             )
-            overheads.append((wall_r - evaluating_r, args.random_trials))
+            overheads["random"].append((wall_r - evaluating_r, args.random_trials))
             reference = ours.user_attrs["baseline"]["energy_j"]
             row = {"seed": seed, "reference_energy_j": reference}
             for n in args.checkpoints:
@@ -105,7 +107,11 @@ def main(argv=None) -> dict:
         return sum(r[key] for r in per_seed) / len(per_seed)
 
     last = max(args.checkpoints)
-    overhead_ms = 1000 * sum(s for s, _ in overheads) / sum(n for _, n in overheads)
+
+    def overhead_ms(runs):
+        return 1000 * sum(s for s, _ in runs) / sum(n for _, n in runs)
+
+    ours_ms, random_ms = overhead_ms(overheads[default]), overhead_ms(overheads["random"])
     result = {
         "bench": "search",
         "space": pathlib.Path(args.space).name,
@@ -114,17 +120,21 @@ def main(argv=None) -> dict:
         **{f"{default}_hv@{n}": round(mean(f"{default}_hv@{n}"), 4) for n in args.checkpoints},
         **{f"random_hv@{n}": round(mean(f"random_hv@{n}"), 4) for n in args.checkpoints},
         f"random_hv@{args.random_trials}": round(mean(f"random_hv@{args.random_trials}"), 4),
-        "overhead_ms_per_trial": round(overhead_ms, 2),
+        "overhead_ms_per_trial": round(ours_ms, 2),
+        "random_overhead_ms_per_trial": round(random_ms, 2),
     }
     result["goal_met"] = (
         result[f"{default}_hv@{last}"] >= result[f"random_hv@{args.random_trials}"]
-        and overhead_ms <= 10
+        and ours_ms <= 10
     )
     print(f"{'trials':>8} {default:>10} {'random':>10}")
     for n in args.checkpoints:
         print(f"{n:>8} {result[f'{default}_hv@{n}']:>10.4f} {result[f'random_hv@{n}']:>10.4f}")
     print(f"{args.random_trials:>8} {'':>10} {result[f'random_hv@{args.random_trials}']:>10.4f}")
-    print(f"framework overhead: {overhead_ms:.2f} ms per trial (excluding evaluation)")
+    print(
+        f"framework overhead per trial (excluding evaluation): {default} {ours_ms:.2f} ms, "
+        f"random {random_ms:.2f} ms"
+    )
     print(json.dumps(result))
     return result
 
