@@ -396,6 +396,10 @@ def main(argv=None) -> int:
         args = build_parser().parse_args(argv)
         if getattr(args, "func", None) in (_cmd_pareto, _cmd_export, _cmd_worker) and not args.out:
             args.out = str(pathlib.Path("runs") / args.study) if args.study else "runs"
+        if args.func in (_cmd_search, _cmd_worker, _cmd_train):
+            from codesign.transfer import enable_compilation_cache
+
+            enable_compilation_cache()  # a rerun or a second worker skips the engine's compile
         return args.func(args)
     except CodesignError as err:
         if os.environ.get("CODESIGN_DEBUG"):

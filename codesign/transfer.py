@@ -1,20 +1,25 @@
 """Candidate evaluation: a cached pretrained base, weight inheritance, one-compile fine-tunes.
 
-Flow for a population of candidates (all arrays, leading axis = candidate):
+Flow for a population of candidates (all arrays, leading axis = candidate), in one jit program:
 
     base = pretrain once on the source task (cached on disk with orbax, keyed by a hash of all
            that determines it), hidden units sorted most important first
-    per candidate, inside one jit(vmap(...)):
+    per candidate:
       inherit  the base's hidden layers; a candidate of width w keeps the first w units
       head     fresh, for the target task's classes
-      masks    from the inherited weights: widths x pruning (granularity, sparsity, tile grid)
+      masks    from the inherited weights: widths x pruning (granularity, sparsity, tile grid),
+               one (candidate, layer) at a time by `lax.map`, so only the chosen maker runs
+    vmapped over candidates:
       finetune `steps` Adam steps on the target task with masks fixed and analog noise on
                (`codesign.analog.hybrid_matmul` on each layer's analog columns), one lax.scan
       evaluate accuracy on the target validation and test splits, averaged over noise draws
 
 Widths are masks over the maximum shapes and every per-candidate knob (widths, sparsity,
 granularity, tile size, analog split, converter bits, seed) is a traced array, so a search
-space compiles exactly one program per population size.
+space compiles exactly one program per population size. On a CPU, compiling it takes about as
+long as running a small population: so the program holds each mask maker once and one noisy
+evaluation pass (validation and test together), it is compiled at -O1 (`_compiler_options`),
+and `enable_compilation_cache` keeps it on disk for the next process.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ __all__ = [
     "Population",
     "Engine",
     "pretrain",
+    "enable_compilation_cache",
     "load_or_pretrain",
     "row_tile_bound",
 ]
@@ -154,7 +160,27 @@ def pretrain(spec: networks.NetworkSpec, data: Dataset, config: PretrainConfig):
 
 
 def _cache_dir() -> pathlib.Path:
-    return pathlib.Path(os.environ.get("CODESIGN_CACHE", pathlib.Path.home() / ".cache" / "codesign"))
+    default = pathlib.Path.home() / ".cache" / "codesign"
+    return pathlib.Path(os.environ.get("CODESIGN_CACHE", default))
+
+
+def enable_compilation_cache(path: str | os.PathLike | None = None) -> pathlib.Path:
+    """Keep compiled programs on disk, so a new process skips the population program's compile.
+
+    Default path: JAX's cache directory if one is set already, else ``$CODESIGN_CACHE/xla``. Only
+    programs that took at least half a second to compile are stored (JAX's default: 1 s).
+    The cache is trusted code: keep it in a directory only you can write to.
+    """
+    from jax.experimental.compilation_cache import compilation_cache
+
+    if path is None:
+        path = jax.config.jax_compilation_cache_dir or _cache_dir() / "xla"
+    path = pathlib.Path(path)
+    if str(path) != jax.config.jax_compilation_cache_dir:
+        compilation_cache.reset_cache()  # JAX opens its cache once: forget one at another path
+        jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    return path
 
 
 def base_key(spec: networks.NetworkSpec, data: Dataset, config: PretrainConfig) -> str:
@@ -173,31 +199,42 @@ def load_or_pretrain(
     cache_dir: str | os.PathLike | None = None,
     log=None,
 ):
-    """The pretrained base from the cache, or pretrain it and save it (atomically, by orbax)."""
+    """The pretrained base from the cache, or pretrain it and save it.
+
+    Safe with concurrent processes and kills: a file lock lets one process pretrain while the
+    others wait and then load; the checkpoint is written under a temporary name and renamed into
+    place whole, so a killed pretraining leaves no half-written base behind.
+    """
+    import fcntl
+    import shutil
+    import uuid
+
     import orbax.checkpoint as ocp
 
     root = pathlib.Path(cache_dir) if cache_dir is not None else _cache_dir() / "bases"
+    root.mkdir(parents=True, exist_ok=True)
     path = (root / f"base-{base_key(spec, data, config)}").resolve()
     template = networks.init_params(spec, jax.random.PRNGKey(0))
     checkpointer = ocp.StandardCheckpointer()
-    if path.is_dir():
-        try:
-            params = checkpointer.restore(path, template)
-            if log:
-                log(f"loaded pretrained base {path.name}")
-            return tuple(params), True
-        except Exception as err:  # a damaged cache entry is rebuilt, never trusted
-            if log:
-                log(f"cached base {path.name} unreadable ({type(err).__name__}); retraining")
-            import shutil
-
-            shutil.rmtree(path, ignore_errors=True)
-    if log:
-        log(f"pretraining base network ({config.steps} steps on {data.name} source classes)")
-    params = pretrain(spec, data, config)
-    root.mkdir(parents=True, exist_ok=True)
-    checkpointer.save(path, params)  # orbax writes to a temporary name, then renames
-    checkpointer.wait_until_finished()
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.is_dir():
+            try:
+                params = checkpointer.restore(path, template)
+                if log:
+                    log(f"loaded pretrained base {path.name}")
+                return tuple(params), True
+            except Exception as err:  # a damaged cache entry is rebuilt, never trusted
+                if log:
+                    log(f"cached base {path.name} unreadable ({type(err).__name__}); retraining")
+                shutil.rmtree(path, ignore_errors=True)
+        if log:
+            log(f"pretraining base network ({config.steps} steps on {data.name} source classes)")
+        params = pretrain(spec, data, config)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        checkpointer.save(tmp, params)
+        checkpointer.wait_until_finished()
+        os.replace(tmp, path)
     return params, False
 
 
@@ -207,6 +244,16 @@ def row_tile_bound(shapes: Sequence[networks.LayerShape], min_tile_rows: int) ->
 
 
 # --- the engine ---
+
+
+def _compiler_options() -> dict | None:
+    """XLA options for the population program: on CPU, LLVM at -O1 instead of the default -O2.
+
+    A fine-tune runs for seconds, so compile time matters as much as run time. On CPU, -O1 halves
+    the compile time and leaves the run time unchanged (the hot loops are Eigen matmuls, which
+    are precompiled): see experiments/benchmarks/bench_finetune.py.
+    """
+    return {"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else None
 
 
 class Engine:
@@ -239,32 +286,73 @@ class Engine:
         self.base = tuple(base_params[:-1])  # hidden layers; the head is new per candidate
         target = task.target
         self.data = {
-            split: (jnp.asarray(getattr(target, f"x_{split}")), jnp.asarray(getattr(target, f"y_{split}")))
-            for split in ("train", "val", "test")
-        }  # fmt: skip
+            "train": (jnp.asarray(target.x_train), jnp.asarray(target.y_train)),
+            # Validation then test examples, scored in one pass: see `_finetune_one`.
+            "eval": (
+                jnp.asarray(np.concatenate([target.x_val, target.x_test])),
+                jnp.asarray(np.concatenate([target.y_val, target.y_test])),
+            ),
+        }
+        self._num_val = len(target.y_val)
         self.traces = 0  # how often the population program was traced (compiled)
-        self._program = jax.jit(jax.vmap(self._evaluate_one, in_axes=(0, None, None)))
+        self._program = jax.jit(self._evaluate, compiler_options=_compiler_options())
 
-    # One candidate, fully traced: everything below is arrays.
-    def _evaluate_one(self, cand: Population, base, data):
+    # The population program: everything below is arrays with a leading candidate axis.
+    def _evaluate(self, population: Population, base, data):
+        """Inherit and mask every candidate, then fine-tune and score them all, vmapped."""
         self.traces += 1
-        spec, cfg, shapes = self.spec, self.config, self.shapes
-        key = jax.random.PRNGKey(cand.seed)
-        head_key, batch_key, noise_key, eval_key = jax.random.split(key, 4)
-        head = networks.init_params(spec, head_key)[-1]
-        params = (*base, head)
+        keys = jax.vmap(lambda seed: jax.random.split(jax.random.PRNGKey(seed), 4))(population.seed)
+        head_keys, run_keys = keys[:, 0], keys[:, 1:]
+        heads = jax.vmap(lambda k: networks.init_params(self.spec, k)[-1])(head_keys)
+        inherited = jax.tree.map(lambda x: jnp.broadcast_to(x, (population.size, *x.shape)), base)
+        params = (*inherited, heads)
+        masks = self._masks(population, params)
+        finetune = jax.vmap(self._finetune_one, in_axes=(0, 0, 0, 0, None))
+        return finetune(population, run_keys, params, masks, data)
 
+    def _masks(self, population: Population, params) -> list[jax.Array]:
+        """Every candidate's pruning mask of every layer: [B, K, N] per layer.
+
+        Computed one (candidate, layer) at a time by `lax.map`, so `make_mask` branches on the
+        granularity and runs only the chosen maker. The layers are zero-padded to one shape, so
+        the program holds each maker once; makers read only the kept prefix, so padding changes
+        no mask.
+        """
+        spec, shapes = self.spec, self.shapes
+        k_max = max(s.rows for s in shapes)
+        n_max = max(s.out_units for s in shapes)
+        weights = jnp.stack(
+            [
+                jnp.pad(p["w"], ((0, 0), (0, k_max - s.rows), (0, n_max - s.out_units)))
+                for p, s in zip(params, shapes, strict=True)
+            ],
+            axis=1,
+        )  # [B, L, K_max, N_max]
+        size, layers = population.size, len(shapes)
+        widths = population.widths
+        cols = jnp.concatenate([widths, jnp.full((size, 1), spec.num_classes, jnp.int32)], 1)
+        in_units = jnp.concatenate([jnp.full((size, 1), shapes[0].in_units, jnp.int32), widths], 1)
+        rows = in_units * jnp.asarray([[s.kernel_area for s in shapes]], jnp.int32)
+        per_layer = (
+            population.granularity,
+            weights,
+            population.sparsity,
+            rows,
+            cols,
+            jnp.repeat(population.tile_rows[:, None], layers, 1),
+            jnp.repeat(population.tile_cols[:, None], layers, 1),
+        )
+        flat = jax.tree.map(lambda x: x.reshape(size * layers, *x.shape[2:]), per_layer)
+        masks = jax.lax.map(lambda args: pruning.make_mask(*args), flat)
+        masks = masks.reshape(size, layers, k_max, n_max)
+        return [masks[:, l, : s.rows, : s.out_units] for l, s in enumerate(shapes)]
+
+    def _finetune_one(self, cand: Population, keys, params, masks, data):
+        """One candidate, fully traced: fine-tune under analog noise, then score."""
+        spec, cfg, shapes = self.spec, self.config, self.shapes
+        batch_key, noise_key, eval_key = keys
         widths = [cand.widths[i] for i in range(spec.num_hidden)]
-        cols = [*widths, jnp.int32(spec.num_classes)]
-        in_units = [shapes[0].in_units, *widths]
-        rows = [in_units[i] * shapes[i].kernel_area for i in range(len(shapes))]
-        masks = [
-            pruning.make_mask(
-                cand.granularity[i], params[i]["w"], cand.sparsity[i], rows[i], cols[i],
-                cand.tile_rows, cand.tile_cols,
-            )
-            for i in range(len(shapes))
-        ]  # fmt: skip
+        cols = [*widths, spec.num_classes]
         n_analog = [jnp.round(cand.analog_fraction[i] * cols[i]) for i in range(len(shapes))]
         unit_masks = networks.width_masks(spec, widths)
         hw = analog.AnalogConfig(
@@ -276,10 +364,8 @@ class Engine:
             out_bound=cfg.out_bound,
             max_row_tiles=cfg.max_row_tiles,
         )
-        params = tuple(
-            {"w": p["w"] * m, "b": p["b"] * (m.sum(axis=0) > 0)} for p, m in zip(params, masks)
-        )
         mask_tree = tuple({"w": m, "b": (m.sum(axis=0) > 0).astype(m.dtype)} for m in masks)
+        params = jax.tree.map(lambda p, m: p * m, params, mask_tree)
 
         def forward(p, x, noise):
             keys = jax.random.split(noise, len(shapes))
@@ -306,27 +392,25 @@ class Engine:
         step_keys = jax.random.split(noise_key, cfg.steps)
         (params, _), losses = jax.lax.scan(step, (params, optimizer.init(params)), (idx, step_keys))
 
-        def accuracy(split):
-            x, y = data[split]
-            split_key = jax.random.fold_in(eval_key, ("val", "test").index(split))
-            draws = jax.random.split(split_key, cfg.eval_draws)
-            hits = jax.vmap(lambda k: jnp.mean(jnp.argmax(forward(params, x, k), -1) == y))(draws)
-            return jnp.mean(hits)
-
-        def digital_accuracy(split):
-            x, y = data[split]
-            logits = networks.apply(spec, params, x, unit_masks=unit_masks)
-            return jnp.mean(jnp.argmax(logits, -1) == y)
+        # Validation and test in one pass (one noisy forward in the program, not two): each
+        # noise draw is one programmed chip, read on both splits.
+        x_eval, y_eval = data["eval"]
+        draws = jax.random.split(eval_key, cfg.eval_draws)
+        hits = jax.vmap(lambda k: jnp.argmax(forward(params, x_eval, k), -1) == y_eval)(draws)
+        hits = jnp.mean(hits, axis=0)
+        digital_logits = networks.apply(spec, params, x_eval, unit_masks=unit_masks)
+        digital_hits = jnp.argmax(digital_logits, -1) == y_eval
+        n_val = self._num_val
 
         # Training FLOPs: forward 2 per MAC, backward 4 per MAC, over the kept weights.
-        kept_macs = sum(jnp.sum(m) * s.positions for m, s in zip(masks, shapes))
+        kept_macs = sum(jnp.sum(m) * s.positions for m, s in zip(masks, shapes, strict=True))
         flops = 6.0 * kept_macs * cfg.batch_size * cfg.steps
         final_loss = jnp.mean(losses[-max(1, cfg.steps // 10) :])
         return {
-            "val_accuracy": accuracy("val"),
-            "test_accuracy": accuracy("test"),
+            "val_accuracy": jnp.mean(hits[:n_val]),
+            "test_accuracy": jnp.mean(hits[n_val:]),
             # The same fine-tuned weights on an exact digital chip: the analog penalty's baseline.
-            "digital_test_accuracy": digital_accuracy("test"),
+            "digital_test_accuracy": jnp.mean(digital_hits[n_val:]),
             "final_loss": final_loss,
             "diverged": ~jnp.isfinite(final_loss),
             "finetune_flops": flops,
@@ -335,7 +419,9 @@ class Engine:
             "masks": tuple(masks),
         }
 
-    def evaluate_population(self, population: Population, *, chunk: int | None = None, keep_params=False):
+    def evaluate_population(
+        self, population: Population, *, chunk: int | None = None, keep_params=False
+    ):
         """Fine-tune and score every candidate; returns a dict of [B] NumPy arrays.
 
         The population is evaluated in chunks of `chunk` candidates (default: all at once);
@@ -355,4 +441,3 @@ class Engine:
             out = jax.tree.map(np.asarray, out)
             results.append(jax.tree.map(lambda v, n=chunk - pad: v[:n], out))
         return jax.tree.map(lambda *parts: np.concatenate(parts), *results)
-

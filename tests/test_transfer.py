@@ -6,10 +6,11 @@ seconds on a CPU).
 
 import dataclasses
 
+import jax
 import numpy as np
 import pytest
 
-from codesign import data, networks, transfer
+from codesign import data, networks, pruning, transfer
 
 FT = transfer.FinetuneConfig(steps=40, batch_size=32, eval_draws=2, max_row_tiles=4)
 PRE = transfer.PretrainConfig(steps=200, batch_size=64)
@@ -51,7 +52,7 @@ def _cand(widths=(32, 32), sparsity=0.0, granularity="unstructured", analog=0.5,
 
 
 SIX = [
-    _cand(widths=(32, 32), sparsity=0.0, granularity="unstructured", analog=0.0, tile=(16, 16), adc=8),
+    _cand(widths=(32, 32), sparsity=0.0, granularity="unstructured", analog=0.0, tile=(16, 16)),
     _cand(widths=(24, 16), sparsity=0.5, granularity="row", analog=0.25, tile=(32, 16), adc=6),
     _cand(widths=(16, 32), sparsity=0.3, granularity="column", analog=0.5, tile=(16, 8), adc=4),
     _cand(widths=(32, 8), sparsity=0.5, granularity="block", analog=1.0, tile=(32, 32), adc=7),
@@ -103,6 +104,23 @@ def test_pruned_weights_stay_exactly_zero_through_finetuning(engine):
             w, m = layer["w"][b], mask[b]
             assert np.all(w[m == 0] == 0.0)
             assert np.any(w[m == 1] != 0.0)
+
+
+def test_masks_match_the_mask_maker_on_each_unpadded_layer(engine):
+    # The engine pads all layers to one shape to run one maker per (candidate, layer); the masks
+    # must be exactly what `make_mask` gives on each layer's own inherited weights.
+    out = engine.evaluate_population(transfer.Population.stack(SIX), keep_params=True, chunk=6)
+    for b, cand in enumerate(SIX):
+        head_key = jax.random.split(jax.random.PRNGKey(cand["seed"]), 4)[0]
+        layers = (*engine.base, networks.init_params(engine.spec, head_key)[-1])
+        rows = [engine.shapes[0].rows, *cand["widths"]]
+        cols = [*cand["widths"], engine.spec.num_classes]
+        for l, params in enumerate(layers):
+            expected = pruning.make_mask(
+                pruning.GRANULARITIES.index(cand["granularity"][l]), params["w"],
+                cand["sparsity"][l], rows[l], cols[l], cand["tile_rows"], cand["tile_cols"],
+            )  # fmt: skip
+            np.testing.assert_array_equal(out["masks"][l][b], expected)
 
 
 def test_flops_follow_the_kept_weights(engine):
