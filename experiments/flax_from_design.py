@@ -28,8 +28,8 @@ class MLP(nnx.Module):
             [nnx.Linear(l["w"].shape[0], l["w"].shape[1], rngs=rngs) for l in layers]
         )
         for linear, layer in zip(self.linears, layers, strict=True):
-            linear.kernel.value = jnp.asarray(layer["w"])
-            linear.bias.value = jnp.asarray(layer["b"])
+            linear.kernel[...] = jnp.asarray(layer["w"])
+            linear.bias[...] = jnp.asarray(layer["b"])
 
     def __call__(self, x):
         x = x.reshape(x.shape[0], -1)
