@@ -46,6 +46,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from codesign.hardware import Accelerator
 from codesign.networks import LayerShape
@@ -306,7 +307,6 @@ def counts_from_masks(
     round(a * columns) remaining columns go to analog tiles on a grid anchored at (0, 0); a tile
     is active when any of its cells holds an unpruned weight.
     """
-    import numpy as np
 
     fractions = np.broadcast_to(np.asarray(analog_fraction, np.float64), (len(network),))
     cells_per_weight, logical_cols, _ = (float(v) for v in _tile_geometry(acc, relaxed=False))
@@ -452,7 +452,11 @@ def estimate_energy_batch(
     or ADC bits). One compilation per network shape and population size.
     """
     size = jnp.shape(designs.widths)[0]
-    accelerators = jax.tree.map(
-        lambda x: jnp.broadcast_to(jnp.asarray(x, jnp.float32), (size,)), accelerators
-    )
+
+    def broadcast(x):  # host values stay in NumPy: one transfer at the call, not one per leaf
+        if isinstance(x, jax.Array):
+            return jnp.broadcast_to(x.astype(jnp.float32), (size,))
+        return np.broadcast_to(np.asarray(x, np.float32), (size,))
+
+    accelerators = jax.tree.map(broadcast, accelerators)
     return _batched(tuple(network))(designs, accelerators)

@@ -190,10 +190,24 @@ class SearchSpace:
         }
 
     def candidate(self, params: dict, num_hidden: int, num_layers: int) -> Candidate:
-        """The candidate that Optuna params describe."""
-        import optuna
+        """The candidate that Optuna params describe (what `suggest` builds from a trial)."""
+        names = self.param_names(num_hidden, num_layers)
 
-        return self.suggest(optuna.trial.FixedTrial(params), num_hidden, num_layers)
+        def values(key, count):
+            if not names[key]:
+                return (self.dims[key].fixed,) * count
+            if len(names[key]) == 1:
+                return (params[names[key][0]],) * count
+            return tuple(params[name] for name in names[key])
+
+        return Candidate(
+            widths=tuple(int(w) for w in values("widths", num_hidden)),
+            sparsity=tuple(float(s) for s in values("sparsity", num_layers)),
+            granularity=values("granularity", num_layers),
+            analog_fraction=tuple(float(a) for a in values("analog_fraction", num_layers)),
+            tile=parse_tile(values("tile", 1)[0], "search.tile", self.path),
+            adc_bits=int(values("adc_bits", 1)[0]),
+        )
 
     def suggest(self, trial, num_hidden: int, num_layers: int) -> Candidate:
         """Ask Optuna for one candidate (Optuna stays here, at the edge)."""
