@@ -6,8 +6,9 @@ accuracy, reference: the dense all-digital baseline's energy and accuracy 0, the
 run) is reported after 10, 25 and 50 trials (and the random run's last). The framework's own
 overhead per trial is the wall time of `run_search` minus the time spent inside the energy model
 and the fine-tune engine (pretraining and compilation included there), divided by the trials:
-storage writes, sampling, and for the energy-aware sampler its proposals (whose energy-model
-compilation, about a second per process, counts here).
+storage writes, sampling, and for the energy-aware sampler its proposals. The energy model's
+one-time compilation (per process; the CLI keeps it in a persistent cache) is measured once up
+front and reported separately.
 Last line: JSON.
 """
 
@@ -20,9 +21,10 @@ import pathlib
 import tempfile
 import time
 
+import numpy as np
 import optuna
 
-from codesign import pareto, search
+from codesign import pareto, screening, search
 from codesign.space import load_space
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -78,6 +80,14 @@ def main(argv=None) -> dict:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     space = load_space(args.space)
+    # One-time compilation of the energy model's proposal program (about a second per process,
+    # kept on disk by the CLI's persistent cache) is measured here, not charged to the trials.
+    start = time.perf_counter()
+    evaluator = search.Evaluator(space)
+    probe = space.candidate(space.sample_params(np.random.default_rng(0), 2, 3), 2, 3)
+    screening.energy_function(space, evaluator)([probe])
+    evaluator.energies([probe] * space.batch)
+    energy_compile_s = time.perf_counter() - start
     timer = _Timer()
     search.Evaluator.energies = timer.wrap(search.Evaluator.energies)
     search.Evaluator.evaluate = timer.wrap(search.Evaluator.evaluate)
@@ -122,6 +132,7 @@ def main(argv=None) -> dict:
         f"random_hv@{args.random_trials}": round(mean(f"random_hv@{args.random_trials}"), 4),
         "overhead_ms_per_trial": round(ours_ms, 2),
         "random_overhead_ms_per_trial": round(random_ms, 2),
+        "energy_model_compile_s_once": round(energy_compile_s, 2),
     }
     result["goal_met"] = (
         result[f"{default}_hv@{last}"] >= result[f"random_hv@{args.random_trials}"]
