@@ -36,6 +36,7 @@ CLAIM = (
 )
 SEED_RATIO = 10.0
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "experiments" / "results"  # wherever the script is run from
 SPACES = {
     "digits_mlp": "search_spaces/digits_mlp.yaml",
     "mnist1d_mlp": "search_spaces/mnist1d_mlp.yaml",
@@ -208,7 +209,7 @@ def plot(networks: dict, path: pathlib.Path) -> None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="digits only, short fine-tune")
-    parser.add_argument("--out", default="experiments/results", help="output directory")
+    parser.add_argument("--out", default=str(RESULTS), help="output directory")
     parser.add_argument("--no-accuracy", action="store_true", help="energy model only")
     args = parser.parse_args(argv)
     start = time.perf_counter()

@@ -39,6 +39,7 @@ import numpy as np
 CLAIM = "After about a million inferences, inference energy surpasses training energy."
 SEED_BREAKEVEN = 1e6
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "experiments" / "results"  # wherever the script is run from
 SPACES = {
     "digits_mlp": "search_spaces/digits_mlp.yaml",
     "mnist1d_mlp": "search_spaces/mnist1d_mlp.yaml",
@@ -169,7 +170,7 @@ def plot(networks: dict, path: pathlib.Path) -> None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="digits only, short fine-tune")
-    parser.add_argument("--out", default="experiments/results", help="output directory")
+    parser.add_argument("--out", default=str(RESULTS), help="output directory")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     from codesign.search import TRAINING_J_PER_FLOP

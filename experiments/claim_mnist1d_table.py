@@ -15,6 +15,8 @@ import json
 import pathlib
 import time
 
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"  # wherever the script is run from
+
 CLAIM = "MNIST-1D paper (Greydanus 2020): MLP about 68 % test accuracy, CNN about 94 %."
 TOLERANCE = 0.05  # within 5 points of the paper counts as reproduced
 
@@ -79,7 +81,7 @@ def plot(ours: dict, paper: dict, mode: str, path: pathlib.Path) -> None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the baselines' --quick, for CI")
-    parser.add_argument("--out", default="experiments/results", help="output directory")
+    parser.add_argument("--out", default=str(RESULTS), help="output directory")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     module = _baselines()

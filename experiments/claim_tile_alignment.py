@@ -30,6 +30,8 @@ import time
 
 import numpy as np
 
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"  # wherever the script is run from
+
 CLAIM = (
     "If a memory block is a 16x16 matrix, a network matrix of dimension 20 causes overhead and "
     "extra energy: network dimensions should match the hardware block."
@@ -157,7 +159,7 @@ def plot(result: dict, path: pathlib.Path) -> None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="widths 1..64, for CI")
-    parser.add_argument("--out", default="experiments/results", help="output directory")
+    parser.add_argument("--out", default=str(RESULTS), help="output directory")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     result = sweep(64 if args.quick else 256)
