@@ -25,6 +25,7 @@ __all__ = [
     "PRESETS",
     "DEFAULT_PRESET",
     "SCALE_45NM_TO_22NM",
+    "TRAINING_J_PER_FLOP",
     "get_preset",
     "with_tile",
     "preset_sources",
@@ -33,6 +34,11 @@ __all__ = [
 # First-order C*V^2 scaling from 45 nm / 0.9 V (Horowitz) to 22 nm / 0.8 V (AnIA's node and its
 # nominal supply): (22/45) * (0.8/0.9)^2. Assumption; see the module docstring.
 SCALE_45NM_TO_22NM = (22 / 45) * (0.8 / 0.9) ** 2
+
+# Energy of one training FLOP on a datacentre GPU, for lifecycle energy: NVIDIA A100 datasheet,
+# 312 TFLOP/s dense bf16 at 400 W TDP -> 1.28 pJ/FLOP at peak; at an assumed 40 % utilisation
+# (typical of small-batch fine-tuning) 3.2 pJ/FLOP.
+TRAINING_J_PER_FLOP = 400.0 / (312e12 * 0.4)
 
 PJ = 1e-12
 FJ = 1e-15

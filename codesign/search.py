@@ -36,6 +36,7 @@ from codesign.energy import (
     estimate_energy_batch,
 )
 from codesign.errors import CodesignError
+from codesign.hardware import TRAINING_J_PER_FLOP
 from codesign.journal import BatchedJournalFileBackend
 from codesign.journal import batch as storage_batch
 from codesign.space import Candidate, SearchSpace
@@ -47,11 +48,6 @@ __all__ = [
     "run_search",
     "storage_for",
 ]
-
-# Energy of one training FLOP on a datacentre GPU, for lifecycle energy: NVIDIA A100 datasheet,
-# 312 TFLOP/s dense bf16 at 400 W TDP -> 1.28 pJ/FLOP at peak; at an assumed 40 % utilisation
-# (typical of small-batch fine-tuning) 3.2 pJ/FLOP.
-TRAINING_J_PER_FLOP = 400.0 / (312e12 * 0.4)
 
 JOURNAL_NAME = "study.journal"
 # RDB storages (PostgreSQL, ...): a worker records a heartbeat for its running trials this often;
