@@ -131,7 +131,8 @@ class EnergyReport:
     """Energy per inference (J) per layer and component, latency, tiles and efficiency.
 
     Per-layer fields have the layer axis last; the totals sum over it, so a batched report
-    (from `estimate_energy_batch`) gives one total per candidate.
+    (from `estimate_energy_batch`) gives one total per candidate. The totals use array methods,
+    so a report whose leaves were moved to NumPy sums in NumPy (no per-leaf device dispatch).
     """
 
     layer_j: dict  # component name -> [layers] joules per inference
@@ -147,23 +148,23 @@ class EnergyReport:
 
     @property
     def components_j(self) -> dict:
-        return {c: jnp.sum(self.layer_j[c], axis=-1) for c in COMPONENTS}
+        return {c: self.layer_j[c].sum(-1) for c in COMPONENTS}
 
     @property
     def energy_j(self) -> jax.Array:
-        return jnp.sum(self.layer_energy_j, axis=-1)
+        return self.layer_energy_j.sum(-1)
 
     @property
     def latency_s(self) -> jax.Array:
-        return jnp.sum(self.layer_latency_s, axis=-1)
+        return self.layer_latency_s.sum(-1)
 
     @property
     def tiles_used(self) -> jax.Array:
-        return jnp.sum(self.layer_tiles, axis=-1)
+        return self.layer_tiles.sum(-1)
 
     @property
     def macs(self) -> jax.Array:
-        return jnp.sum(self.layer_macs, axis=-1)
+        return self.layer_macs.sum(-1)
 
     @property
     def tops_per_w(self) -> jax.Array:
