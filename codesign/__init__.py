@@ -13,6 +13,7 @@ from codesign.energy import (
     peak_tops_per_w,
 )
 from codesign.errors import CodesignError
+from codesign.evaluate import Evaluator, Result
 from codesign.hardware import (
     DEFAULT_PRESET,
     PRESETS,
@@ -23,14 +24,18 @@ from codesign.hardware import (
 )
 from codesign.networks import LayerShape, NetworkSpec
 from codesign.pareto import front, hypervolume, plot_front
-from codesign.search import Evaluator, open_study, run_search
-from codesign.space import Candidate, SearchSpace, load_space
+from codesign.problem import Candidate, Problem
+from codesign.search import run_search
+from codesign.space import SearchSpace, load_space
+from codesign.study import open_study
 
 __all__ = [
     "Candidate",
     "Evaluator",
     "FoundDesign",
     "NetworkSpec",
+    "Problem",
+    "Result",
     "SearchSpace",
     "export_design",
     "front",

@@ -100,50 +100,31 @@ def _log(message: str) -> None:
     print(f"codesign: {message}", file=sys.stderr)
 
 
+def _run_dir(out: str | None, study: str | None, default: str) -> pathlib.Path:
+    """--out, else runs/STUDY, else runs/DEFAULT (the one place the default is made)."""
+    return pathlib.Path(out or pathlib.Path("runs") / (study or default))
+
+
 def _load_study(args):
     """The study named by --study in --storage (or the journal in --out)."""
-    import optuna
-
-    from codesign.search import JOURNAL_NAME, storage_for
+    from codesign.study import JOURNAL_NAME, find_study, storage_for
 
     if not args.storage:
         journal = pathlib.Path(args.out) / JOURNAL_NAME
         if not journal.is_file():
             raise CodesignError(f"--out {args.out!r}: no study journal ({journal} does not exist)")
-    storage = storage_for(args.storage, args.out)
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-    name = args.study
-    if name is None:
-        if len(names) != 1:
-            raise CodesignError(f"--study: give one of {', '.join(names) or '(no studies)'}")
-        name = names[0]
-    if name not in names:
-        raise CodesignError(f"--study {name!r}: not found; studies: {', '.join(names) or 'none'}")
-    return optuna.load_study(study_name=name, storage=storage), args.storage or args.out
-
-
-def _front_report(study, fmt="table"):
-    from codesign import pareto
-
-    rows = pareto.front_rows(study)
-    baseline = study.user_attrs.get("baseline")
-    hv = None
-    if baseline:
-        points = [(r["energy_j"], r["accuracy"]) for r in rows]
-        hv = pareto.hypervolume(points, baseline["energy_j"])
-    return pareto.format_front(rows, fmt, hv), baseline
+    return find_study(storage_for(args.storage, args.out), args.study), args.storage or args.out
 
 
 def _cmd_search(args) -> int:
-    import optuna
-
     from codesign import pareto
-    from codesign.search import check_counts, run_search, storage_for
+    from codesign.search import check_counts, run_search
     from codesign.space import load_space
+    from codesign.study import quiet_optuna, storage_for
 
     space = load_space(args.space)
-    out = pathlib.Path(args.out or pathlib.Path("runs") / (args.study or space.name))
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    out = _run_dir(args.out, args.study, space.name)
+    quiet_optuna()
     total = space.trials if args.trials is None else args.trials
     check_counts(args.trials, args.batch)
     storage = storage_for(args.storage, out)  # bad URLs and paths fail here, before any output
@@ -159,7 +140,7 @@ def _cmd_search(args) -> int:
             progress=progress.update,
             log=progress.log,
         )
-    table, baseline = _front_report(study)
+    table, baseline = pareto.report(study)
     print(table)
     if baseline:
         print(
@@ -225,37 +206,29 @@ class _Progress:
     def update(self, study, done_at_start: int, total: int, elapsed: float) -> None:
         self._start()
         from codesign import pareto
+        from codesign.study import counts
 
-        finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
-        best = pareto.front(study)
-        min_acc = self.space.budgets.get("min_accuracy", 0.0)
-        ok = [t.user_attrs["energy_j"] for t in best if t.user_attrs.get("accuracy", 0) >= min_acc]
-        info = f"front {len(best)}" + (f", best {min(ok):.3g} J at acc>={min_acc:g}" if ok else "")
-        self.bar.update(self.task, completed=min(len(finished), total), info=info)
+        info = pareto.progress_line(study, self.space.problem.budgets.accuracy_floor)
+        self.bar.update(self.task, completed=min(counts(study)[0], total), info=info)
 
 
 def _cmd_worker(args) -> int:
-    import optuna
-
     from codesign.search import check_counts, run_search
-    from codesign.space import parse_space
+    from codesign.study import counts, quiet_optuna, study_space
 
     check_counts(args.trials, args.batch)
     study, _ = _load_study(args)
-    if "space" not in study.user_attrs:
-        raise CodesignError(f"--study {study.study_name!r}: not a codesign study (no search space)")
-    space = parse_space(study.user_attrs["space"], study.user_attrs.get("space_path", "<study>"))
+    space = study_space(study)
     total = args.trials if args.trials is not None else study.user_attrs.get("target_trials")
     total = space.trials if total is None else total
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_optuna()
     with _Progress(total, space) as progress:
         run_search(
             space, trials=total, batch=args.batch, storage=args.storage,
             study_name=study.study_name, out_dir=args.out, progress=progress.update,
             log=progress.log,
         )  # fmt: skip
-    finished = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
-    print(f"study {study.study_name!r}: {finished} finished trials (target {total})")
+    print(f"study {study.study_name!r}: {counts(study)[0]} finished trials (target {total})")
     return 0
 
 
@@ -263,7 +236,7 @@ def _cmd_pareto(args) -> int:
     from codesign import pareto
 
     study, _ = _load_study(args)
-    table, baseline = _front_report(study, args.format)
+    table, baseline = pareto.report(study, args.format)
     print(table)
     if args.plot:
         pareto.plot_front(study, args.plot, baseline)
@@ -320,8 +293,8 @@ def _study_flags(p) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from codesign.energy import GRANULARITIES
     from codesign.hardware import DEFAULT_PRESET, PRESETS
+    from codesign.pruning import GRANULARITIES
 
     parser = _Parser(prog="codesign", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -395,7 +368,7 @@ def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if getattr(args, "func", None) in (_cmd_pareto, _cmd_export, _cmd_worker) and not args.out:
-            args.out = str(pathlib.Path("runs") / args.study) if args.study else "runs"
+            args.out = str(_run_dir(None, args.study, ""))
         if args.func in (_cmd_search, _cmd_worker, _cmd_train):
             from codesign.transfer import enable_compilation_cache
 

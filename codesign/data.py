@@ -151,7 +151,7 @@ def _mnist1d() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     args = get_dataset_args(as_dict=True)
     args.pop("url", None)  # where the reference pickle lives; we never download it
     key = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:12]
-    path = _cache_dir() / f"mnist1d-{key}.npz"
+    path = cache_root() / f"mnist1d-{key}.npz"
     try:
         with np.load(path) as cached:
             arrays = {k: cached[k] for k in ("x", "y", "x_test", "y_test")}
@@ -176,8 +176,9 @@ def _generate_mnist1d(args: dict) -> dict[str, np.ndarray]:
     return {k: np.asarray(made[k]) for k in ("x", "y", "x_test", "y_test")}
 
 
-def _cache_dir() -> pathlib.Path:
-    """Where generated datasets are kept: $CODESIGN_CACHE, else ~/.cache/codesign."""
+def cache_root() -> pathlib.Path:
+    """Where generated data, pretrained bases and compiled programs are kept: $CODESIGN_CACHE,
+    else ~/.cache/codesign."""
     return pathlib.Path(os.environ.get("CODESIGN_CACHE") or "~/.cache/codesign").expanduser()
 
 

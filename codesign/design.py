@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import operator
 import pathlib
 
-import jax
 import numpy as np
 
 from codesign.errors import CodesignError
-from codesign.space import Candidate, SearchSpace, parse_space
+from codesign.evaluate import Result
+from codesign.hardware import TRAINING_J_PER_FLOP
+from codesign.problem import Candidate
+from codesign.space import SearchSpace, parse_space
 
 __all__ = [
     "FORMAT",
@@ -52,12 +55,13 @@ class FoundDesign:
     def to_json(self) -> dict:
         space = self.search_space()
         acc = space.accelerator(self.candidate)
+        model = space.problem.model
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "network": {
-                "family": space.model["family"],
-                "max_widths": list(space.model["widths"]),
+                "family": model.family,
+                "max_widths": list(model.widths),
                 "widths": list(self.candidate.widths),
             },
             "pruning": {
@@ -66,7 +70,7 @@ class FoundDesign:
             },
             "accelerator": _accelerator_json(acc),
             "candidate": self.candidate.to_dict(),
-            "seeds": {"finetune": self.seed, "data": space.task["seed"]},
+            "seeds": {"finetune": self.seed, "data": space.problem.task.seed},
             "metrics": self.metrics,
             "source": self.source,
             "space_path": self.space_path,
@@ -134,10 +138,29 @@ def parse_pick(text: str):
 
 
 _ALIASES = {"energy": "energy_j", "latency": "latency_s"}
+# What a design's metrics hold, and what --pick may name (with the aliases above).
+METRICS = (
+    "energy_j",
+    "accuracy",
+    "test_accuracy",
+    "digital_test_accuracy",
+    "latency_s",
+    "tiles",
+    "finetune_flops",
+)
 
 
-def _metric(trial, name: str):
-    return trial.user_attrs.get(_ALIASES.get(name, name))
+def _metrics(result: Result) -> dict:
+    attrs = result.to_attrs()
+    return {k: attrs[k] for k in METRICS if k in attrs}
+
+
+def _metric_name(name: str, pick: str) -> str:
+    name = _ALIASES.get(name, name)
+    if name not in METRICS:
+        valid = ", ".join([*_ALIASES, *METRICS])
+        raise CodesignError(f"--pick {pick!r}: unknown metric {name!r}; valid: {valid}")
+    return name
 
 
 def export_design(
@@ -145,6 +168,7 @@ def export_design(
 ) -> FoundDesign:
     """The design of trial number `trial`, or the front trial chosen by `pick`."""
     from codesign import pareto
+    from codesign.study import result_of
 
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     if trial is not None:
@@ -154,44 +178,34 @@ def export_design(
                 f"(trials 0..{max(trials, default=-1)})"
             )
         chosen = trials[trial]
-        if chosen.state.name != "COMPLETE" or "candidate" not in chosen.user_attrs:
+        result = result_of(chosen)
+        if chosen.state.name != "COMPLETE" or result is None or result.candidate is None:
             raise CodesignError(
                 f"--trial {trial}: trial is {chosen.state.name}, not a scored design"
             )
     else:
-        metric, symbol, threshold, direction, goal = parse_pick(pick or "accuracy>=0:min-energy")
+        text = pick or "accuracy>=0:min-energy"
+        metric, symbol, threshold, direction, goal = parse_pick(text)
+        metric, goal = _metric_name(metric, text), _metric_name(goal, text)
         ok = [
-            t
+            (t, m)
             for t in pareto.front(study)
-            if _metric(t, metric) is not None and _OPS[symbol](_metric(t, metric), threshold)
+            if (value := (m := _metrics(result_of(t))).get(metric)) is not None
+            and _OPS[symbol](value, threshold)
         ]
         if not ok:
             raise CodesignError(
                 f"--pick {pick!r}: no feasible front trial satisfies {metric}{symbol}{threshold}"
             )
-        if _metric(ok[0], goal) is None:
-            raise CodesignError(f"--pick {pick!r}: unknown metric {goal!r}")
-        chosen = (min if direction == "min" else max)(ok, key=lambda t: _metric(t, goal))
-    attrs = chosen.user_attrs
-    metrics = {
-        k: attrs[k]
-        for k in (
-            "energy_j",
-            "accuracy",
-            "test_accuracy",
-            "digital_test_accuracy",
-            "latency_s",
-            "tiles",
-            "finetune_flops",
-        )
-        if k in attrs
-    }
+        pick_of = min if direction == "min" else max
+        chosen, _ = pick_of(ok, key=lambda tm: tm[1].get(goal, math.inf))
+        result = result_of(chosen)
     return FoundDesign(
         space=study.user_attrs["space"],
         space_path=study.user_attrs.get("space_path", ""),
-        candidate=Candidate.from_dict(attrs["candidate"]),
-        seed=int(attrs["seed"]),
-        metrics=metrics,
+        candidate=result.candidate,
+        seed=int(result.seed),
+        metrics=_metrics(result),
         source={"study": study.study_name, "storage": storage_desc, "trial": chosen.number},
     )
 
@@ -256,28 +270,21 @@ def train_design(
     """Fine-tune the design for longer; save checkpoint, compact weights and a report."""
     import orbax.checkpoint as ocp
 
-    from codesign.energy import counts_from_masks, estimate_energy
-    from codesign.search import TRAINING_J_PER_FLOP, Evaluator, _energy_attrs
-
     out = pathlib.Path(out_dir)
     if out.exists() and not out.is_dir():
         raise CodesignError(f"--out {str(out)!r} exists and is not a directory")
     if steps is not None and steps < 1:
         raise CodesignError(f"--steps must be >= 1, got {steps}")
     space = design.search_space()
-    steps = steps or 5 * space.finetune["steps"]
-    space = dataclasses.replace(space, finetune={**space.finetune, "steps": steps})
-    evaluator = Evaluator(space, cache_dir=cache_dir, log=log)
-    cand = design.candidate
+    steps = steps or 5 * space.problem.finetune.steps
+    space = space.with_finetune(steps=steps)
+    problem = space.problem
+    evaluator = space.evaluator(cache_dir=cache_dir, log=log)
     if log:
         log(f"fine-tuning the design for {steps} steps under analog noise")
-    result = evaluator.engine.evaluate_population(
-        evaluator.population([cand], [design.seed]), keep_params=True
-    )
-    params = jax.tree.map(lambda x: np.asarray(x[0]), result["params"])
-    masks = [np.asarray(m[0]) for m in result["masks"]]
-    if bool(result["diverged"][0]):
-        raise CodesignError(f"training diverged (final loss {float(result['final_loss'][0])})")
+    result, params, masks = evaluator.train(design.candidate, design.seed)
+    if result.diverged:
+        raise CodesignError(f"training diverged (final loss {result.final_loss})")
 
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = (out / "checkpoint").resolve()
@@ -298,25 +305,28 @@ def train_design(
             arrays[f"layer{i}_kept_units"] = layer["kept_units"]
     np.savez(out / "weights.npz", **arrays)
 
-    acc = space.accelerator(cand)
-    counts = counts_from_masks(evaluator.shapes, masks, np.asarray(cand.analog_fraction), acc)
-    energy = _energy_attrs(estimate_energy(evaluator.shapes, counts, acc))
-    flops = float(result["finetune_flops"][0])
-    train_j = flops * TRAINING_J_PER_FLOP
-    n = space.lifecycle_inferences if inferences is None else inferences
+    energy = {
+        "energy_j": result.energy_j,
+        "latency_s": result.latency_s,
+        "tiles": result.tiles,
+        "tops_per_w": result.tops_per_w,
+        "energy_layers_j": result.energy_layers_j,
+    }
+    train_j = result.finetune_energy_j
+    n = problem.lifecycle_inferences if inferences is None else inferences
     report = {
         "design": design.source,
         "steps": steps,
-        "test_accuracy_analog": float(result["test_accuracy"][0]),
-        "test_accuracy_digital": float(result["digital_test_accuracy"][0]),
-        "val_accuracy_analog": float(result["val_accuracy"][0]),
+        "test_accuracy_analog": result.test_accuracy,
+        "test_accuracy_digital": result.digital_test_accuracy,
+        "val_accuracy_analog": result.accuracy,
         "energy": energy,
-        "finetune_flops": flops,
+        "finetune_flops": result.finetune_flops,
         "finetune_energy_j": train_j,
         "training_j_per_flop": TRAINING_J_PER_FLOP,
         "inferences": n,
-        "lifecycle_energy_j": train_j + n * energy["energy_j"],
-        "breakeven_inferences": train_j / energy["energy_j"],
+        "lifecycle_energy_j": result.lifecycle_energy_j(n),
+        "breakeven_inferences": train_j / result.energy_j,
         "dense_weights": int(sum(np.asarray(p["w"]).size for p in params)),
         "compact_weights": int(sum(c["w"].size for c in compact)),
         "files": {"checkpoint": "checkpoint", "weights": "weights.npz"},

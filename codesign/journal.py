@@ -8,6 +8,12 @@ the phase ends with one write and one fsync. Holding the lock means no other wor
 between, so the log numbers this process replayed are exactly those the file gets. Phases are
 short (asking, telling), never a fine-tune; a process killed inside one loses only that phase's
 unwritten operations, never a told trial.
+
+The backend holds the file lock it hands to Optuna, so it takes and releases it without reaching
+into Optuna's privates; the one inherited detail it relies on is the parent's index of log line
+offsets (`_log_number_offset`), which tells how many lines the file held when the lock was taken.
+Paths are made absolute, so a lock left by a killed process can be found and broken whatever the
+working directory (Optuna's symlink lock stores its target relative to where it was made).
 """
 
 from __future__ import annotations
@@ -16,16 +22,19 @@ import contextlib
 import json
 import os
 
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, JournalStorage
 
-__all__ = ["BatchedJournalFileBackend"]
+__all__ = ["BatchedJournalFileBackend", "BatchedJournalStorage", "batch"]
 
 
 class BatchedJournalFileBackend(JournalFileBackend):
     """`JournalFileBackend` with a `batch()` context that writes its operations in one fsync."""
 
     def __init__(self, file_path: str):
-        super().__init__(file_path)
+        file_path = os.path.abspath(file_path)
+        self.lock = JournalFileSymlinkLock(file_path)
+        super().__init__(file_path, lock_obj=self.lock)
+        self.path = file_path
         self._pending: list | None = None
         self._file_logs = 0
 
@@ -34,7 +43,7 @@ class BatchedJournalFileBackend(JournalFileBackend):
         if self._pending is not None:  # nested: the outer batch writes
             yield
             return
-        self._lock.acquire()
+        self.lock.acquire()
         try:
             known = max(self._log_number_offset)
             self._file_logs = known + sum(1 for _ in super().read_logs(known))
@@ -44,11 +53,11 @@ class BatchedJournalFileBackend(JournalFileBackend):
                 self._write(self._pending)
         finally:
             self._pending = None
-            self._lock.release()
+            self.lock.release()
 
     def _write(self, logs: list) -> None:
         text = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
-        with open(self._file_path, "ab") as f:
+        with open(self.path, "ab") as f:
             f.write(text.encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
@@ -70,9 +79,19 @@ class BatchedJournalFileBackend(JournalFileBackend):
         yield from self._pending[max(0, log_number_from - self._file_logs) :]
 
 
+class BatchedJournalStorage(JournalStorage):
+    """An Optuna journal storage on a `BatchedJournalFileBackend`, with its `batch()`."""
+
+    def __init__(self, path: str):
+        self.backend = BatchedJournalFileBackend(path)
+        super().__init__(self.backend)
+
+    def batch(self):
+        return self.backend.batch()
+
+
 def batch(storage):
     """`storage`'s batch context when it is a batched journal, else a no-op context."""
-    backend = getattr(storage, "_backend", None)
-    if isinstance(backend, BatchedJournalFileBackend):
-        return backend.batch()
+    if isinstance(storage, BatchedJournalStorage):
+        return storage.batch()
     return contextlib.nullcontext()

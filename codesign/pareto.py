@@ -1,5 +1,8 @@
 """Pareto fronts of finished studies: the feasible front, its hypervolume, tables and plots.
 
+`hypervolume` and `format_front` are plain functions of numbers; `front`, `front_rows`,
+`report` and `plot_front` are the thin adapter that reads them from an Optuna study.
+
 The front is computed here, from the trials' stored values and constraints, rather than taken
 from the sampler, so that it is the same whatever sampler ran and whatever storage holds it.
 Hypervolume is measured on (log10 energy per inference, accuracy): energies span orders of
@@ -17,13 +20,17 @@ import pathlib
 import numpy as np
 import optuna
 
+from codesign.study import feasible, result_of
+
 __all__ = [
+    "feasible",
+    "format_front",
     "front",
     "front_rows",
     "hypervolume",
-    "format_front",
     "plot_front",
-    "feasible",
+    "progress_line",
+    "report",
 ]
 
 TABLE_COLUMNS = (
@@ -42,18 +49,6 @@ TABLE_COLUMNS = (
 )
 
 
-def feasible(trial: optuna.trial.FrozenTrial) -> bool:
-    """Completed, trained, within every budget (constraint values <= 0), and not degenerate.
-
-    A design whose every weight was pruned costs nothing and guesses: it is left off the front.
-    """
-    if trial.state != optuna.trial.TrialState.COMPLETE or trial.user_attrs.get("skipped_training"):
-        return False
-    if trial.user_attrs.get("energy_j", 1.0) <= 0:
-        return False
-    return all(v <= 0 for v in trial.constraints.values())
-
-
 def _signed(study, trial) -> np.ndarray:
     """Objective values turned into 'smaller is better'."""
     signs = [1.0 if d == optuna.study.StudyDirection.MINIMIZE else -1.0 for d in study.directions]
@@ -70,7 +65,7 @@ def front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
         duplicate = any(np.array_equal(q, p) for q in points[:i])
         if not dominated and not duplicate:
             keep.append(trials[i])
-    return sorted(keep, key=lambda t: t.user_attrs.get("energy_j", t.values[0]))
+    return sorted(keep, key=lambda t: result_of(t).energy_j)
 
 
 def hypervolume(points, reference_energy_j: float, reference_accuracy: float = 0.0) -> float:
@@ -99,24 +94,37 @@ def front_rows(study: optuna.Study) -> list[dict]:
     """One dict per front trial: the metrics and the key design parameters."""
     rows = []
     for t in front(study):
-        cand = t.user_attrs.get("candidate", {})
+        result = result_of(t)
+        cand = result.candidate.to_dict() if result.candidate else {}
         rows.append(
             {
                 "trial": t.number,
-                "energy_j": t.user_attrs.get("energy_j"),
-                "accuracy": t.user_attrs.get("accuracy"),
-                "test_accuracy": t.user_attrs.get("test_accuracy"),
-                "tiles": t.user_attrs.get("tiles"),
-                "latency_s": t.user_attrs.get("latency_s"),
-                "widths": cand.get("widths"),
-                "sparsity": cand.get("sparsity"),
-                "granularity": cand.get("granularity"),
-                "tile": cand.get("tile"),
-                "analog_fraction": cand.get("analog_fraction"),
-                "adc_bits": cand.get("adc_bits"),
+                "energy_j": result.energy_j,
+                "accuracy": result.accuracy,
+                "test_accuracy": result.test_accuracy,
+                "tiles": result.tiles,
+                "latency_s": result.latency_s,
+                **{key: cand.get(key) for key in TABLE_COLUMNS[6:]},
             }
         )
     return rows
+
+
+def report(study: optuna.Study, fmt: str = "table") -> tuple[str, dict | None]:
+    """The front as text (with its hypervolume against the study's baseline) and the baseline."""
+    rows = front_rows(study)
+    baseline = study.user_attrs.get("baseline")
+    hv = None
+    if baseline:
+        hv = hypervolume([(r["energy_j"], r["accuracy"]) for r in rows], baseline["energy_j"])
+    return format_front(rows, fmt, hv), baseline
+
+
+def progress_line(study: optuna.Study, min_accuracy: float = 0.0) -> str:
+    """'front N, best E J at acc>=A': the front's size and its cheapest design within budget."""
+    best = front(study)
+    ok = [result_of(t).energy_j for t in best if result_of(t).accuracy >= min_accuracy]
+    return f"front {len(best)}" + (f", best {min(ok):.3g} J at acc>={min_accuracy:g}" if ok else "")
 
 
 def _compact(value):
@@ -162,16 +170,16 @@ def plot_front(
     """
     path = pathlib.Path(path)
     trials = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-    trained = [t for t in trials if not t.user_attrs.get("skipped_training")]
+    trained = [t for t in trials if (r := result_of(t)) is not None and r.trained]
     best = front(study)
-    energy = lambda ts: [t.user_attrs["energy_j"] for t in ts]  # noqa: E731
-    acc = lambda ts: [t.user_attrs["accuracy"] for t in ts]  # noqa: E731
+    energy = lambda ts: [result_of(t).energy_j for t in ts]  # noqa: E731
+    acc = lambda ts: [result_of(t).accuracy for t in ts]  # noqa: E731
     title = f"{study.study_name}: {len(trials)} trials, front of {len(best)}"
     if path.suffix == ".html":
         import plotly.graph_objects as go
 
         def hover(ts):
-            return [json.dumps(t.user_attrs.get("candidate", {})) for t in ts]
+            return [json.dumps(result_of(t).to_attrs().get("candidate", {})) for t in ts]
 
         fig = go.Figure()
         fig.add_scatter(

@@ -18,22 +18,22 @@ training; only its accuracy needs a fine-tune. `propose` spends that asymmetry:
 4. After each pick, its predicted accuracy joins the front and the process as if observed
    ("kriging believer"): the rest of the batch spreads out instead of piling onto one spot.
 
-Pure numpy; deterministic given the seed. Optuna enters only through the trials read here.
+Pure NumPy over plain data: parameter dicts, their dimensions (anything with `sample(rng, count)`
+and `features(value)`, e.g. `space.Dimension`), and (energy, accuracy) numbers; the search loop
+turns trials into these. Deterministic given the seed.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
-import optuna
 
-from codesign.space import Candidate, SearchSpace, parse_tile
+__all__ = ["GaussianProcess", "expected_hv_improvement", "propose"]
 
-__all__ = ["GaussianProcess", "energy_function", "expected_hv_improvement", "propose"]
-
-EnergyFn = Callable[[list[Candidate]], np.ndarray]
+# Energies (J) of a list of Optuna param dicts in one call, np.inf for any over a budget.
+EnergyFn = Callable[[list[dict]], np.ndarray]
 
 # Grids for the process's hyperparameters, on features scaled to [0, 1]: length-scales from
 # "a tenth of an axis" to "smooth across the whole space"; noise variance as a fraction of the
@@ -46,38 +46,9 @@ _JITTER = 1e-8
 # --- features: Optuna params -> points in [0, 1]^d ---
 
 
-def _param_dims(space: SearchSpace, num_hidden: int, num_layers: int) -> list[tuple[str, str]]:
-    """(Optuna parameter name, dimension key) for every searched parameter, in a fixed order."""
-    names = space.param_names(num_hidden, num_layers)
-    return [(name, key) for key, ns in names.items() for name in ns]
-
-
-def _encoder(space: SearchSpace, key: str) -> Callable[[object], list[float]]:
-    """Maps one parameter value to its features: a range scaled to [0, 1] (tiles by log2 of
-    their cell count), a categorical one-hot scaled so two categories lie 1 apart."""
-    dim = space.dims[key]
-    if dim.choices is None:
-        span = (dim.high - dim.low) or 1.0
-        return lambda v: [(float(v) - dim.low) / span]
-    if key == "tile":
-        cells = {
-            c: math.log2(math.prod(parse_tile(c, "search.tile", space.path))) for c in dim.choices
-        }
-        low, span = min(cells.values()), (max(cells.values()) - min(cells.values())) or 1.0
-        return lambda v: [(cells[v] - low) / span]
-    if all(isinstance(c, int | float) and not isinstance(c, bool) for c in dim.choices):
-        low, span = min(dim.choices), (max(dim.choices) - min(dim.choices)) or 1.0
-        return lambda v: [(float(v) - low) / span]
-    hot = 1.0 / math.sqrt(2.0)
-    return lambda v: [hot if v == c else 0.0 for c in dim.choices]
-
-
-def _features(space: SearchSpace, params: Sequence[dict], num_hidden: int, num_layers: int):
-    """Normalised feature rows [len(params), d] for Optuna param dicts of `space`."""
-    encoders = [
-        (name, _encoder(space, key)) for name, key in _param_dims(space, num_hidden, num_layers)
-    ]
-    rows = [[f for name, enc in encoders for f in enc(p[name])] for p in params]
+def _features(dims: Mapping, params: Sequence[dict]) -> np.ndarray:
+    """Normalised feature rows [len(params), d] of Optuna param dicts."""
+    rows = [[f for name, dim in dims.items() for f in dim.features(p[name])] for p in params]
     return np.asarray(rows, np.float64).reshape(len(params), -1)
 
 
@@ -197,48 +168,23 @@ def _key(params: dict) -> tuple:
     return tuple(sorted((k, round(v, 9) if isinstance(v, float) else v) for k, v in params.items()))
 
 
-def _column(dim, count: int, rng) -> list:
-    """count uniform random values of one dimension, on its grid (as `Dimension.sample`)."""
-    if dim.choices is not None:
-        return [dim.choices[i] for i in rng.integers(len(dim.choices), size=count)]
-    if dim.step:
-        steps = rng.integers(int(round((dim.high - dim.low) / dim.step)) + 1, size=count)
-        values = np.minimum(dim.low + dim.step * steps, dim.high)  # no float drift past high
-        return [int(v) for v in values] if dim.is_int else [round(float(v), 12) for v in values]
-    if dim.is_int:
-        return [int(v) for v in rng.integers(int(dim.low), int(dim.high) + 1, size=count)]
-    return [float(v) for v in rng.uniform(dim.low, dim.high, size=count)]
-
-
-def _sample(space: SearchSpace, dims: list[tuple[str, str]], count: int, rng) -> list[dict]:
+def _sample(dims: Mapping, count: int, rng) -> list[dict]:
     """count uniform random Optuna param dicts."""
-    columns = [(name, _column(space.dims[key], count, rng)) for name, key in dims]
+    columns = [(name, dim.sample(rng, count)) for name, dim in dims.items()]
     return [{name: col[i] for name, col in columns} for i in range(count)]
 
 
-def _mutate(space, dims, parents: list[dict], count: int, rng) -> list[dict]:
+def _mutate(dims: Mapping, parents: list[dict], count: int, rng) -> list[dict]:
     """count copies of the parents (in turn), each with one or two parameters re-drawn."""
-    fresh = _sample(space, dims, count, rng)
+    names = list(dims)
+    fresh = _sample(dims, count, rng)
     redraw = np.argsort(rng.random((count, len(dims))), axis=1)[:, :2]
     keep_second = rng.random(count) < 0.5
     out = []
     for i, new in enumerate(fresh):
         picked = redraw[i, : 1 + int(keep_second[i])]
-        out.append({**parents[i % len(parents)], **{dims[j][0]: new[dims[j][0]] for j in picked}})
+        out.append({**parents[i % len(parents)], **{names[j]: new[names[j]] for j in picked}})
     return out
-
-
-def _trained(trial: optuna.trial.FrozenTrial) -> bool:
-    return (
-        trial.state == optuna.trial.TrialState.COMPLETE
-        and not trial.user_attrs.get("skipped_training")
-        and np.isfinite(trial.user_attrs.get("accuracy", np.nan))
-    )
-
-
-def _params(trial: optuna.trial.FrozenTrial) -> dict:
-    """A trial's params, or for an enqueued one not yet (fully) asked, the params it will get."""
-    return trial.system_attrs.get("fixed_params", trial.params)
 
 
 def _log10(energy_j) -> np.ndarray:
@@ -248,27 +194,31 @@ def _log10(energy_j) -> np.ndarray:
 
 
 def propose(
-    space: SearchSpace,
-    trials: Sequence[optuna.trial.FrozenTrial],
+    dims: Mapping,
+    trained: Sequence[tuple[dict, float, float]],
+    pending: Sequence[dict],
+    tried: Iterable[dict],
     energy_fn: EnergyFn,
     n: int,
     rng,
-    num_hidden: int,
-    num_layers: int,
     *,
+    min_accuracy: float = 0.0,
     reference_energy_j: float | None = None,
     proposals: int = 512,
     startup: int = 8,
 ) -> list[dict]:
-    """Up to n new Optuna param dicts for `space`, chosen by expected hypervolume improvement.
+    """Up to n new Optuna param dicts, chosen by expected hypervolume improvement.
 
     Args:
-        trials: the study's trials so far; trained COMPLETE ones (user attrs energy_j, accuracy)
-            fit the surrogate, RUNNING and WAITING (enqueued) ones are believed at their
-            predicted accuracy, and no trial's params are proposed again.
-        energy_fn: energies (J) of a list of candidates in one call, np.inf for any candidate
-            over a budget (`energy_function` builds one); those are never proposed.
+        dims: Optuna parameter name -> its dimension (`sample`, `features`), in a fixed order.
+        trained: (params, energy_j, accuracy) of every trained candidate; they fit the surrogate.
+        pending: params of candidates asked but not yet scored; believed at their predicted
+            accuracy.
+        tried: params of every trial so far (any state); never proposed again.
+        energy_fn: energies (J) of a list of params in one call, np.inf for any over a budget;
+            those are never proposed.
         rng: a numpy Generator or seed.
+        min_accuracy: the accuracy budget (a point below it adds no hypervolume).
         reference_energy_j: hypervolume reference energy; default the highest energy seen.
 
     Fewer than n come back only when the draws hold fewer distinct in-budget new candidates.
@@ -276,31 +226,20 @@ def propose(
     if n <= 0:
         return []
     rng = np.random.default_rng(rng)
-    dims = _param_dims(space, num_hidden, num_layers)
-    names = [name for name, _ in dims]
-    min_accuracy = space.budgets.get("min_accuracy", 0.0)
-    trained = [t for t in trials if _trained(t) and set(names) <= set(t.params)]
-    unfinished = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
-    pending = [
-        {name: _params(t)[name] for name in names}
-        for t in trials
-        if t.state in unfinished and set(names) <= set(_params(t))
-    ]
-    front_log_e = _log10([t.user_attrs["energy_j"] for t in trained])
-    front_acc = np.asarray([t.user_attrs["accuracy"] for t in trained], np.float64)
+    front_log_e = _log10([energy for _, energy, _ in trained])
+    front_acc = np.asarray([acc for _, _, acc in trained], np.float64)
 
     # The pool: random draws, plus mutations of the staircase of all trained points once a model
     # guides the choice (infeasible ones too: the front grows at its cheap end); deduplicated,
     # never a params set already tried, scored in one energy call.
-    pool = _sample(space, dims, proposals, rng)
+    pool = _sample(dims, proposals, rng)
     if len(trained) >= startup:
-        parents = [trained[i].params for i in _staircase(front_log_e, front_acc, np.inf, 0.0)]
-        pool += _mutate(space, dims, parents, proposals, rng)
-    seen = {_key(_params(t)) for t in trials}
+        parents = [trained[i][0] for i in _staircase(front_log_e, front_acc, np.inf, 0.0)]
+        pool += _mutate(dims, parents, proposals, rng)
+    seen = {_key(p) for p in tried}
     pool = [p for k, p in {_key(p): p for p in pool}.items() if k not in seen]
-    known = pending + [t.params for t in trained]
-    cands = [space.candidate(p, num_hidden, num_layers) for p in pool + known]
-    log_e = _log10(np.nan_to_num(np.asarray(energy_fn(cands), np.float64), posinf=0.0))
+    known = [*pending, *(params for params, _, _ in trained)]
+    log_e = _log10(np.nan_to_num(np.asarray(energy_fn(pool + known), np.float64), posinf=0.0))
     known_log_e = log_e[len(pool) :]
     usable = np.flatnonzero(np.isfinite(log_e[: len(pool)]))  # in budget, not empty
     pool, pool_log_e = [pool[i] for i in usable], log_e[usable]
@@ -322,7 +261,7 @@ def propose(
 
     def inputs(params, log_energy):
         scaled = (np.clip(log_energy, low, high) - low) / ((high - low) or 1.0)
-        return np.hstack([_features(space, params, num_hidden, num_layers), scaled[:, None]])
+        return np.hstack([_features(dims, params), scaled[:, None]])
 
     x_pool = inputs(pool, pool_log_e)
     x_known = inputs(known, known_log_e)
@@ -364,30 +303,3 @@ def propose(
         )
         gain[chosen] = -np.inf
     return [pool[i] for i in chosen]
-
-
-# --- a fast vectorised energy_fn for a search's Evaluator ---
-
-
-def energy_function(space: SearchSpace, evaluator, chunk: int = 256) -> EnergyFn:
-    """`energy_fn` for `propose`: a search.Evaluator's energy model, in fixed-size chunks.
-
-    Candidates over max_energy_j, max_latency_s or max_tiles get np.inf (`search.within_budget`).
-    Chunks are padded to one size, so the model compiles once.
-    """
-    from codesign.search import within_budget
-
-    def one_chunk(cands: list[Candidate]) -> np.ndarray:
-        report = evaluator.energy_report(cands, pad_to=chunk)  # NumPy leaves: sum in NumPy
-        numbers = {
-            "energy_j": sum(np.asarray(v, np.float64) for v in report.layer_j.values()).sum(-1),
-            "latency_s": np.sum(report.layer_latency_s, axis=-1),
-            "tiles": np.sum(report.layer_tiles, axis=-1),
-        }
-        return np.where(within_budget(space, numbers), numbers["energy_j"], np.inf)
-
-    def energies(cands: list[Candidate]) -> np.ndarray:
-        parts = [one_chunk(cands[i : i + chunk]) for i in range(0, len(cands), chunk)]
-        return np.concatenate(parts) if parts else np.zeros(0)
-
-    return energies

@@ -27,58 +27,35 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import math
 import pathlib
 from typing import Any
 
+import numpy as np
 import yaml
 
-from codesign.energy import GRANULARITIES
+from codesign.data import BUILTIN_DATASETS
 from codesign.errors import CodesignError
-from codesign.hardware import PRESETS, Accelerator, get_preset, with_tile
+from codesign.evaluate import Evaluator
+from codesign.hardware import DEFAULT_PRESET, PRESETS, Accelerator, get_preset
+from codesign.networks import FAMILIES
+from codesign.problem import OBJECTIVES, Budgets, Candidate, Model, Problem, Task, Training
+from codesign.pruning import GRANULARITIES
 
 __all__ = [
-    "OBJECTIVES",
     "SAMPLERS",
     "Candidate",
     "Dimension",
+    "Sampler",
     "SearchSpace",
     "load_space",
     "parse_space",
     "parse_tile",
 ]
 
-DATASETS = ("digits", "mnist1d")
-FAMILIES = ("mlp", "cnn")
 SAMPLERS = ("energy-aware", "nsga2", "tpe", "gp", "random")
-# name -> (Optuna direction, metric name shown by optuna-dashboard and the `optuna` CLI)
-OBJECTIVES = {
-    "energy": ("minimize", "energy_j"),
-    "accuracy": ("maximize", "accuracy"),
-    "latency": ("minimize", "latency_s"),
-    "tiles": ("minimize", "tiles"),
-    "lifecycle_energy": ("minimize", "lifecycle_energy_j"),
-}
-BUDGETS = ("max_energy_j", "max_latency_s", "max_tiles", "min_accuracy")
+_BUDGETS = tuple(f.name for f in dataclasses.fields(Budgets))
 _SEARCHED = ("widths", "sparsity", "granularity", "tile", "analog_fraction", "adc_bits")
-
-
-@dataclasses.dataclass(frozen=True)
-class Candidate:
-    """One point of a search space: the network's and the accelerator's searched choices."""
-
-    widths: tuple[int, ...]  # kept units per hidden layer
-    sparsity: tuple[float, ...]  # per weight layer
-    granularity: tuple[str, ...]  # per weight layer, from GRANULARITIES
-    analog_fraction: tuple[float, ...]  # per weight layer
-    tile: tuple[int, int]  # analog tile rows x columns, in cells
-    adc_bits: int
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Candidate:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,23 +68,40 @@ class Dimension:
     step: float | None = None
     is_int: bool = False
     per_layer: bool = False
+    is_tile: bool = False  # choices are tile sizes (an int or "ROWSxCOLS")
 
     @property
     def fixed(self):
         """The value when the dimension has a single choice, else None."""
         return self.choices[0] if self.choices is not None and len(self.choices) == 1 else None
 
-    def sample(self, rng):
-        """A uniform random value (on the step grid), without Optuna."""
+    def sample(self, rng, count: int) -> list:
+        """count uniform random values on the dimension's grid, without Optuna."""
         if self.choices is not None:
-            return self.choices[rng.integers(len(self.choices))]
+            return [self.choices[i] for i in rng.integers(len(self.choices), size=count)]
         if self.step:
-            count = int(round((self.high - self.low) / self.step)) + 1
-            value = self.low + self.step * rng.integers(count)
-            return int(value) if self.is_int else float(value)
+            steps = rng.integers(int(round((self.high - self.low) / self.step)) + 1, size=count)
+            values = np.minimum(self.low + self.step * steps, self.high)  # no drift past high
+            return (
+                [int(v) for v in values] if self.is_int else [round(float(v), 12) for v in values]
+            )
         if self.is_int:
-            return int(rng.integers(int(self.low), int(self.high) + 1))
-        return float(rng.uniform(self.low, self.high))
+            return [int(v) for v in rng.integers(int(self.low), int(self.high) + 1, size=count)]
+        return [float(v) for v in rng.uniform(self.low, self.high, size=count)]
+
+    def features(self, value) -> list[float]:
+        """A value as points in [0, 1]: a range scaled linearly, tiles by log2 of their cell
+        count, numeric choices by value, other choices one-hot (two categories 1 apart)."""
+        if self.choices is None:
+            return [(float(value) - self.low) / ((self.high - self.low) or 1.0)]
+        if self.is_tile:
+            cells = [math.log2(math.prod(parse_tile(c, "search.tile", ""))) for c in self.choices]
+            mine = math.log2(math.prod(parse_tile(value, "search.tile", "")))
+            return [(mine - min(cells)) / ((max(cells) - min(cells)) or 1.0)]
+        if all(isinstance(c, int | float) and not isinstance(c, bool) for c in self.choices):
+            low, high = min(self.choices), max(self.choices)
+            return [(float(value) - low) / ((high - low) or 1.0)]
+        return [1.0 / math.sqrt(2.0) if value == c else 0.0 for c in self.choices]
 
     def suggest(self, trial, name: str):
         if self.choices is not None:
@@ -120,22 +114,21 @@ class Dimension:
 
 
 @dataclasses.dataclass(frozen=True)
+class Sampler:
+    name: str = "energy-aware"
+    seed: int = 0
+    population_size: int = 16  # nsga2
+
+
+@dataclasses.dataclass(frozen=True)
 class SearchSpace:
-    """A validated search space file."""
+    """A validated search space file: the problem, what varies, and how it is searched."""
 
     path: str
     name: str
-    task: dict
-    model: dict
-    pretrain: dict
-    finetune: dict
-    preset: str
-    overrides: dict
+    problem: Problem
     dims: dict  # name -> Dimension
-    objectives: tuple[str, ...]
-    lifecycle_inferences: float
-    budgets: dict
-    sampler: dict
+    sampler: Sampler
     trials: int
     batch: int
     raw: dict = dataclasses.field(default_factory=dict, compare=False)  # the file as parsed
@@ -145,53 +138,48 @@ class SearchSpace:
         """Every tile size the space may choose, as (rows, cols) in cells."""
         return [parse_tile(v, "search.tile", self.path) for v in self.dims["tile"].choices]
 
-    @property
-    def directions(self) -> list[str]:
-        return [OBJECTIVES[o][0] for o in self.objectives]
-
-    @property
-    def metric_names(self) -> list[str]:
-        return [OBJECTIVES[o][1] for o in self.objectives]
-
     def accelerator(self, candidate: Candidate | None = None) -> Accelerator:
-        """The preset with the file's overrides and, if given, the candidate's tile and ADC."""
-        acc = dataclasses.replace(get_preset(self.preset), **self.overrides)
-        if candidate is not None:
-            acc = with_tile(acc, *candidate.tile)
-            acc = dataclasses.replace(acc, adc_bits=float(candidate.adc_bits))
-        return acc
+        return self.problem.accelerator(candidate)
 
-    def param_names(self, num_hidden: int, num_layers: int) -> dict[str, list[str]]:
+    def with_finetune(self, **changes) -> SearchSpace:
+        """The same space with some fine-tune settings changed (e.g. steps=40)."""
+        finetune = dataclasses.replace(self.problem.finetune, **changes)
+        return dataclasses.replace(
+            self, problem=dataclasses.replace(self.problem, finetune=finetune)
+        )
+
+    def evaluator(self, *, cache_dir=None, log=None) -> Evaluator:
+        """The space's evaluator (its smallest tile bounds the engine's row tiles)."""
+        min_rows = min(rows for rows, _ in self.tiles)
+        return Evaluator(self.problem, min_tile_rows=min_rows, cache_dir=cache_dir, log=log)
+
+    def param_names(self) -> dict[str, list[str]]:
         """Optuna parameter names per searched dimension (fixed dimensions have none)."""
-        counts = {
-            "widths": num_hidden,
-            "sparsity": num_layers,
-            "granularity": num_layers,
-            "analog_fraction": num_layers,
-            "tile": 1,
-            "adc_bits": 1,
-        }
+        model = self.problem.model
+        counts = {"widths": model.num_hidden, "tile": 1, "adc_bits": 1}
         names = {}
         for key, dim in self.dims.items():
+            count = counts.get(key, model.num_layers)
             if dim.fixed is not None:
                 names[key] = []
-            elif dim.per_layer and counts[key] > 1:
-                names[key] = [f"{key}_{i}" for i in range(counts[key])]
+            elif dim.per_layer and count > 1:
+                names[key] = [f"{key}_{i}" for i in range(count)]
             else:
                 names[key] = [key]
         return names
 
-    def sample_params(self, rng, num_hidden: int, num_layers: int) -> dict:
-        """Uniform random Optuna params for this space (see `suggest` for the names)."""
-        return {
-            name: self.dims[key].sample(rng)
-            for key, names in self.param_names(num_hidden, num_layers).items()
-            for name in names
-        }
+    def param_dims(self) -> dict[str, Dimension]:
+        """Each Optuna parameter's dimension, in a fixed order."""
+        return {n: self.dims[key] for key, names in self.param_names().items() for n in names}
 
-    def candidate(self, params: dict, num_hidden: int, num_layers: int) -> Candidate:
-        """The candidate that Optuna params describe (what `suggest` builds from a trial)."""
-        names = self.param_names(num_hidden, num_layers)
+    def sample_params(self, rng, count: int) -> list[dict]:
+        """count uniform random Optuna param dicts of this space."""
+        columns = [(name, dim.sample(rng, count)) for name, dim in self.param_dims().items()]
+        return [{name: column[i] for name, column in columns} for i in range(count)]
+
+    def candidate(self, params: dict) -> Candidate:
+        """The candidate that Optuna params describe."""
+        model, names = self.problem.model, self.param_names()
 
         def values(key, count):
             if not names[key]:
@@ -200,33 +188,24 @@ class SearchSpace:
                 return (params[names[key][0]],) * count
             return tuple(params[name] for name in names[key])
 
+        n = model.num_layers
         return Candidate(
-            widths=tuple(int(w) for w in values("widths", num_hidden)),
-            sparsity=tuple(float(s) for s in values("sparsity", num_layers)),
-            granularity=values("granularity", num_layers),
-            analog_fraction=tuple(float(a) for a in values("analog_fraction", num_layers)),
+            widths=tuple(int(w) for w in values("widths", model.num_hidden)),
+            sparsity=tuple(float(s) for s in values("sparsity", n)),
+            granularity=values("granularity", n),
+            analog_fraction=tuple(float(a) for a in values("analog_fraction", n)),
             tile=parse_tile(values("tile", 1)[0], "search.tile", self.path),
             adc_bits=int(values("adc_bits", 1)[0]),
         )
 
-    def suggest(self, trial, num_hidden: int, num_layers: int) -> Candidate:
-        """Ask Optuna for one candidate (Optuna stays here, at the edge)."""
+    def suggest(self, trial) -> Candidate:
+        """Ask an Optuna trial for its params, then build the candidate (Optuna stays here).
 
-        def values(name, count):
-            dim = self.dims[name]
-            if dim.per_layer and count > 1:
-                return tuple(dim.suggest(trial, f"{name}_{i}") for i in range(count))
-            return (dim.suggest(trial, name),) * count
-
-        tile = self.dims["tile"].suggest(trial, "tile")
-        return Candidate(
-            widths=tuple(int(w) for w in values("widths", num_hidden)),
-            sparsity=tuple(float(s) for s in values("sparsity", num_layers)),
-            granularity=values("granularity", num_layers),
-            analog_fraction=tuple(float(a) for a in values("analog_fraction", num_layers)),
-            tile=parse_tile(tile, "search.tile", self.path),
-            adc_bits=int(self.dims["adc_bits"].suggest(trial, "adc_bits")),
-        )
+        The tile is asked first: the order earlier versions used, so seeded studies replay.
+        """
+        dims = self.param_dims()
+        order = sorted(dims, key=lambda name: name != "tile")  # stable: the rest keep order
+        return self.candidate({name: dims[name].suggest(trial, name) for name in order})
 
 
 def load_space(path: str | pathlib.Path) -> SearchSpace:
@@ -329,7 +308,9 @@ def _dimension(spec, key: str, path: str, *, kind, low=None, high=None, choices=
             else:
                 wrapper = {"v": v}
                 checked.append(_typed(wrapper, "v", f"{full}.choices", path, kind, None, low, high))
-        return Dimension(choices=tuple(checked), is_int=kind is int, per_layer=per_layer)
+        return Dimension(
+            choices=tuple(checked), is_int=kind is int, per_layer=per_layer, is_tile=key == "tile"
+        )
     if choices is not None or key == "tile":
         _fail(path, full, "takes choices: [...], not a range")
     if "low" not in spec or "high" not in spec:
@@ -375,50 +356,48 @@ def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
     )
     dataset = _typed(t, "dataset", "task", path, str, "digits")
     if not dataset.endswith(".npz"):
-        _choice(dataset, "task.dataset", path, DATASETS + ("<file>.npz",))
+        _choice(dataset, "task.dataset", path, BUILTIN_DATASETS + ("<file>.npz",))
     elif (
         not (pathlib.Path(path).parent / dataset).is_file() and not pathlib.Path(dataset).is_file()
     ):
         _fail(path, "task.dataset", f"no such file {dataset!r}")
-    task = {
-        "dataset": dataset,
-        "source_classes": _int_list(
-            t.get("source_classes", [0, 1, 2, 3, 4]), "task.source_classes", path
+    task = Task(
+        dataset=dataset,
+        source_classes=_int_list(
+            t.get("source_classes", list(Task.source_classes)), "task.source_classes", path
         ),
-        "target_classes": _int_list(
-            t.get("target_classes", [5, 6, 7, 8, 9]), "task.target_classes", path
+        target_classes=_int_list(
+            t.get("target_classes", list(Task.target_classes)), "task.target_classes", path
         ),
-        "seed": _typed(t, "seed", "task", path, int, 0, 0),
-    }
-    if len(task["target_classes"]) < 2:
+        seed=_typed(t, "seed", "task", path, int, 0, 0),
+    )
+    if len(task.target_classes) < 2:
         _fail(path, "task.target_classes", "needs at least 2 classes")
 
     m = _section(top.get("model"), "model", path, ("family", "widths"))
     family = _choice(m.get("family", "mlp"), "model.family", path, FAMILIES)
-    default_widths = [128, 128] if family == "mlp" else [32, 32, 32]
-    model = {
-        "family": family,
-        "widths": _int_list(m.get("widths", default_widths), "model.widths", path, low=1),
-    }
-    if family == "cnn" and len(model["widths"]) != 3:
+    default_widths = list(Model.widths) if family == "mlp" else [32, 32, 32]
+    model = Model(
+        family=family,
+        widths=_int_list(m.get("widths", default_widths), "model.widths", path, low=1),
+    )
+    if family == "cnn" and len(model.widths) != 3:
         _fail(path, "model.widths", "a cnn has 3 conv layers: give 3 channel counts")
 
     def training(key, steps, lr, batch, extra=()):
         s = _section(top.get(key), key, path, ("steps", "learning_rate", "batch_size", *extra))
-        out = {
-            "steps": _typed(s, "steps", key, path, int, steps, 1),
-            "learning_rate": _typed(s, "learning_rate", key, path, float, lr, 1e-8, 10.0),
-            "batch_size": _typed(s, "batch_size", key, path, int, batch, 1),
-        }
-        if "eval_draws" in extra:
-            out["eval_draws"] = _typed(s, "eval_draws", key, path, int, 3, 1, 100)
-        return out
+        return Training(
+            steps=_typed(s, "steps", key, path, int, steps, 1),
+            learning_rate=_typed(s, "learning_rate", key, path, float, lr, 1e-8, 10.0),
+            batch_size=_typed(s, "batch_size", key, path, int, batch, 1),
+            eval_draws=_typed(s, "eval_draws", key, path, int, 3, 1, 100),
+        )
 
     pretrain = training("pretrain", 500, 3e-3, 64)
     finetune = training("finetune", 100, 3e-3, 64, ("eval_draws",))
 
     h = _section(top.get("hardware"), "hardware", path, ("preset", "overrides"))
-    preset = _choice(h.get("preset", "hybrid-22nm"), "hardware.preset", path, tuple(PRESETS))
+    preset = _choice(h.get("preset", DEFAULT_PRESET), "hardware.preset", path, tuple(PRESETS))
     fields = [f.name for f in dataclasses.fields(Accelerator) if f.name not in ("energy", "name")]
     overrides = _section(h.get("overrides"), "hardware.overrides", path, tuple(fields))
     overrides = {
@@ -426,7 +405,7 @@ def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
     }
 
     s = _section(top.get("search"), "search", path, _SEARCHED)
-    widest = max(model["widths"])
+    widest = max(model.widths)
     dims = {
         "widths": _dimension(
             s.get("widths", {"low": 1, "high": widest}),
@@ -465,28 +444,31 @@ def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
     if len(set(objectives)) != len(objectives):
         _fail(path, "objectives", "lists an objective twice")
 
-    b = _section(top.get("budgets"), "budgets", path, BUDGETS)
-    budgets = {k: _typed(b, k, "budgets", path, float, None, 0.0) for k in b}
+    b = _section(top.get("budgets"), "budgets", path, _BUDGETS)
+    budgets = Budgets(**{k: _typed(b, k, "budgets", path, float, None, 0.0) for k in b})
 
     sm = _section(top.get("sampler"), "sampler", path, ("name", "seed", "population_size"))
-    sampler = {
-        "name": _choice(sm.get("name", "energy-aware"), "sampler.name", path, SAMPLERS),
-        "seed": _typed(sm, "seed", "sampler", path, int, 0, 0),
-        "population_size": _typed(sm, "population_size", "sampler", path, int, 16, 2),
-    }
-    return SearchSpace(
-        path=path,
-        name=name,
+    sampler = Sampler(
+        name=_choice(sm.get("name", Sampler.name), "sampler.name", path, SAMPLERS),
+        seed=_typed(sm, "seed", "sampler", path, int, 0, 0),
+        population_size=_typed(sm, "population_size", "sampler", path, int, 16, 2),
+    )
+    problem = Problem(
         task=task,
         model=model,
         pretrain=pretrain,
         finetune=finetune,
         preset=preset,
         overrides=overrides,
-        dims=dims,
+        budgets=budgets,
         objectives=tuple(objectives),
         lifecycle_inferences=_typed(top, "lifecycle_inferences", "", path, float, 1e6, 1.0),
-        budgets=budgets,
+    )
+    return SearchSpace(
+        path=path,
+        name=name,
+        problem=problem,
+        dims=dims,
         sampler=sampler,
         trials=_typed(top, "trials", "", path, int, 40, 1),
         batch=_typed(top, "batch", "", path, int, 8, 1, 1024),

@@ -38,7 +38,7 @@ import numpy as np
 import optax
 
 from codesign import analog, networks, pruning
-from codesign.data import Dataset, TransferTask
+from codesign.data import Dataset, TransferTask, cache_root
 from codesign.energy import GRANULARITIES
 
 __all__ = [
@@ -73,9 +73,10 @@ class FinetuneConfig:
     batch_size: int = 64
     eval_draws: int = 3  # noise draws averaged at evaluation
     noise: bool = True  # programming and read noise on (quantization is always on)
-    prog_noise: float = 0.0175  # aihwkit StandardHWATrainingPreset w_noise (see analog.py)
-    out_noise: float = 0.04  # aihwkit StandardHWATrainingPreset out_noise
-    out_bound: float = 10.0  # aihwkit StandardHWATrainingPreset out_bound
+    # Noise magnitudes: aihwkit's StandardHWATrainingPreset, cited in `analog.AnalogConfig`.
+    prog_noise: float = analog.AnalogConfig.prog_noise
+    out_noise: float = analog.AnalogConfig.out_noise
+    out_bound: float = analog.AnalogConfig.out_bound
     max_row_tiles: int = 8  # static bound: ceil(largest K / smallest tile rows) in the space
 
 
@@ -159,11 +160,6 @@ def pretrain(spec: networks.NetworkSpec, data: Dataset, config: PretrainConfig):
     return networks.sort_units(spec, params)
 
 
-def _cache_dir() -> pathlib.Path:
-    default = pathlib.Path.home() / ".cache" / "codesign"
-    return pathlib.Path(os.environ.get("CODESIGN_CACHE", default))
-
-
 def enable_compilation_cache(path: str | os.PathLike | None = None) -> pathlib.Path:
     """Keep compiled programs on disk, so a new process skips the population program's compile.
 
@@ -174,7 +170,7 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> pathlib.P
     from jax.experimental.compilation_cache import compilation_cache
 
     if path is None:
-        path = jax.config.jax_compilation_cache_dir or _cache_dir() / "xla"
+        path = jax.config.jax_compilation_cache_dir or cache_root() / "xla"
     path = pathlib.Path(path)
     if str(path) != jax.config.jax_compilation_cache_dir:
         compilation_cache.reset_cache()  # JAX opens its cache once: forget one at another path
@@ -211,7 +207,7 @@ def load_or_pretrain(
 
     import orbax.checkpoint as ocp
 
-    root = pathlib.Path(cache_dir) if cache_dir is not None else _cache_dir() / "bases"
+    root = pathlib.Path(cache_dir) if cache_dir is not None else cache_root() / "bases"
     root.mkdir(parents=True, exist_ok=True)
     path = (root / f"base-{base_key(spec, data, config)}").resolve()
     template = networks.init_params(spec, jax.random.PRNGKey(0))

@@ -14,7 +14,7 @@ networks of `search_spaces/digits_mlp.yaml` (64-128-128-5) and `search_spaces/mn
 - the compute-only ratio per MAC (a digital int8 MAC vs one MAC of a fully used analog tile),
   which is fixed by the preset's constants;
 - accuracy of the three designs under simulated analog noise, from the evaluation engine
-  (`search.Evaluator.evaluate`: fine-tune on the target task, then score; energy from the masks).
+  (`Evaluator.evaluate`: fine-tune on the target task, then score; energy from the masks).
 
     PYTHONPATH=. python experiments/claim_analog_vs_digital.py           # full: both nets, 25-80 s
     PYTHONPATH=. python experiments/claim_analog_vs_digital.py --quick   # digits, ~35 s cold
@@ -23,7 +23,6 @@ networks of `search_spaces/digits_mlp.yaml` (64-128-128-5) and `search_spaces/mn
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import json
 import pathlib
@@ -105,10 +104,9 @@ def search_split(shapes, acc, step: float | None) -> dict:
 
 def evaluate_accuracy(space, designs: dict, seeds: list[int]) -> dict:
     """Fine-tune and score each design under analog noise (the search's evaluation engine)."""
-    from codesign.search import Evaluator
-    from codesign.space import Candidate
+    from codesign.evaluate import Candidate
 
-    evaluator = Evaluator(space)
+    evaluator = space.evaluator()
     layers = len(evaluator.shapes)
     cands, names = [], []
     for name, design in designs.items():
@@ -116,7 +114,7 @@ def evaluate_accuracy(space, designs: dict, seeds: list[int]) -> dict:
             names.append(name)
             cands.append(
                 Candidate(
-                    widths=tuple(space.model["widths"]),
+                    widths=tuple(space.problem.model.widths),
                     sparsity=(0.0,) * layers,
                     granularity=("unstructured",) * layers,
                     analog_fraction=tuple(design["analog_fraction"]),
@@ -129,10 +127,10 @@ def evaluate_accuracy(space, designs: dict, seeds: list[int]) -> dict:
     for name in designs:
         rs = [r for n, r in zip(names, results, strict=True) if n == name]
         out[name] = {
-            "test_accuracy_analog": float(np.mean([r["test_accuracy"] for r in rs])),
-            "test_accuracy_digital": float(np.mean([r["digital_test_accuracy"] for r in rs])),
-            "val_accuracy_analog": float(np.mean([r["accuracy"] for r in rs])),
-            "energy_j_from_masks": float(np.mean([r["energy_j"] for r in rs])),
+            "test_accuracy_analog": float(np.mean([r.test_accuracy for r in rs])),
+            "test_accuracy_digital": float(np.mean([r.digital_test_accuracy for r in rs])),
+            "val_accuracy_analog": float(np.mean([r.accuracy for r in rs])),
+            "energy_j_from_masks": float(np.mean([r.energy_j for r in rs])),
         }
     return out
 
@@ -215,7 +213,6 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
 
     from codesign.hardware import get_preset, with_tile
-    from codesign.search import Evaluator
     from codesign.space import load_space
 
     acc = get_preset("hybrid-22nm")
@@ -225,14 +222,12 @@ def main(argv: list[str] | None = None) -> dict:
     for name in names:
         space = load_space(ROOT / SPACES[name])
         if args.quick:  # a short fine-tune: accuracies are indicative only
-            space = dataclasses.replace(
-                space, finetune={**space.finetune, "steps": 40, "eval_draws": 1}
-            )
-        shapes = Evaluator(space).shapes
+            space = space.with_finetune(steps=40, eval_draws=1)
+        shapes = space.evaluator().shapes
         split = search_split(shapes, space.accelerator(), 0.125 if args.quick else None)
         net = {
             "layers": [f"{s.rows}x{s.out_units}" for s in shapes],
-            "finetune_steps": space.finetune["steps"],
+            "finetune_steps": space.problem.finetune.steps,
             "split": {
                 k: v
                 for k, v in split.items()

@@ -10,9 +10,9 @@ energy per inference, for two designs per task (digits and MNIST-1D, from
 - pruned analog: a searched-style design inside the space's ranges (half the widths, 50 %
   tile-aligned block pruning, all layers on 64x64 analog tiles, 6-bit ADCs; hand-picked, not the
   output of a search).
-Both are fine-tuned and scored by the search's evaluation engine (`search.Evaluator.evaluate`):
+Both are fine-tuned and scored by the search's evaluation engine (`Evaluator.evaluate`):
 it reports the fine-tune FLOPs (6 x kept MACs x batch x steps) and the energy per inference from
-the real masks. Training energy = FLOPs x `search.TRAINING_J_PER_FLOP` (A100 at 40 %
+the real masks. Training energy = FLOPs x `hardware.TRAINING_J_PER_FLOP` (A100 at 40 %
 utilisation). We report N* for the fine-tune alone (what `codesign train` reports) and with the
 pretraining of the shared base added (6 x base MACs x batch x steps, the same rule).
 
@@ -29,7 +29,6 @@ pruned, analog design is cheaper per inference and so takes longer to amortise i
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import pathlib
 import time
@@ -49,9 +48,9 @@ TRAIN_DESIGN_STEP_FACTOR = 5  # `codesign train` fine-tunes for 5x the search's 
 
 def designs(space, layers: int) -> dict:
     """The dense all-digital design and a pruned analog one, as Candidates of the space."""
-    from codesign.space import Candidate
+    from codesign.evaluate import Candidate
 
-    widths = tuple(space.model["widths"])
+    widths = tuple(space.problem.model.widths)
     return {
         "dense_digital": Candidate(
             widths=widths,
@@ -81,9 +80,9 @@ def pretrain_flops(evaluator) -> float:
 
 
 def measure(space) -> dict:
-    from codesign.search import TRAINING_J_PER_FLOP, Evaluator
+    from codesign.hardware import TRAINING_J_PER_FLOP
 
-    evaluator = Evaluator(space)
+    evaluator = space.evaluator()
     cands = designs(space, len(evaluator.shapes))
     results = evaluator.evaluate(list(cands.values()), [0] * len(cands), chunk=len(cands))
     pre_j = pretrain_flops(evaluator) * TRAINING_J_PER_FLOP
@@ -98,21 +97,21 @@ def measure(space) -> dict:
         "designs": {},
     }
     for (name, cand), r in zip(cands.items(), results, strict=True):
-        e_inf = r["energy_j"]
-        train_j = r["finetune_energy_j"]
+        e_inf = r.energy_j
+        train_j = r.finetune_energy_j
         out["designs"][name] = {
             "candidate": cand.to_dict(),
-            "test_accuracy_analog": r["test_accuracy"],
+            "test_accuracy_analog": r.test_accuracy,
             "energy_per_inference_j": e_inf,
-            "tops_per_w": r["tops_per_w"],
-            "finetune_flops": r["finetune_flops"],
+            "tops_per_w": r.tops_per_w,
+            "finetune_flops": r.finetune_flops,
             "finetune_energy_j": train_j,
             "breakeven_finetune_only": train_j / e_inf,
             "breakeven_with_pretraining": (train_j + pre_j) / e_inf,
             "breakeven_train_design_default_steps": TRAIN_DESIGN_STEP_FACTOR * train_j / e_inf,
             # The scaling rule's factors: examples processed and the J ratio per MAC.
             "examples_processed": ft.steps * ft.batch_size,
-            "inference_j_per_mac": e_inf * ft.steps * ft.batch_size * 6.0 / r["finetune_flops"],
+            "inference_j_per_mac": e_inf * ft.steps * ft.batch_size * 6.0 / r.finetune_flops,
         }
     return out
 
@@ -173,16 +172,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=str(RESULTS), help="output directory")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    from codesign.search import TRAINING_J_PER_FLOP
+    from codesign.hardware import TRAINING_J_PER_FLOP
     from codesign.space import load_space
 
     networks = {}
     for name in ["digits_mlp"] if args.quick else list(SPACES):
         space = load_space(ROOT / SPACES[name])
         if args.quick:
-            space = dataclasses.replace(
-                space, finetune={**space.finetune, "steps": 40, "eval_draws": 1}
-            )
+            space = space.with_finetune(steps=40, eval_draws=1)
         networks[name] = measure(space)
     checks = verdict(networks)
     print(f"training energy at {TRAINING_J_PER_FLOP * 1e12:.2f} pJ/FLOP (A100, 40 % utilisation)")

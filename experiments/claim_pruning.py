@@ -29,16 +29,15 @@ chosen sparsity are reported beside it.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import pathlib
 import time
 
 import numpy as np
 
-from codesign import search
 from codesign.energy import counts_from_masks, estimate_energy
-from codesign.space import Candidate, load_space
+from codesign.evaluate import Candidate
+from codesign.space import load_space
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SPACE = ROOT / "search_spaces" / "digits_mlp.yaml"
@@ -54,24 +53,24 @@ CLAIM_LOW = 0.30
 def _space(quick: bool):
     space = load_space(SPACE)
     if quick:
-        space = dataclasses.replace(space, finetune={**space.finetune, "steps": 20})
+        space = space.with_finetune(steps=20)
     return space
 
 
 def _candidate(space, granularity: str, sparsity: float, analog: float) -> Candidate:
-    hidden = len(space.model["widths"])
+    model = space.problem.model
     return Candidate(
-        widths=tuple(space.model["widths"]),
-        sparsity=(sparsity,) * hidden + (0.0,),  # the head stays dense
-        granularity=(granularity,) * (hidden + 1),
-        analog_fraction=(analog,) * (hidden + 1),
+        widths=tuple(model.widths),
+        sparsity=(sparsity,) * model.num_hidden + (0.0,),  # the head stays dense
+        granularity=(granularity,) * model.num_layers,
+        analog_fraction=(analog,) * model.num_layers,
         tile=TILE,
         adc_bits=int(space.accelerator().adc_bits),
     )
 
 
 def _energy(evaluator, cand: Candidate, masks, analog: float) -> float:
-    acc = evaluator.space.accelerator(cand)
+    acc = evaluator.accelerator(cand)
     counts = counts_from_masks(evaluator.shapes, masks, np.full(len(masks), analog), acc)
     return float(estimate_energy(evaluator.shapes, counts, acc).energy_j)
 
@@ -87,7 +86,7 @@ def main(argv=None) -> dict:
     seeds = [0] if args.quick else [0, 1, 2]
     chips = {"hybrid": CHIPS["hybrid"]} if args.quick else CHIPS
 
-    evaluator = search.Evaluator(space)
+    evaluator = space.evaluator()
     # One population: the dense network once per (chip, seed), then every granularity x sparsity.
     rows = []  # (chip, granularity or None, sparsity, seed)
     for chip in chips:
@@ -197,7 +196,7 @@ def main(argv=None) -> dict:
         "seed_claim": CLAIM,
         "mode": "quick" if args.quick else "full",
         "space": str(SPACE.relative_to(ROOT)),
-        "finetune_steps": space.finetune["steps"],
+        "finetune_steps": space.problem.finetune.steps,
         "seeds": seeds,
         "sparsities": sparsities,
         "granularities": list(GRANULARITIES),

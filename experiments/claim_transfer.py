@@ -13,7 +13,7 @@ task (digits 5-9) either
 Both are exact digital, dense, and scored on the target validation split every `k` steps; the
 curves are means over seeds (head init and batch order). Target accuracy = 95 % (and 99 %) of the
 best seed-mean accuracy either run reaches. For each we report the steps to reach it, the
-training FLOPs (6 x MACs x batch x steps), and the training energy (x search.TRAINING_J_PER_FLOP,
+training FLOPs (6 x MACs x batch x steps), and the training energy (x hardware.TRAINING_J_PER_FLOP,
 a datacentre GPU at 40 % utilisation). The base's pretraining cost is a separate line: a base is
 paid for once and reused for every target task.
 
@@ -35,7 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from codesign import networks, search, transfer
+from codesign import networks, transfer
+from codesign.hardware import TRAINING_J_PER_FLOP
 from codesign.space import load_space
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -97,7 +98,7 @@ def main(argv=None) -> dict:
     seeds = [0, 1] if args.quick else [0, 1, 2, 3, 4]
 
     space = load_space(SPACE)
-    evaluator = search.Evaluator(space)  # the space's task split, network and configs
+    evaluator = space.evaluator()  # the space's task split, network and configs
     task = evaluator.task
     base, cached = transfer.load_or_pretrain(evaluator.spec, task.source, evaluator.pretrain)
     spec = dataclasses.replace(evaluator.spec, num_classes=task.target.num_classes)
@@ -121,7 +122,7 @@ def main(argv=None) -> dict:
     tests = {"transfer": test[:n], "scratch": test[n:]}
     best = max(float(c.max()) for c in curves.values())
     flops_per_step = 6.0 * macs * ft.batch_size
-    j = search.TRAINING_J_PER_FLOP
+    j = TRAINING_J_PER_FLOP
 
     methods = {}
     for name, curve in curves.items():

@@ -53,10 +53,10 @@ def main(argv=None) -> dict:
 
         space = load_design(args.design).search_space()
         task = data.transfer_split(
-            space.task["dataset"],
-            source_classes=space.task["source_classes"],
-            target_classes=space.task["target_classes"],
-            seed=space.task["seed"],
+            space.problem.task.dataset,
+            source_classes=space.problem.task.source_classes,
+            target_classes=space.problem.task.target_classes,
+            seed=space.problem.task.seed,
         )
         logits = model(jnp.asarray(task.target.x_test))
         hits = np.argmax(logits, -1) == task.target.y_test

@@ -1,5 +1,6 @@
 """Hostile inputs and failing candidates: one line, exit code 2, and no damage to a study."""
 
+import dataclasses
 import json
 
 import jax
@@ -9,8 +10,10 @@ import pytest
 import yaml
 
 from codesign import data, networks, search, transfer
+from codesign import study as studies
 from codesign.cli import main
 from codesign.design import FORMAT, FORMAT_VERSION
+from codesign.evaluate import Evaluator
 from codesign.space import parse_space
 from tests.test_search import TINY
 
@@ -21,7 +24,7 @@ def existing(tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump(TINY))
     run = tmp_path / "run"
-    storage = search.storage_for(None, run)
+    storage = studies.storage_for(None, run)
     study = optuna.create_study(
         study_name="tiny", storage=storage, directions=["minimize", "maximize"]
     )
@@ -32,7 +35,7 @@ def existing(tmp_path):
         trial.set_user_attr("energy_j", energy)
         trial.set_user_attr("accuracy", accuracy)
         study.tell(trial, [energy, accuracy])
-    journal = run / search.JOURNAL_NAME
+    journal = run / studies.JOURNAL_NAME
     return {"space": space, "run": run, "journal": journal, "bytes": journal.read_bytes()}
 
 
@@ -158,15 +161,15 @@ def test_diverging_finetune_is_detected():
 
 def test_diverged_candidate_becomes_a_failed_trial_and_the_search_goes_on(tmp_path, monkeypatch):
     space = parse_space({**TINY, "trials": 6}, str(tmp_path / "space.yaml"))
-    original = search.Evaluator.evaluate
+    original = Evaluator.evaluate
 
     def first_diverges(self, cands, seeds, chunk):
         results = original(self, cands, seeds, chunk)
         if seeds[0] % 1_000_003 == 0:  # the very first trial
-            results[0] = {**results[0], "diverged": True, "final_loss": float("nan")}
+            results[0] = dataclasses.replace(results[0], diverged=True, final_loss=float("nan"))
         return results
 
-    monkeypatch.setattr(search.Evaluator, "evaluate", first_diverges)
+    monkeypatch.setattr(Evaluator, "evaluate", first_diverges)
     study = search.run_search(space, out_dir=tmp_path / "run")
     states = [t.state.name for t in study.trials]
     assert states[0] == "FAIL" and "diverged" in study.trials[0].user_attrs["fail_reason"]

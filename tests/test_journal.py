@@ -7,15 +7,15 @@ import textwrap
 import optuna
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-from codesign.journal import BatchedJournalFileBackend, batch
+from codesign.journal import BatchedJournalStorage, batch
 
 WORKER = textwrap.dedent(
     """
     import sys, optuna
     from optuna.storages.journal import JournalStorage
-    from codesign.journal import BatchedJournalFileBackend, batch
+    from codesign.journal import BatchedJournalStorage, batch
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = JournalStorage(BatchedJournalFileBackend(sys.argv[1]))
+    storage = BatchedJournalStorage(sys.argv[1])
     study = optuna.load_study(study_name="s", storage=storage)
     for _ in range(5):
         with batch(storage):
@@ -31,7 +31,7 @@ WORKER = textwrap.dedent(
 
 def test_batched_writes_replay_like_optunas_own_journal(tmp_path):
     path = str(tmp_path / "a.journal")
-    storage = JournalStorage(BatchedJournalFileBackend(path))
+    storage = BatchedJournalStorage(path)
     study = optuna.create_study(
         study_name="s", storage=storage, sampler=optuna.samplers.RandomSampler(0)
     )
@@ -51,7 +51,7 @@ def test_batched_writes_replay_like_optunas_own_journal(tmp_path):
 
 def test_two_processes_batching_into_one_journal_lose_nothing(tmp_path):
     path = str(tmp_path / "shared.journal")
-    storage = JournalStorage(BatchedJournalFileBackend(path))
+    storage = BatchedJournalStorage(path)
     optuna.create_study(study_name="s", storage=storage)
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, path, str(i)]) for i in range(2)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]

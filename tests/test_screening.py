@@ -13,7 +13,8 @@ import numpy as np
 import optuna
 import pytest
 
-from codesign import pareto, screening, search
+from codesign import pareto, screening
+from codesign import study as studies
 from codesign.space import parse_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -30,8 +31,7 @@ SPACE = parse_space(
     {"model": {"widths": [128, 128]}, "search": SEARCH, "budgets": {"min_accuracy": 0.5}},
     "synthetic.yaml",
 )
-NUM_HIDDEN, NUM_LAYERS = 2, 3
-NAMES = {n for names in SPACE.param_names(NUM_HIDDEN, NUM_LAYERS).values() for n in names}
+NAMES = set(SPACE.param_dims())
 
 
 def energy_j(c) -> float:
@@ -61,8 +61,19 @@ def energy_fn(cands):
 
 DENSE = {"widths_0": 128, "widths_1": 128, "sparsity": 0.0, "granularity": "unstructured"}
 REFERENCE_J = energy_j(
-    SPACE.candidate({**DENSE, "tile": 256, "analog_fraction": 0.0, "adc_bits": 8}, 2, 3)
+    SPACE.candidate({**DENSE, "tile": 256, "analog_fraction": 0.0, "adc_bits": 8})
 )
+
+
+def propose(space, trials, energies, n, rng, **kwargs):
+    """`screening.propose` on an Optuna study's trials, as `search.run_search` calls it."""
+    dims = space.param_dims()
+    trained, pending, tried = studies.history(trials, dims)
+    return screening.propose(
+        dims, trained, pending, tried,
+        lambda params: energies([space.candidate(p) for p in params]), n, rng,
+        min_accuracy=space.problem.budgets.accuracy_floor, **kwargs,
+    )  # fmt: skip
 
 
 def _study(seed=0):
@@ -71,7 +82,7 @@ def _study(seed=0):
 
 
 def _evaluate(study, trial, space=SPACE):
-    cand = space.suggest(trial, NUM_HIDDEN, NUM_LAYERS)
+    cand = space.suggest(trial)
     trial.set_user_attr("energy_j", energy_j(cand))
     trial.set_user_attr("accuracy", accuracy(cand))
     study.tell(trial, [energy_j(cand), accuracy(cand)])
@@ -83,10 +94,8 @@ def _search(seed: int, trials: int, screen: bool, batch: int = 8, energies=energ
     while len(study.trials) < trials:
         if screen:
             past = study.get_trials(deepcopy=False)
-            for params in screening.propose(
-                SPACE, past, energies, batch, rng, NUM_HIDDEN, NUM_LAYERS
-            ):
-                study.enqueue_trial(params)
+            for params in propose(SPACE, past, energies, batch, rng):
+                studies.enqueue(study, params)
         for _ in range(batch):
             _evaluate(study, study.ask())
     return study
@@ -106,28 +115,27 @@ def trials():
 @pytest.mark.parametrize("phase", ["startup", "model"])
 def test_proposals_are_valid_params_of_the_space(phase, trials):
     past = [] if phase == "startup" else trials
-    proposals = screening.propose(SPACE, past, energy_fn, 8, 0, NUM_HIDDEN, NUM_LAYERS)
+    proposals = propose(SPACE, past, energy_fn, 8, 0)
     assert len(proposals) == 8
     study = _study()
     for params in proposals:
         assert set(params) == NAMES
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # Optuna warns about values off the space's grid
-            SPACE.candidate(params, NUM_HIDDEN, NUM_LAYERS)
-        study.enqueue_trial(params)
+            SPACE.candidate(params)
+        studies.enqueue(study, params)
         trial = study.ask()
-        SPACE.suggest(trial, NUM_HIDDEN, NUM_LAYERS)
+        SPACE.suggest(trial)
         assert trial.params == params  # what run_search will ask and train
 
 
 def test_first_batch_spans_the_energy_axis():
     def log_energy(params):
-        return np.log10(energy_fn([SPACE.candidate(p, NUM_HIDDEN, NUM_LAYERS) for p in params]))
+        return np.log10(energy_fn([SPACE.candidate(p) for p in params]))
 
     for seed in range(5):
-        first = log_energy(screening.propose(SPACE, [], energy_fn, 8, seed, 2, 3))
-        rng = np.random.default_rng(seed)
-        draws = log_energy([SPACE.sample_params(rng, NUM_HIDDEN, NUM_LAYERS) for _ in range(512)])
+        first = log_energy(propose(SPACE, [], energy_fn, 8, seed))
+        draws = log_energy(SPACE.sample_params(np.random.default_rng(seed), 512))
         # A stratified sample of the log-energy range: its ends lie in the tails of random draws
         # (measured over 12 seeds: cheapest below >= 98.6 %, dearest above >= 89 % of them).
         assert np.mean(first.min() < draws) > 0.95
@@ -136,7 +144,7 @@ def test_first_batch_spans_the_energy_axis():
 
 def test_proposals_are_deterministic_for_a_seed(trials):
     def run(seed):
-        return screening.propose(SPACE, trials, energy_fn, 8, seed, NUM_HIDDEN, NUM_LAYERS)
+        return propose(SPACE, trials, energy_fn, 8, seed)
 
     assert run(3) == run(3)
     assert run(3) != run(4)
@@ -151,15 +159,15 @@ def test_never_proposes_over_budget_tried_or_pending_params(trials):
 
     study = _study()
     study.add_trials(trials)
-    for params in screening.propose(SPACE, trials, capped, 2, 0, NUM_HIDDEN, NUM_LAYERS):
-        study.enqueue_trial(params)
-    SPACE.suggest(study.ask(), NUM_HIDDEN, NUM_LAYERS)  # one RUNNING, one still WAITING
+    for params in propose(SPACE, trials, capped, 2, 0):
+        studies.enqueue(study, params)
+    SPACE.suggest(study.ask())  # one RUNNING, one still WAITING
     past = study.get_trials(deepcopy=False)
     assert {t.state.name for t in past[-2:]} == {"RUNNING", "WAITING"}
-    tried = [t.system_attrs.get("fixed_params", t.params) for t in past]
+    tried = [t.user_attrs.get("proposed", t.params) for t in past]
     for seed in range(3):
-        proposals = screening.propose(SPACE, past, capped, 16, seed, NUM_HIDDEN, NUM_LAYERS)
-        energies = energy_fn([SPACE.candidate(p, NUM_HIDDEN, NUM_LAYERS) for p in proposals])
+        proposals = propose(SPACE, past, capped, 16, seed)
+        energies = energy_fn([SPACE.candidate(p) for p in proposals])
         assert len(proposals) == 16 and np.all(energies <= cap)
         assert not any(p in tried for p in proposals)
         assert len({tuple(sorted(p.items())) for p in proposals}) == len(proposals)
@@ -169,10 +177,10 @@ def test_returns_fewer_when_the_space_is_used_up():
     only_tile = {"widths": 64, "tile": {"choices": [32, 64, 128, 256]}}
     tiny = parse_space({"search": only_tile}, "tiny.yaml")
     study = _study()
-    for params in screening.propose(tiny, [], energy_fn, 3, 0, 2, 3):
-        study.enqueue_trial(params)
+    for params in propose(tiny, [], energy_fn, 3, 0):
+        studies.enqueue(study, params)
         _evaluate(study, study.ask(), tiny)  # only the tile is searched: 4 points in all
-    left = screening.propose(tiny, study.get_trials(), energy_fn, 3, 0, 2, 3, startup=2)
+    left = propose(tiny, study.get_trials(), energy_fn, 3, 0, startup=2)
     assert len(left) == 1 and left[0]["tile"] not in {t.params["tile"] for t in study.trials}
 
 
@@ -230,31 +238,31 @@ def test_reaches_a_higher_hypervolume_than_random_search():
 
 
 def test_propose_takes_under_10_ms_per_candidate(trials):
-    screening.propose(SPACE, trials, energy_fn, 8, 0, NUM_HIDDEN, NUM_LAYERS)  # warm up
+    propose(SPACE, trials, energy_fn, 8, 0)  # warm up
     times = []
     for seed in range(3):
         start = time.perf_counter()
-        screening.propose(SPACE, trials, energy_fn, 8, seed, NUM_HIDDEN, NUM_LAYERS)
+        propose(SPACE, trials, energy_fn, 8, seed)
         times.append(time.perf_counter() - start)
     assert min(times) / 8 < 0.010, times
 
 
-def test_energy_function_matches_the_evaluator():
+def test_budget_energies_match_the_evaluator():
     space = parse_space(
         {
             "model": {"widths": [32, 32]},
             "search": {**SEARCH, "widths": {"low": 8, "high": 32, "step": 8, "per_layer": True}},
-            "budgets": {"max_tiles": 6},
+            "budgets": {"max_tiles": 3},
         },
         "energy.yaml",
     )
-    evaluator = search.Evaluator(space)
-    num_layers = len(evaluator.shapes)
-    rng = np.random.default_rng(0)
-    params = [space.sample_params(rng, 2, num_layers) for _ in range(40)]
-    cands = [space.candidate(p, 2, num_layers) for p in params]
-    reports = evaluator.energies(cands)
-    expected = [r["energy_j"] if search.within_budget(space, r) else np.inf for r in reports]
-    got = screening.energy_function(space, evaluator, chunk=16)(cands)  # 3 chunks, 1 padded
+    evaluator = space.evaluator()
+    cands = [space.candidate(p) for p in space.sample_params(np.random.default_rng(0), 40)]
+    budgets = space.problem.budgets
+    expected = [
+        r.energy_j if budgets.worth_training(r.energy_j, r.latency_s, r.tiles) else np.inf
+        for r in evaluator.estimate(cands)
+    ]
+    got = evaluator.budget_energies(cands, chunk=16)  # 3 chunks, 1 padded
     assert np.isinf(expected).any() and np.isfinite(expected).any()
     np.testing.assert_allclose(got, expected, rtol=1e-5)

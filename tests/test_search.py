@@ -1,5 +1,6 @@
 """The co-design search end to end: search -> pareto -> export -> train, resume, budgets, errors."""
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -12,8 +13,10 @@ import optuna
 import pytest
 import yaml
 
-from codesign import search
+from codesign import pareto, search
+from codesign import study as studies
 from codesign.cli import main
+from codesign.evaluate import Evaluator, Result
 from codesign.space import load_space
 
 TINY = {
@@ -58,7 +61,7 @@ def test_search_pareto_export_train(tmp_path, capsys):
         assert (run / name).is_file()
     assert (run / "pareto.png").stat().st_size > 10_000
 
-    study = optuna.load_study(study_name="tiny", storage=search.storage_for(None, run))
+    study = optuna.load_study(study_name="tiny", storage=studies.storage_for(None, run))
     assert len(study.trials) == 6
     assert study.metric_names == ["energy_j", "accuracy"]
     attrs = study.trials[0].user_attrs
@@ -129,10 +132,10 @@ def test_resume_never_recomputes_and_recovers_interrupted_trials(tmp_path):
         check=True,
     )
     dead = study.ask()
-    space.suggest(dead, 2, 3)
+    space.suggest(dead)
     dead.set_user_attr("worker", f"{socket.gethostname()}:{gone.stdout.strip()}")
     alive = study.ask()  # a trial another live worker is running: must be left alone
-    space.suggest(alive, 2, 3)
+    space.suggest(alive)
     alive.set_user_attr("worker", f"{socket.gethostname()}:{os.getppid()}")
     study = search.run_search(space, trials=6, out_dir=run)
     states = [t.state.name for t in study.trials]
@@ -157,7 +160,8 @@ def test_energy_aware_sampler_proposes_every_candidate(tmp_path):
     study = search.run_search(space, trials=6, out_dir=tmp_path / "run")
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 6
     # Every trial's parameters were chosen by codesign.screening and enqueued, not sampled.
-    assert all("fixed_params" in t.system_attrs for t in study.trials)
+    assert all("proposed" in t.user_attrs for t in study.trials)
+    assert all(t.user_attrs["proposed"] == t.params for t in study.trials)
     assert len({json.dumps(t.params, sort_keys=True) for t in study.trials}) == 6
 
 
@@ -165,13 +169,13 @@ def test_over_budget_candidates_spend_no_finetune(tmp_path, monkeypatch):
     data = {**TINY, "budgets": {"max_tiles": 2}, "trials": 6}
     space = load_space(_write(tmp_path, data))
     trained = []
-    original = search.Evaluator.evaluate
+    original = Evaluator.evaluate
 
     def spy(self, cands, seeds, chunk):
         trained.extend(cands)
         return original(self, cands, seeds, chunk)
 
-    monkeypatch.setattr(search.Evaluator, "evaluate", spy)
+    monkeypatch.setattr(Evaluator, "evaluate", spy)
     study = search.run_search(space, out_dir=tmp_path / "run")
     skipped = [t for t in study.trials if t.user_attrs["skipped_training"]]
     assert skipped, "the budget must exclude some candidates"
@@ -236,3 +240,34 @@ def test_bad_command_lines_exit_2_without_traceback(tmp_path):
         )
         assert proc.returncode == 2, argv
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe", "nsga2", "gp"])
+def test_every_sampler_runs_a_tiny_search(sampler, tmp_path):
+    if sampler == "gp":
+        pytest.importorskip("torch", reason="Optuna's GPSampler needs codesign[gp] (torch)")
+    data = {**TINY, "sampler": {"name": sampler, "seed": 0, "population_size": 2}, "trials": 4}
+    space = load_space(_write(tmp_path, data))
+    study = search.run_search(space, batch=2, out_dir=tmp_path / "run")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    expected = {"random": "Random", "tpe": "TPE", "nsga2": "NSGAII", "gp": "GP"}[sampler]
+    assert type(study.sampler).__name__ == f"{expected}Sampler"
+    assert pareto.front(study), "a front from 4 trained trials"
+
+
+def test_evaluation_api_without_optuna(tmp_path):
+    """The README's Optuna-free path: candidates -> estimates -> fine-tuned results; for dense
+    designs the energy from the real masks equals the estimate from the design's statistics."""
+    space = load_space(_write(tmp_path, TINY))
+    evaluator = space.evaluator()
+    dense = [
+        dataclasses.replace(space.candidate(p), sparsity=(0.0,) * 3)
+        for p in space.sample_params(np.random.default_rng(0), 3)
+    ]
+    estimates = evaluator.estimate(dense)
+    results = evaluator.evaluate(dense, seeds=[0, 1, 2])
+    for estimate, result in zip(estimates, results, strict=True):
+        assert not estimate.trained and result.trained and 0.0 <= result.accuracy <= 1.0
+        assert result.energy_j == pytest.approx(estimate.energy_j, rel=1e-6)
+        assert result.tiles == estimate.tiles
+        assert Result.from_attrs(result.to_attrs()) == result  # the trial attribute round trip

@@ -10,7 +10,7 @@ import optuna
 import pytest
 import yaml
 
-from codesign import search
+from codesign import study as studies
 from tests.test_search import TINY
 
 pytestmark = pytest.mark.slow
@@ -31,7 +31,7 @@ def _cli(*argv):
 
 
 def _study(run):
-    return optuna.load_study(study_name="tiny", storage=search.storage_for(None, run))
+    return optuna.load_study(study_name="tiny", storage=studies.storage_for(None, run))
 
 
 POSTGRES = os.environ.get("CODESIGN_TEST_POSTGRES")
@@ -52,10 +52,10 @@ def test_three_workers_share_one_study_exactly(tmp_path, backend):
     env = _env(tmp_path)
     name = f"tiny-{backend}-{os.getpid()}-{time.time_ns()}"
     if backend == "journal":
-        flags, storage = ["--out", str(run), "--study", name], search.storage_for(None, run)
+        flags, storage = ["--out", str(run), "--study", name], studies.storage_for(None, run)
     else:
         flags = ["--storage", POSTGRES, "--study", name, "--out", str(run)]
-        storage = search.storage_for(POSTGRES, run)
+        storage = studies.storage_for(POSTGRES, run)
     # The first process creates the study (and the cached base) and runs its share ...
     first = subprocess.Popen(
         _cli("search", str(space), "--trials", "30", *flags),
@@ -109,7 +109,7 @@ def test_killed_worker_is_recovered_without_recomputing(tmp_path):
     killed_running, done_before = [], {}
     while time.time() < deadline:
         time.sleep(0.5)
-        if not (run / search.JOURNAL_NAME).exists():
+        if not (run / studies.JOURNAL_NAME).exists():
             continue
         trials = _study(run).trials
         running = [t.number for t in trials if t.state.name == "RUNNING"]

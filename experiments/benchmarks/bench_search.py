@@ -1,12 +1,13 @@
 """Search quality and overhead on a search space: the default sampler against random search.
 
-For each seed, the space's own sampler (NSGA-II for digits_mlp.yaml) runs `--trials` trials and
+For each seed, the space's own sampler (energy-aware for digits_mlp.yaml) runs `--trials` trials and
 random search runs `--random-trials` trials, same space, same seeds. Hypervolume (log10 energy x
 accuracy, reference: the dense all-digital baseline's energy and accuracy 0, the same for every
 run) is reported after 10, 25 and 50 trials (and the random run's last). The framework's own
-overhead per trial is the wall time of `run_search` minus the time spent inside the energy model
-and the fine-tune engine (pretraining and compilation included there), divided by the trials:
-storage writes, sampling, and for the energy-aware sampler its proposals. The energy model's
+overhead per trial is the wall time of `run_search` minus the time spent inside the fine-tune
+engine (`Evaluator.evaluate`: pretraining and compilation included there), divided by the trials:
+storage writes, sampling, the energy model's estimates, and for the energy-aware sampler its
+proposals. The energy model's
 one-time compilation (per process; the CLI keeps it in a persistent cache) is measured once up
 front and reported separately.
 Last line: JSON.
@@ -24,7 +25,8 @@ import time
 import numpy as np
 import optuna
 
-from codesign import pareto, screening, search
+from codesign import pareto, search
+from codesign.evaluate import Evaluator
 from codesign.space import load_space
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -33,7 +35,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 def _hypervolume_after(study, n: int, reference_energy_j: float) -> float:
     """Hypervolume of the feasible front among the first n trials."""
     trials = [t for t in study.get_trials(deepcopy=False) if t.number < n and pareto.feasible(t)]
-    points = [(t.user_attrs["energy_j"], t.user_attrs["accuracy"]) for t in trials]
+    points = [(r.energy_j, r.accuracy) for r in map(pareto.result_of, trials)]
     return pareto.hypervolume(_nondominated(points), reference_energy_j)
 
 
@@ -59,7 +61,8 @@ class _Timer:
 
 
 def run(space, sampler: str, seed: int, trials: int, workdir: pathlib.Path, timer: _Timer):
-    space = dataclasses.replace(space, sampler={**space.sampler, "name": sampler, "seed": seed})
+    space = dataclasses.replace(space, sampler=dataclasses.replace(space.sampler, name=sampler))
+    space = dataclasses.replace(space, sampler=dataclasses.replace(space.sampler, seed=seed))
     start = time.perf_counter()
     eval_before = timer.seconds
     study = search.run_search(
@@ -83,15 +86,14 @@ def main(argv=None) -> dict:
     # One-time compilation of the energy model's proposal program (about a second per process,
     # kept on disk by the CLI's persistent cache) is measured here, not charged to the trials.
     start = time.perf_counter()
-    evaluator = search.Evaluator(space)
-    probe = space.candidate(space.sample_params(np.random.default_rng(0), 2, 3), 2, 3)
-    screening.energy_function(space, evaluator)([probe])
-    evaluator.energies([probe] * space.batch)
+    evaluator = space.evaluator()
+    probe = space.candidate(space.sample_params(np.random.default_rng(0), 1)[0])
+    evaluator.budget_energies([probe])
+    evaluator.estimate([probe] * space.batch)
     energy_compile_s = time.perf_counter() - start
     timer = _Timer()
-    search.Evaluator.energies = timer.wrap(search.Evaluator.energies)
-    search.Evaluator.evaluate = timer.wrap(search.Evaluator.evaluate)
-    default = space.sampler["name"]
+    Evaluator.evaluate = timer.wrap(Evaluator.evaluate)
+    default = space.sampler.name
     per_seed, overheads = [], {default: [], "random": []}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = pathlib.Path(tmp)

@@ -21,7 +21,7 @@ import time
 
 import optuna
 
-from codesign import search
+from codesign import study as studies
 from codesign.space import load_space
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -42,7 +42,7 @@ def run(space_path: str, trials: int, workers: int, storage_flags: list, name: s
         )
     ]
     if workers > 1:
-        storage = search.storage_for(
+        storage = studies.storage_for(
             storage_flags[1] if storage_flags[0] == "--storage" else None, storage_flags[-1]
         )
         while name not in [s.study_name for s in optuna.get_all_study_summaries(storage)]:
@@ -72,7 +72,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    _ = search.Evaluator(load_space(args.space)).engine  # pretrain (or load) the base once
+    _ = load_space(args.space).evaluator().engine  # pretrain (or load) the base once
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     result = {
         "bench": "workers",

@@ -1,0 +1,351 @@
+"""Evaluation without Optuna: a candidate becomes arrays, then numbers, then one `Result`.
+
+    Candidate --arrays--> energy model (vmapped; microseconds) --> Result, untrained
+              --arrays--> engine (one compiled population fine-tune) + energy of the real masks
+                          --> Result, trained
+
+`Problem` (`codesign.problem`) is what a search evaluates and `Candidate` one point of it.
+`Result` holds one evaluated candidate's numbers and is the only code that knows how they are
+stored as trial attributes (`to_attrs` / `from_attrs`); budgets (`Budgets.violations`) and
+objectives (`Problem.objective_values`) are functions of it.
+Nothing here imports Optuna or the YAML layer: the study and the space sit at the edge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from codesign import data, networks, pruning, transfer
+from codesign.energy import (
+    COMPONENTS,
+    Design,
+    counts_from_masks,
+    estimate_energy,
+    estimate_energy_batch,
+)
+from codesign.hardware import TRAINING_J_PER_FLOP, Accelerator
+from codesign.problem import OBJECTIVES, Budgets, Candidate, Model, Problem, Task, Training
+
+__all__ = [
+    "OBJECTIVES",  # re-exported from codesign.problem, with the types below
+    "Budgets",
+    "Candidate",
+    "Evaluator",
+    "Model",
+    "Problem",
+    "Result",
+    "Task",
+    "Training",
+    "failure_attrs",
+]
+
+DIVERGED = "fine-tune diverged"  # how a diverged fine-tune's fail reason starts
+
+
+# --- what comes out ---
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """One evaluated candidate. Accuracy is None until it is fine-tuned (over budget: never)."""
+
+    energy_j: float
+    latency_s: float
+    tiles: int
+    tops_per_w: float
+    energy_layers_j: dict  # component -> [per layer] joules per inference
+    candidate: Candidate | None = None
+    seed: int | None = None
+    accuracy: float | None = None  # target validation, under analog noise
+    test_accuracy: float | None = None
+    digital_test_accuracy: float | None = None  # the same weights on an exact digital chip
+    final_loss: float | None = None
+    finetune_flops: float = 0.0
+    diverged: bool = False
+
+    @property
+    def trained(self) -> bool:
+        return self.accuracy is not None
+
+    @property
+    def ok(self) -> bool:
+        """Trained to a finite accuracy without diverging."""
+        return self.trained and not self.diverged and math.isfinite(self.accuracy)
+
+    @property
+    def finetune_energy_j(self) -> float:
+        return self.finetune_flops * TRAINING_J_PER_FLOP
+
+    def lifecycle_energy_j(self, inferences: float) -> float:
+        return self.finetune_energy_j + inferences * self.energy_j
+
+    def feasible(self, constraints: Mapping[str, float]) -> bool:
+        """On the front's terms: trained, within every budget, and not degenerate (a design
+        whose every weight was pruned costs nothing and guesses)."""
+        return self.ok and self.energy_j > 0 and all(v <= 0 for v in constraints.values())
+
+    @property
+    def fail_reason(self) -> str | None:
+        return f"{DIVERGED} (final loss {self.final_loss})" if self.diverged else None
+
+    def to_attrs(self) -> dict:
+        """JSON-ready trial attributes (the names optuna-dashboard shows)."""
+        attrs = {
+            "candidate": self.candidate.to_dict() if self.candidate else None,
+            "seed": self.seed,
+            "skipped_training": not self.trained,
+            "energy_j": self.energy_j,
+            "latency_s": self.latency_s,
+            "tiles": self.tiles,
+            "tops_per_w": self.tops_per_w,
+            "energy_layers_j": self.energy_layers_j,
+            "accuracy": self.accuracy,
+            "test_accuracy": self.test_accuracy,
+            "digital_test_accuracy": self.digital_test_accuracy,
+            "final_loss": self.final_loss,
+            "finetune_flops": self.finetune_flops if self.trained else None,
+            "finetune_energy_j": self.finetune_energy_j if self.trained else None,
+            **failure_attrs(self.fail_reason),
+        }
+        return {k: v for k, v in attrs.items() if v is not None}
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping) -> Result | None:
+        """The result stored in a trial's attributes; None for a trial never evaluated."""
+        if "energy_j" not in attrs:
+            return None
+        trained = not attrs.get("skipped_training", False) and "accuracy" in attrs
+        return cls(
+            energy_j=float(attrs["energy_j"]),
+            latency_s=float(attrs.get("latency_s", 0.0)),
+            tiles=int(attrs.get("tiles", 0)),
+            tops_per_w=float(attrs.get("tops_per_w", 0.0)),
+            energy_layers_j=attrs.get("energy_layers_j", {}),
+            candidate=_candidate(attrs.get("candidate")),
+            seed=attrs.get("seed"),
+            accuracy=float(attrs["accuracy"]) if trained else None,
+            test_accuracy=attrs.get("test_accuracy"),
+            digital_test_accuracy=attrs.get("digital_test_accuracy"),
+            final_loss=attrs.get("final_loss"),
+            finetune_flops=float(attrs.get("finetune_flops", 0.0)),
+            diverged=str(attrs.get("fail_reason", "")).startswith(DIVERGED),
+        )
+
+
+def _candidate(values) -> Candidate | None:
+    """The stored candidate, or None where a trial holds none (or not one of codesign's)."""
+    try:
+        return Candidate.from_dict(values) if isinstance(values, dict) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def failure_attrs(reason: str | None) -> dict:
+    """The attribute that says why a trial failed (diverged, stale worker, surplus)."""
+    return {"fail_reason": reason} if reason else {}
+
+
+# --- candidates -> arrays -> results ---
+
+
+def network_spec(model: Model, source: data.Dataset) -> networks.NetworkSpec:
+    """The maximum-width network of a model for the source task's inputs and classes."""
+    base = networks.default_spec(model.family, source.input_shape, source.num_classes)
+    return dataclasses.replace(base, widths=tuple(model.widths))
+
+
+def _results(report, cands: list[Candidate]) -> list[Result]:
+    """Results (energy only) from a batched EnergyReport whose leaves are NumPy arrays."""
+    layers = {c: np.asarray(report.layer_j[c], np.float64) for c in COMPONENTS}
+    energy = sum(v.sum(-1) for v in layers.values())
+    macs = np.asarray(report.macs, np.float64)
+    tops = np.divide(2.0 * macs / 1e12, energy, out=np.zeros_like(energy), where=energy > 0)
+    return [
+        Result(
+            energy_j=float(energy[i]),
+            latency_s=float(report.latency_s[i]),
+            tiles=int(report.tiles_used[i]),
+            tops_per_w=float(tops[i]),
+            energy_layers_j={c: [float(x) for x in v[i]] for c, v in layers.items()},
+            candidate=cand,
+        )
+        for i, cand in enumerate(cands)
+    ]
+
+
+class Evaluator:
+    """Scores candidates of one problem: data, base network, engine and accelerators."""
+
+    def __init__(
+        self, problem: Problem, *, min_tile_rows: int, cache_dir=None, log: Callable | None = None
+    ):
+        self.problem = problem
+        task = problem.task
+        self.task = data.transfer_split(
+            task.dataset,
+            source_classes=task.source_classes,
+            target_classes=task.target_classes,
+            seed=task.seed,
+        )
+        self.spec = network_spec(problem.model, self.task.source)
+        self.shapes = networks.layer_shapes(
+            dataclasses.replace(self.spec, num_classes=self.task.target.num_classes)
+        )
+        ft, pre = problem.finetune, problem.pretrain
+        self.finetune = transfer.FinetuneConfig(
+            steps=ft.steps,
+            learning_rate=ft.learning_rate,
+            batch_size=ft.batch_size,
+            eval_draws=ft.eval_draws,
+            max_row_tiles=transfer.row_tile_bound(self.shapes, min_tile_rows),
+        )
+        self.pretrain = transfer.PretrainConfig(
+            steps=pre.steps,
+            learning_rate=pre.learning_rate,
+            batch_size=pre.batch_size,
+            seed=task.seed,
+        )
+        self._cache_dir = cache_dir
+        self._log = log
+        self._engine = None
+        self._accelerators: dict[tuple, Accelerator] = {}
+
+    @property
+    def engine(self) -> transfer.Engine:
+        """Built on first use, so budget-only work never pretrains."""
+        if self._engine is None:
+            self._engine = transfer.Engine(
+                self.spec,
+                self.task,
+                self.finetune,
+                self.pretrain,
+                cache_dir=self._cache_dir,
+                log=self._log,
+            )
+        return self._engine
+
+    def accelerator(self, cand: Candidate) -> Accelerator:
+        """The candidate's accelerator; a space has few (tile, ADC) pairs, each built once."""
+        key = (tuple(cand.tile), cand.adc_bits)
+        if key not in self._accelerators:
+            self._accelerators[key] = self.problem.accelerator(cand)
+        return self._accelerators[key]
+
+    def _arrays(self, cands: list[Candidate]) -> tuple[Design, Accelerator, dict]:
+        """The one candidate -> arrays adapter: energy-model designs and accelerators, and the
+        engine's per-candidate knobs (its tile columns are logical: weights, not cells)."""
+        keys = [(tuple(c.tile), c.adc_bits) for c in cands]
+        for cand in {key: c for key, c in zip(keys, cands, strict=True)}.values():
+            self.accelerator(cand)
+        order = {key: i for i, key in enumerate(self._accelerators)}
+        index = np.asarray([order[key] for key in keys])
+        stacked = jax.tree.map(
+            lambda *xs: np.asarray(xs, np.float32)[index], *self._accelerators.values()
+        )
+        out_units = self.shapes[-1].out_units
+        design = Design(
+            widths=np.asarray([[*c.widths, out_units] for c in cands], np.float32),
+            analog_fraction=np.asarray([c.analog_fraction for c in cands], np.float32),
+            sparsity=np.asarray([c.sparsity for c in cands], np.float32),
+            granularity=np.asarray(
+                [[pruning.GRANULARITIES.index(g) for g in c.granularity] for c in cands], np.int32
+            ),
+        )
+        cells = np.ceil(stacked.weight_bits / stacked.cell_bits)
+        knobs = {
+            "widths": np.asarray([c.widths for c in cands], np.int32),
+            "sparsity": design.sparsity,
+            "granularity": design.granularity,
+            "analog_fraction": design.analog_fraction,
+            "tile_rows": stacked.tile_rows.astype(np.int32),
+            "tile_cols": np.maximum(1, stacked.tile_cols // cells).astype(np.int32),
+            "adc_bits": np.asarray([c.adc_bits for c in cands], np.int32),
+            "dac_bits": stacked.dac_bits.astype(np.int32),
+        }
+        return design, stacked, knobs
+
+    def estimate(self, cands: list[Candidate], pad_to: int | None = None) -> list[Result]:
+        """Energy-only results (from the designs' statistics) in one vmapped call.
+
+        `pad_to` pads the batch to a fixed size, so batches up to it share one compiled program.
+        """
+        rows = [*cands, *[cands[0]] * ((pad_to or len(cands)) - len(cands))]
+        design, accs, _ = self._arrays(rows)
+        report = estimate_energy_batch(self.shapes, design, accs)
+        report = jax.tree.map(lambda x: np.asarray(x)[: len(cands)], report)
+        return _results(report, cands)
+
+    def budget_energies(self, cands: list[Candidate], chunk: int = 256) -> np.ndarray:
+        """Energy per candidate, np.inf where energy, latency or tiles break a budget."""
+        out = []
+        for start in range(0, len(cands), chunk):
+            results = self.estimate(cands[start : start + chunk], pad_to=chunk)
+            numbers = [np.asarray([getattr(r, k) for r in results]) for k in _BUDGETED]
+            ok = self.problem.budgets.worth_training(*numbers)
+            out.append(np.where(ok, numbers[0], np.inf))
+        return np.concatenate(out) if out else np.zeros(0)
+
+    def population(self, cands: list[Candidate], seeds: list[int]) -> transfer.Population:
+        _, _, knobs = self._arrays(cands)
+        arrays = {**knobs, "seed": np.asarray(seeds, np.int32)}
+        return transfer.Population(**{k: jnp.asarray(v) for k, v in arrays.items()})
+
+    def evaluate(
+        self, cands: list[Candidate], seeds: list[int], chunk: int | None = None
+    ) -> list[Result]:
+        """Fine-tune and score; energy recomputed exactly from the real masks."""
+        out = self.engine.evaluate_population(
+            self.population(cands, seeds), chunk=chunk, keep_params=True
+        )
+        pairs = enumerate(zip(cands, seeds, strict=True))
+        return [self._trained(cand, seed, out, i) for i, (cand, seed) in pairs]
+
+    def train(self, cand: Candidate, seed: int) -> tuple[Result, list[dict], list[np.ndarray]]:
+        """One candidate fine-tuned and scored, with its trained parameters and masks."""
+        out = self.engine.evaluate_population(self.population([cand], [seed]), keep_params=True)
+        params = jax.tree.map(lambda x: np.asarray(x[0]), out["params"])
+        return self._trained(cand, seed, out, 0), params, [np.asarray(m[0]) for m in out["masks"]]
+
+    def _trained(self, cand: Candidate, seed: int, out: dict, i: int) -> Result:
+        acc = self.accelerator(cand)
+        masks = [np.asarray(m[i]) for m in out["masks"]]
+        counts = counts_from_masks(self.shapes, masks, np.asarray(cand.analog_fraction), acc)
+        report = estimate_energy(self.shapes, counts, acc)
+        report = jax.tree.map(lambda x: np.asarray(x)[None], report)  # a batch of one
+        (energy,) = _results(report, [cand])
+        return dataclasses.replace(
+            energy,
+            seed=int(seed),
+            accuracy=float(out["val_accuracy"][i]),
+            test_accuracy=float(out["test_accuracy"][i]),
+            digital_test_accuracy=float(out["digital_test_accuracy"][i]),
+            final_loss=float(out["final_loss"][i]),
+            finetune_flops=float(out["finetune_flops"][i]),
+            diverged=bool(out["diverged"][i]),
+        )
+
+    def dense_digital(self, tile: tuple[int, int]) -> Candidate:
+        return Candidate.dense_digital(
+            self.problem.model, tile, int(self.problem.accelerator().adc_bits)
+        )
+
+    def baseline(self, tile: tuple[int, int], seed: int, chunk: int | None = None) -> dict:
+        """The dense all-digital baseline, fine-tuned like any candidate."""
+        cand = self.dense_digital(tile)
+        (result,) = self.evaluate([cand], [seed * 1_000_003 - 1], chunk=chunk)
+        return {
+            "label": "dense all-digital",
+            "energy_j": result.energy_j,
+            "accuracy": result.accuracy,
+            "test_accuracy": result.test_accuracy,
+            "candidate": cand.to_dict(),
+        }
+
+
+_BUDGETED = ("energy_j", "latency_s", "tiles")  # the order `Budgets.worth_training` takes

@@ -1,0 +1,190 @@
+"""What a search evaluates: the task, the model, its training, the hardware, the budgets and the
+objectives (`Problem`), and one point of it (`Candidate`).
+
+Plain frozen dataclasses: the YAML layer (`codesign.space`) builds them, the evaluator
+(`codesign.evaluate`) reads them, and budgets and objectives are functions of a `Result`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from codesign.hardware import DEFAULT_PRESET, Accelerator, get_preset, with_tile
+
+if TYPE_CHECKING:
+    from codesign.evaluate import Result
+
+__all__ = [
+    "OBJECTIVES",
+    "Budgets",
+    "Candidate",
+    "Model",
+    "Problem",
+    "Task",
+    "Training",
+]
+
+# name -> (Optuna direction, metric name shown by optuna-dashboard and the `optuna` CLI)
+OBJECTIVES = {
+    "energy": ("minimize", "energy_j"),
+    "accuracy": ("maximize", "accuracy"),
+    "latency": ("minimize", "latency_s"),
+    "tiles": ("minimize", "tiles"),
+    "lifecycle_energy": ("minimize", "lifecycle_energy_j"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """The data: a dataset split by class into a source (pretraining) and a target task."""
+
+    dataset: str = "digits"  # digits | mnist1d | path/to/file.npz
+    source_classes: tuple[int, ...] = (0, 1, 2, 3, 4)
+    target_classes: tuple[int, ...] = (5, 6, 7, 8, 9)
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """A network family at its maximum hidden widths (a cnn's are its 3 conv channel counts)."""
+
+    family: str = "mlp"
+    widths: tuple[int, ...] = (128, 128)
+
+    @property
+    def num_hidden(self) -> int:
+        return len(self.widths)
+
+    @property
+    def num_layers(self) -> int:
+        """Weight layers: the hidden ones and the head."""
+        return len(self.widths) + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Training:
+    steps: int = 100
+    learning_rate: float = 3e-3
+    batch_size: int = 64
+    eval_draws: int = 3  # analog noise draws averaged at evaluation (fine-tunes only)
+
+
+@dataclasses.dataclass(frozen=True)
+class Budgets:
+    """Limits a design must meet; energy, latency and tiles are checked before training."""
+
+    max_energy_j: float | None = None
+    max_latency_s: float | None = None
+    max_tiles: float | None = None
+    min_accuracy: float | None = None
+
+    @property
+    def accuracy_floor(self) -> float:
+        return self.min_accuracy or 0.0
+
+    def violations(self, energy_j, latency_s, tiles, accuracy=None) -> dict:
+        """Constraint values per budget set (> 0 means violated); numbers or arrays.
+
+        An untrained design (accuracy None) counts as accuracy 0 against min_accuracy.
+        """
+        out = {}
+        if self.max_energy_j is not None:
+            out["max_energy_j"] = np.asarray(energy_j) / self.max_energy_j - 1.0
+        if self.max_latency_s is not None:
+            out["max_latency_s"] = np.asarray(latency_s) / self.max_latency_s - 1.0
+        if self.max_tiles is not None:
+            out["max_tiles"] = np.asarray(tiles, np.float64) - self.max_tiles
+        if self.min_accuracy is not None:
+            out["min_accuracy"] = self.min_accuracy - (0.0 if accuracy is None else accuracy)
+        return out
+
+    def worth_training(self, energy_j, latency_s, tiles) -> np.ndarray:
+        """Energy, latency and tiles within budget (accuracy is not known yet)."""
+        ok = np.ones(np.shape(energy_j), bool)
+        for value in self.violations(energy_j, latency_s, tiles, accuracy=1.0).values():
+            ok &= np.asarray(value) <= 0
+        return ok
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """Everything that decides a candidate's numbers, except the candidate itself."""
+
+    task: Task = Task()
+    model: Model = Model()
+    pretrain: Training = Training(steps=500)
+    finetune: Training = Training()
+    preset: str = DEFAULT_PRESET
+    overrides: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    budgets: Budgets = Budgets()
+    objectives: tuple[str, ...] = ("energy", "accuracy")
+    lifecycle_inferences: float = 1e6
+
+    @property
+    def directions(self) -> list[str]:
+        return [OBJECTIVES[o][0] for o in self.objectives]
+
+    @property
+    def metric_names(self) -> list[str]:
+        return [OBJECTIVES[o][1] for o in self.objectives]
+
+    def accelerator(self, candidate: Candidate | None = None) -> Accelerator:
+        """The preset with the overrides and, if given, the candidate's tile and ADC bits."""
+        acc = dataclasses.replace(get_preset(self.preset), **self.overrides)
+        if candidate is not None:
+            acc = with_tile(acc, *candidate.tile)
+            acc = dataclasses.replace(acc, adc_bits=float(candidate.adc_bits))
+        return acc
+
+    def objective_values(self, result: Result) -> list[float]:
+        """The study's objective values of a result (an untrained one has accuracy 0)."""
+        values = {
+            "energy": result.energy_j,
+            "accuracy": result.accuracy if result.trained else 0.0,
+            "latency": result.latency_s,
+            "tiles": float(result.tiles),
+            "lifecycle_energy": result.lifecycle_energy_j(self.lifecycle_inferences),
+        }
+        return [values[o] for o in self.objectives]
+
+    def violations(self, result: Result) -> dict[str, float]:
+        v = self.budgets.violations(
+            result.energy_j, result.latency_s, result.tiles, result.accuracy
+        )
+        return {k: float(x) for k, x in v.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One point of a search space: the network's and the accelerator's searched choices."""
+
+    widths: tuple[int, ...]  # kept units per hidden layer
+    sparsity: tuple[float, ...]  # per weight layer
+    granularity: tuple[str, ...]  # per weight layer, from GRANULARITIES
+    analog_fraction: tuple[float, ...]  # per weight layer
+    tile: tuple[int, int]  # analog tile rows x columns, in cells
+    adc_bits: int
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Candidate:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+    @classmethod
+    def dense_digital(cls, model: Model, tile: tuple[int, int], adc_bits: int) -> Candidate:
+        """The maximum network, unpruned, all digital: the baseline fronts are compared to."""
+        n = model.num_layers
+        return cls(
+            widths=tuple(model.widths),
+            sparsity=(0.0,) * n,
+            granularity=("unstructured",) * n,
+            analog_fraction=(0.0,) * n,
+            tile=tuple(tile),
+            adc_bits=int(adc_bits),
+        )

@@ -1,0 +1,67 @@
+"""The module layout holds: the core imports neither Optuna nor the YAML layer, Optuna stays at
+the edge, and no module outgrows one sitting. Checked by parsing the imports, not by grep."""
+
+import ast
+import pathlib
+
+import pytest
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "codesign"
+CORE = (
+    "hardware",
+    "energy",
+    "networks",
+    "pruning",
+    "analog",
+    "data",
+    "transfer",
+    "problem",
+    "evaluate",
+    "screening",
+)
+OPTUNA_EDGE = {"study", "search", "pareto", "journal"}  # journal: the study's storage backend
+
+
+def imported_modules(path: pathlib.Path) -> set[str]:
+    """Every module an `import` or `from ... import` statement in the file names."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _imports(names: set[str], module: str) -> bool:
+    return any(n == module or n.startswith(module + ".") for n in names)
+
+
+def test_the_parser_sees_imports_inside_functions_but_not_comments(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("# import optuna\n'''import optuna'''\ndef f():\n    from optuna import x\n")
+    assert _imports(imported_modules(probe), "optuna")
+    probe.write_text("# import optuna\n'''from codesign import space'''\n")
+    assert not _imports(imported_modules(probe), "optuna")
+    assert not _imports(imported_modules(probe), "codesign.space")
+
+
+@pytest.mark.parametrize("module", CORE)
+def test_core_modules_import_neither_optuna_nor_the_space(module):
+    names = imported_modules(PACKAGE / f"{module}.py")
+    assert not _imports(names, "optuna"), f"codesign/{module}.py imports optuna"
+    assert not _imports(names, "codesign.space"), f"codesign/{module}.py imports codesign.space"
+
+
+def test_only_the_study_edge_imports_optuna():
+    importers = {
+        path.stem for path in PACKAGE.glob("*.py") if _imports(imported_modules(path), "optuna")
+    }
+    assert importers <= OPTUNA_EDGE, importers - OPTUNA_EDGE
+
+
+def test_modules_fit_one_sitting():
+    sizes = {path.name: len(path.read_text().splitlines()) for path in PACKAGE.glob("*.py")}
+    assert max(sizes.values()) <= 520, sizes
+    assert sizes["search.py"] <= 220, sizes["search.py"]
