@@ -240,24 +240,18 @@ def plot(results: dict, path: pathlib.Path) -> None:
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
     for ax, (setting, net, r) in zip(axes.flat, panels, strict=False):
-        names = [f"{row['layer']}\nK={row['K']}" for row in r["layers"]]
+        names = [
+            f"{row['layer']} K={row['K']}\nbest: {row['analog_columns']}/{row['N']} analog"
+            for row in r["layers"]
+        ]
         x = np.arange(len(names))
         analog = [row["all_analog_j"] * 1e9 for row in r["layers"]]
         digital = [row["all_digital_j"] * 1e9 for row in r["layers"]]
         ax.bar(x - 0.2, analog, 0.4, label="layer all-analog")
         ax.bar(x + 0.2, digital, 0.4, label="layer all-digital")
-        for xi, row in zip(x, r["layers"], strict=True):
-            ax.annotate(
-                f"a={row['best_analog_fraction']:.2f}",
-                (xi, 0),
-                xytext=(0, -28),
-                textcoords="offset points",
-                ha="center",
-                fontsize=7,
-            )
         ax.set_xticks(x, names, fontsize=7)
         ax.set_yscale("log")
-        ax.set_ylabel("nJ per inference (whole network)", fontsize=7)
+        ax.set_ylabel("nJ per inference, this layer", fontsize=7)
         ax.set_title(f"{setting}\n{net}", fontsize=8)
         ax.grid(alpha=0.3, axis="y")
     for ax in list(axes.flat)[len(panels) :]:
