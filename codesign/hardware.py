@@ -98,7 +98,7 @@ class Accelerator:
     # Analog tiles.
     tile_rows: float  # cells per tile column (inputs, K direction)
     tile_cols: float  # physical cell columns per tile (outputs x cells per weight)
-    tiles: float  # tiles on the chip; a model needing more is re-programmed every inference
+    tiles: float  # tiles on the chip; a model needing more is re-programmed every batch
     cell_bits: float  # bits stored per cell; a weight spans ceil(weight_bits / cell_bits) cells
     dac_bits: float  # input bits applied per cycle (bit-serial slicing of activations)
     adc_bits: float  # ADC resolution per column conversion

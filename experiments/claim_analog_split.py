@@ -1,12 +1,17 @@
 """Claim: where the analog/digital split lands per layer, and why.
 
-Issue 10 found the split degenerate on the old model: no per-layer split ever beat all-analog on
-`hybrid-22nm`. With converters charged per mapped row and column, accumulation at accumulator
-width with its adder tree on both paths, and the ADC knee where ZigZag-IMC puts it, the split is
-decided per layer by one number: how many MACs (rows, K) share each output's ADC conversions.
-Analog pays, per output column and position, cycles x row bands x (cells per weight / columns
-per ADC) conversions plus its share of the row DACs, whatever K is; digital pays K MACs. Below a
-break-even K the digital array is cheaper.
+Issue 10 found the split degenerate: on `hybrid-22nm` no per-layer split of the MLPs in
+experiments/claim_analog_vs_digital.py beats all-analog. Per layer the choice is decided by how
+many MACs (rows, K) share each output's ADC conversions: analog pays, per output column and
+position, cycles x row bands x (cells per weight / columns per ADC) conversions plus its share of
+the row DACs, whatever K is; digital pays K MACs (and, at one position and batch 1, every weight's
+SRAM read). Below a break-even K the digital array is cheaper. MLP layers have K >= 40, so the
+MLPs stay all-analog on every setting here; CNNs start with a few-row convolution.
+
+Before issue 10 (commit 01ce6dc, same script) the two CNNs already split the same way on
+`hybrid-22nm` (conv0 digital), saving 23-26%, but for a different reason: an ungated 256-row tile
+charged all 256 rows and columns for conv0's 5 or 9 rows. With gated converters the saving there
+is 6%; it is 27-28% on ZigZag's chips, whose ADCs cost more per output.
 
 What we measure, at full width, unpruned, energy per inference (all components, SRAM and DRAM
 included):

@@ -469,3 +469,26 @@ def test_width_gradient_matches_one_unit_difference(tile):
                     assert 0.5 <= g[layer] / diff <= 2.0, (a, layer, g[layer], diff)
                     checked += 1
     assert checked >= 30  # most points cross no boundary
+
+
+@pytest.mark.parametrize("preset", ["hybrid-22nm", "zigzag-aimc-28nm"])
+def test_analog_digital_split_is_a_real_choice(preset):
+    # Issue 10, point 5 (a degenerate split on the MLPs): a first convolution with few rows
+    # (MNIST-1D CNN: K = 1 x 5) pays a whole output's ADC conversions for 5 MACs, so it is cheaper
+    # on the digital array, while the wide layers stay analog: the split is a per-layer choice.
+    from codesign.networks import NetworkSpec, layer_shapes
+
+    acc = dataclasses.replace(get_preset(preset), tiles=64.0)
+    spec = NetworkSpec("cnn", (40, 1), 5, (32, 32, 32), (5, 3, 3), (2, 2, 2), (1, 1, 1))
+    net = layer_shapes(spec)
+    assert net[0].rows == 5
+
+    def total(fractions):
+        design = dataclasses.replace(
+            E.Design.dense(net), analog_fraction=jnp.asarray(fractions, jnp.float32)
+        )
+        return float(E.estimate_energy(net, design, acc).energy_j)
+
+    split = total([0.0, 1.0, 1.0, 1.0])
+    assert split < 0.97 * min(total([1.0] * 4), total([0.0] * 4))
+    assert total([1.0, 1.0, 1.0, 1.0]) < total([1.0, 0.0, 1.0, 1.0])  # K = 96 stays analog
