@@ -1,8 +1,9 @@
 """The accelerator as a frozen pytree of numbers, and what one operation costs on it.
 
-Named presets whose constants cite their sources are in `codesign.presets`. Every field of `Accelerator` and `EnergyTable` is an array leaf, so a whole population of
-accelerators (different tile sizes, ADC bits, analog splits) can be vmapped through one compiled
-energy model. Only `name` is static. Change a config with `dataclasses.replace`.
+Named presets whose constants cite their sources are in `codesign.presets`. Every field of
+`Accelerator` and `EnergyTable` is an array leaf, so a whole population of accelerators
+(different tile sizes, ADC bits, analog splits) can be vmapped through one compiled energy model.
+Only `name` is static. Change a config with `dataclasses.replace`.
 
 Technology scaling. Every `EnergyTable` states the node and supply its constants hold at
 (`node_nm`, `vdd`); an `Accelerator` states the node and supply it runs at. The energy model
