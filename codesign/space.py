@@ -104,6 +104,20 @@ class Dimension:
             return [(float(value) - low) / ((high - low) or 1.0)]
         return [1.0 / math.sqrt(2.0) if value == c else 0.0 for c in self.choices]
 
+    def contains(self, value) -> bool:
+        """Whether value is a point of this dimension (tiles compared as (rows, cols))."""
+        if self.choices is not None:
+            if self.is_tile:
+                tiles = [parse_tile(c, "search.tile", "") for c in self.choices]
+                pair = isinstance(value, list | tuple) and len(value) == 2
+                return pair and tuple(value) in tiles
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if self.is_int and value != int(value):
+            return False
+        return math.isfinite(value) and self.low - 1e-9 <= value <= self.high + 1e-9
+
     def suggest(self, trial, name: str):
         if self.choices is not None:
             if len(self.choices) == 1:
@@ -199,6 +213,28 @@ class SearchSpace:
             adc_bits=int(values("adc_bits", 1)[0]),
         )
 
+    def check(self, candidate: Candidate, where: str) -> None:
+        """Raise unless the candidate is a point of this space (one line naming the field)."""
+        model = self.problem.model
+        counts = {"widths": model.num_hidden, "tile": None, "adc_bits": None}
+        for key, dim in self.dims.items():
+            value = getattr(candidate, key)
+            count = counts.get(key, model.num_layers)
+            if count is not None and not isinstance(value, list | tuple):
+                raise CodesignError(f"{where}: candidate.{key} must be a list of {count} values")
+            values = [value] if count is None else list(value)
+            if count is not None and len(values) != count:
+                raise CodesignError(
+                    f"{where}: candidate.{key} has {len(values)} values; this space's model "
+                    f"needs {count}"
+                )
+            for v in values:
+                if not dim.contains(v):
+                    raise CodesignError(
+                        f"{where}: candidate.{key} = {v!r} is not a point of the design's search "
+                        f"space ({_describe(dim)})"
+                    )
+
     def suggest(self, trial) -> Candidate:
         """Ask an Optuna trial for its params, then build the candidate (Optuna stays here).
 
@@ -209,6 +245,12 @@ class SearchSpace:
         return self.candidate({name: dims[name].suggest(trial, name) for name in order})
 
 
+def _describe(dim: Dimension) -> str:
+    if dim.choices is not None:
+        return "choices: " + ", ".join(map(str, dim.choices))
+    return f"{dim.low:g}..{dim.high:g}"
+
+
 def load_space(path: str | pathlib.Path) -> SearchSpace:
     """Read and validate a search space YAML file."""
     path = pathlib.Path(path)
@@ -216,6 +258,8 @@ def load_space(path: str | pathlib.Path) -> SearchSpace:
         raise CodesignError(f"{path}: no such search space file")
     try:
         data = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise CodesignError(f"{path}: not a text (UTF-8) file; a search space is YAML") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -254,6 +298,8 @@ def _typed(section: dict, key: str, where: str, path: str, kind, default, low=No
             value = float(value)
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
         _fail(path, full, f"must be {kind.__name__}, got {value!r}")
+    if kind is float and not math.isfinite(value):
+        _fail(path, full, f"must be a finite number, got {value!r}")
     if low is not None and value < low or high is not None and value > high:
         _fail(path, full, f"must lie in [{low}, {high}], got {value!r}")
     return value
@@ -264,6 +310,42 @@ def _choice(value, key: str, path: str, valid) -> str:
         close = difflib.get_close_matches(str(value), [str(v) for v in valid], n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         _fail(path, key, f"unknown value {value!r}{hint}; valid: {', '.join(map(str, valid))}")
+    return value
+
+
+# Valid range (and whether a whole number) of the Accelerator fields a space may override; any
+# other field must be a finite number >= 0.
+_OVERRIDE_RANGES = {
+    "tile_rows": (1, 65536, True),
+    "tile_cols": (1, 65536, True),
+    "tiles": (0, 1e9, True),
+    "cell_bits": (1, 16, True),
+    "dac_bits": (1, 16, True),
+    "adc_bits": (1, 16, True),
+    "weight_bits": (1, 32, True),
+    "activation_bits": (1, 32, True),
+    "accumulator_bits": (1, 64, True),
+    "mac_rows": (1, 65536, True),
+    "mac_cols": (1, 65536, True),
+    "zero_skip": (0, 1, False),
+    "sram_bytes": (0, 1e15, False),
+    "gate_idle": (0, 1, False),
+    "columns_per_adc": (1, 1024, True),
+    "digital_slice_bits": (1, 32, True),
+    "batch": (1, 1e9, True),
+    "node_nm": (1, 1000, False),
+    "vdd": (0.05, 5, False),
+}
+
+
+def _override(section: dict, key: str, path: str) -> float:
+    low, high, whole = _OVERRIDE_RANGES.get(key, (0, math.inf, False))
+    value = _typed(section, key, "hardware.overrides", path, float, None)
+    full = f"hardware.overrides.{key}"
+    if not math.isfinite(value) or not low <= value <= high:
+        _fail(path, full, f"must be a finite number in [{low:g}, {high:g}], got {value!r}")
+    if whole and value != int(value):
+        _fail(path, full, f"must be a whole number, got {value!r}")
     return value
 
 
@@ -358,10 +440,12 @@ def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
     dataset = _typed(t, "dataset", "task", path, str, "digits")
     if not dataset.endswith(".npz"):
         _choice(dataset, "task.dataset", path, BUILTIN_DATASETS + ("<file>.npz",))
-    elif (
-        not (pathlib.Path(path).parent / dataset).is_file() and not pathlib.Path(dataset).is_file()
-    ):
-        _fail(path, "task.dataset", f"no such file {dataset!r}")
+    else:  # a path relative to the space file, else to the working directory
+        beside = pathlib.Path(path).parent / dataset
+        if beside.is_file():
+            dataset = str(beside.resolve())
+        elif not pathlib.Path(dataset).is_file():
+            _fail(path, "task.dataset", f"no such file {dataset!r} (beside the space file or here)")
     task = Task(
         dataset=dataset,
         source_classes=_int_list(
@@ -401,9 +485,7 @@ def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
     preset = _choice(h.get("preset", DEFAULT_PRESET), "hardware.preset", path, tuple(PRESETS))
     fields = [f.name for f in dataclasses.fields(Accelerator) if f.name not in ("energy", "name")]
     overrides = _section(h.get("overrides"), "hardware.overrides", path, tuple(fields))
-    overrides = {
-        k: _typed(overrides, k, "hardware.overrides", path, float, None, 0.0) for k in overrides
-    }
+    overrides = {k: _override(overrides, k, path) for k in overrides}
 
     s = _section(top.get("search"), "search", path, _SEARCHED)
     widest = max(model.widths)

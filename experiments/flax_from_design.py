@@ -41,8 +41,14 @@ class MLP(nnx.Module):
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("weights", help="weights.npz written by codesign train")
-    parser.add_argument("--design", help="design.json (default: read from report.json)")
+    parser.add_argument(
+        "--design",
+        help="design.json the weights were trained from (default: the design.json that codesign "
+        "train wrote beside weights.npz); without one, only the layer shapes are printed",
+    )
     args = parser.parse_args(argv)
+    beside = pathlib.Path(args.weights).with_name("design.json")
+    args.design = args.design or (str(beside) if beside.is_file() else None)
 
     layers = load_compact_weights(args.weights)
     model = MLP(layers, nnx.Rngs(0))
