@@ -77,21 +77,3 @@ def test_published_macros_within_25pct_of_their_papers(validation):
         assert abs(m["error"]) <= 0.25, m["preset"]  # issue 10's acceptance
     assert validation["macros_within_25pct"] == 1.0
     assert validation["macros_max_error"] == max(abs(m["error"]) for m in macros.values())
-
-
-def test_flash_adcs_pay_one_decision_per_level():
-    # Sinangil's and the ISCAS 2022 macro's 4-bit flash ADCs decide with 15 comparators where a
-    # SAR ADC decides 4 times: below the noise knee their conversions cost 15/4 of a SAR's.
-    import dataclasses
-
-    from codesign.hardware import adc_energy_j
-    from codesign.presets import get_preset
-
-    flash = get_preset("macro-sinangil-7nm")
-    sar = dataclasses.replace(flash, adc_flash=0.0)
-    knee = flash.energy.adc_knee_bits
-    noise = knee * 4.0 ** (4 - knee)
-    ratio = float(adc_energy_j(4.0, flash) / adc_energy_j(4.0, sar))
-    assert ratio == pytest.approx((15 + noise) / (4 + noise), rel=1e-5)
-    # Every other preset keeps SAR converters: the flash term changes nothing there.
-    assert get_preset("hybrid-22nm").adc_flash == 0.0
