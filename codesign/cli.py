@@ -70,12 +70,8 @@ def _cmd_energy(args) -> int:
     from codesign.presets import get_preset, preset_sources
 
     if args.list_presets:
-        from codesign.energy import peak_tops_per_w
-        from codesign.presets import PRESETS
-
         for name, source in preset_sources().items():
-            peak = float(peak_tops_per_w(PRESETS[name]))
-            print(f"{name:<20} peak {peak:7.0f} TOPS/W (one full tile)  {source}")
+            print(report.format_preset(name, get_preset(name), source))
         return 0
     if not args.layers:
         raise CodesignError("energy: --layers is required, e.g. --layers 64x256,256x256,256x10")
