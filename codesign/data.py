@@ -1,7 +1,7 @@
-"""Datasets, and the source/target class split used for transfer learning.
+"""Datasets, and the source/target split used for transfer learning.
 
 Every dataset comes back as a `Dataset` of numpy arrays split into train, validation and test,
-deterministic given a seed. Three sources are built in, none of them downloaded:
+deterministic given a seed. Sources:
 
 - ``"digits"``: scikit-learn's 8x8 handwritten digits (shipped with scikit-learn), as images of
   shape (8, 8, 1) scaled to [0, 1], split 0.7/0.15/0.15 per class.
@@ -10,41 +10,182 @@ deterministic given a seed. Three sources are built in, none of them downloaded:
   train/test split is kept, so test accuracies compare with the paper; validation examples are
   carved out of the 4000 training signals. The generated arrays are cached as an .npz file in
   ``$CODESIGN_CACHE`` (default ``~/.cache/codesign``).
-- a path to a user ``.npz`` file holding ``x`` [examples, ...features] and integer labels ``y``,
-  split 0.7/0.15/0.15 per class and standardised per feature with train-split statistics.
+- ``"cifar10"``, ``"cifar100"`` (the python pickle archive, 32x32x3), ``"mnist28"`` (MNIST),
+  ``"fashion_mnist"``, ``"kmnist"`` (IDX files, gzipped or not, 28x28x1): read from ``data_dir``
+  or ``$CODESIGN_CACHE/datasets``; where absent they are downloaded once and checked against their
+  published MD5 (unless ``$CODESIGN_OFFLINE`` is set), else the error says where to put them.
+  Pixels are scaled to [0, 1]; the official test set is kept and validation examples are carved
+  out of the training set (`OFFICIAL_VAL_FRACTION`).
+- a path: a user ``.npz`` file holding ``x`` [examples, ...features] and integer labels ``y``
+  (split 0.7/0.15/0.15 per class and standardised per feature with train-split statistics); a
+  CIFAR archive or its extracted folder; a folder of the four IDX files; or a folder of images with
+  one sub-folder per class (labels 0..n-1 in sorted folder-name order, pixels scaled to [0, 1],
+  split 0.7/0.15/0.15 per class).
 
 The transfer split: the search scores each candidate network by how well it *adapts*, not by how
-well it was trained from scratch. So one dataset is cut by class into two disjoint tasks: a base
-network is pretrained once on the source classes (by default digits 0-4), and each candidate
-inherits its weights and is fine-tuned briefly on the target classes (digits 5-9). Each task
-relabels its classes 0..len(classes)-1 in the order given, so the two tasks have their own output
-heads; examples keep the same train/val/test membership whichever classes are requested.
+well it was trained from scratch. A base network is pretrained once on a source task and each
+candidate inherits its weights and is fine-tuned briefly on a target task. Two ways to cut them
+from one dataset (`SPLITS`):
+
+- ``"by_class"`` (default): source and target hold disjoint classes (by default digits 0-4 and
+  5-9). Each task relabels its classes 0..len(classes)-1 in the order given, so the two tasks have
+  their own output heads; examples keep the same train/val/test membership whichever classes are
+  requested.
+- ``"by_examples"``: both tasks hold the same classes (for datasets with few classes, e.g. two or
+  three); each class's training examples are halved between source and target, and both keep the
+  one validation and test split, which pretraining never sees.
+
+``target_examples_per_class=N`` makes the target few-shot: its training split keeps N examples per
+class, chosen with the seed; its validation and test splits stay whole, so they stay honest.
 """
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import difflib
+import gzip
 import hashlib
+import io
 import json
 import os
 import pathlib
+import pickle
 import random
+import sys
+import tarfile
 import tempfile
+import urllib.request
 import warnings
 import zipfile
+import zlib
 
 import numpy as np
 
 from codesign.errors import CodesignError
 
 BUILTIN_DATASETS = ("digits", "mnist1d")
+SPLITS = ("by_class", "by_examples")
 SPLIT_FRACTIONS = (0.7, 0.15, 0.15)  # train, val, test, for data without an official test split
 MNIST1D_VAL_FRACTION = 0.15  # of MNIST-1D's 4000 official training signals
+OFFICIAL_VAL_FRACTION = 0.1  # of a standard dataset's official training set (CIFAR, MNIST)
+SOURCE_SHARE = 0.5  # by_examples: share of each class's training examples given to the source
 
 
 class DataError(CodesignError):
     """A dataset that cannot be loaded as asked; a ValueError whose message is one line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _File:
+    """One published file of a standard dataset, with the MD5 its publisher gives."""
+
+    name: str
+    url: str
+    md5: str
+
+
+@dataclasses.dataclass(frozen=True)
+class _Standard:
+    """A standard dataset: its format ("cifar" or "idx"), files, and the page publishing them."""
+
+    format: str
+    files: tuple[_File, ...]
+    page: str
+    folder: str = ""  # the extracted form of a CIFAR archive; torchvision's folder for IDX sets
+
+
+_IDX_NAMES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+def _idx_files(base_url: str, md5s: tuple[str, ...]) -> tuple[_File, ...]:
+    return tuple(
+        _File(f"{n}.gz", f"{base_url}{n}.gz", md5) for n, md5 in zip(_IDX_NAMES, md5s, strict=True)
+    )
+
+
+STANDARD_DATASETS = {
+    # MD5s as published on https://www.cs.toronto.edu/~kriz/cifar.html ("python version").
+    "cifar10": _Standard(
+        "cifar",
+        (
+            _File(
+                "cifar-10-python.tar.gz",
+                "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                "c58f30108f718f92721af3b95e74349a",
+            ),
+        ),
+        "https://www.cs.toronto.edu/~kriz/cifar.html",
+        folder="cifar-10-batches-py",
+    ),
+    "cifar100": _Standard(
+        "cifar",
+        (
+            _File(
+                "cifar-100-python.tar.gz",
+                "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+                "eb9058c3a382ffc7106e4002c42a8d85",
+            ),
+        ),
+        "https://www.cs.toronto.edu/~kriz/cifar.html",
+        folder="cifar-100-python",
+    ),
+    # LeCun's page publishes no checksums; these MD5s are torchvision's (datasets/mnist.py), and
+    # its mirror serves the same files.
+    "mnist28": _Standard(
+        "idx",
+        _idx_files(
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            (
+                "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                "d53e105ee54ea40749a09fcbcd1e9432",
+                "9fb629c4189551a2d022fa330f9573f3",
+                "ec29112dd5afa0611ce80d1b7f02629c",
+            ),
+        ),
+        "http://yann.lecun.com/exdb/mnist/",
+        folder="MNIST/raw",
+    ),
+    # MD5s as published in https://github.com/zalandoresearch/fashion-mnist (README, "Get the
+    # Data").
+    "fashion_mnist": _Standard(
+        "idx",
+        _idx_files(
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+            (
+                "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                "25c81989df183df01b3e8a0aad5dffbe",
+                "bef4ecab320f06d8554ea6380940ec79",
+                "bb300cfdad3c16e7a12a480ee83cd310",
+            ),
+        ),
+        "https://github.com/zalandoresearch/fashion-mnist",
+        folder="FashionMNIST/raw",
+    ),
+    # Kuzushiji-MNIST (https://github.com/rois-codh/kmnist); MD5s as in torchvision's KMNIST.
+    "kmnist": _Standard(
+        "idx",
+        _idx_files(
+            "https://codh.rois.ac.jp/kmnist/dataset/kmnist/",
+            (
+                "bdb82020997e1d708af4cf47b453dcf7",
+                "e144d726b3acfaa3e44228e80efcd344",
+                "5c965bf0a639b31b8f53240b1b52f4d7",
+                "7320c461ea6c1c855c0b718fb2a4b134",
+            ),
+        ),
+        "https://github.com/rois-codh/kmnist",
+        folder="KMNIST/raw",
+    ),
+}
+DATASET_NAMES = BUILTIN_DATASETS + tuple(STANDARD_DATASETS)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+_PATH_SUFFIXES = (".npz", ".tar.gz", ".tgz", ".tar")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -74,65 +215,180 @@ class Dataset:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class TransferTask:
-    """Two class-disjoint tasks cut from one dataset: pretrain on source, fine-tune on target."""
+    """Two tasks cut from one dataset: pretrain on source, fine-tune on target."""
 
     source: Dataset
     target: Dataset
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Raw:
+    """A dataset as read, original labels: one pool to split, or official train and test sets."""
+
+    x: np.ndarray
+    y: np.ndarray
+    x_test: np.ndarray | None = None  # None: split x three ways by SPLIT_FRACTIONS
+    y_test: np.ndarray | None = None
+    val_fraction: float = OFFICIAL_VAL_FRACTION  # of x, where an official test set exists
+    scale: float = 1.0  # pixels are divided by it after splitting (255 for 8-bit images)
+    standardise: bool = False  # per feature, with train-split statistics (user .npz files)
+
+
 def load_dataset(
-    name: str | os.PathLike, *, seed: int = 0, classes: tuple[int, ...] | None = None
+    name: str | os.PathLike,
+    *,
+    seed: int = 0,
+    classes: tuple[int, ...] | None = None,
+    data_dir: str | os.PathLike | None = None,
 ) -> Dataset:
-    """Load "digits", "mnist1d" or a user .npz file, optionally keeping only some classes.
+    """Load a dataset by name or path (see the module docstring), optionally keeping some classes.
 
     Args:
-        name: a built-in name or a path to an .npz file with arrays ``x`` and ``y``.
-        seed: decides the train/val/test membership of each example (MNIST-1D's test set is
+        name: a name from `DATASET_NAMES` or a path to an .npz file, a CIFAR archive or folder, a
+            folder of IDX files, or an image folder with one sub-folder per class.
+        seed: decides the train/val/test membership of each example (official test sets are
             fixed); the same seed always gives the same arrays.
         classes: original labels to keep, relabelled 0..len(classes)-1 in this order.
+        data_dir: where standard datasets are looked for (default ``$CODESIGN_CACHE/datasets``).
     """
     name = os.fspath(name)
-    if name == "digits":
-        x, y = _digits()
-        parts = _split(name, x, y, classes, SPLIT_FRACTIONS, seed)
-    elif name == "mnist1d":
-        x, y, x_test, y_test = _mnist1d()
-        val = MNIST1D_VAL_FRACTION
-        train, valid, _ = _split(name, x, y, classes, (1.0 - val, val, 0.0), seed)
-        *_, test = _split(name, x_test, y_test, classes, (0.0, 0.0, 1.0), seed)
-        parts = (train, valid, test)
-    elif _looks_like_path(name):
-        x, y = _read_npz(name)
-        parts = _split(name, x, y, classes, SPLIT_FRACTIONS, seed)
-        parts = _standardise(parts)
-    else:
-        raise DataError(_unknown_name_message(name))
-    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = parts
-    num_classes = len(classes) if classes is not None else len(np.unique(y))
-    return Dataset(x_tr, y_tr, x_va, y_va, x_te, y_te, num_classes=num_classes, name=name)
+    return _dataset(name, _load_raw(name, data_dir), classes, seed)
 
 
 def transfer_split(
     name: str | os.PathLike,
     *,
-    source_classes: tuple[int, ...] = (0, 1, 2, 3, 4),
-    target_classes: tuple[int, ...] = (5, 6, 7, 8, 9),
+    source_classes: tuple[int, ...] | None = (0, 1, 2, 3, 4),
+    target_classes: tuple[int, ...] | None = (5, 6, 7, 8, 9),
     seed: int = 0,
+    split: str = "by_class",
+    target_examples_per_class: int | None = None,
+    data_dir: str | os.PathLike | None = None,
 ) -> TransferTask:
-    """Cut one dataset by class into a source task (pretraining) and a target task (fine-tune)."""
-    overlap = sorted(set(source_classes) & set(target_classes))
-    if overlap:
+    """Cut one dataset into a source task (pretraining) and a target task (fine-tune).
+
+    split="by_class" gives the two tasks disjoint classes; split="by_examples" gives both the same
+    classes (target_classes, or every class if None) and halves each class's training examples
+    between them. target_examples_per_class=N keeps N training examples per target class.
+    """
+    name = os.fspath(name)
+    if split not in SPLITS:
+        raise DataError(f"{name}: split={split!r} is not one of {', '.join(SPLITS)}")
+    if split == "by_class":
+        overlap = sorted(set(source_classes or ()) & set(target_classes or ()))
+        if overlap:
+            raise DataError(
+                f"{name}: source and target classes must be disjoint, both hold {overlap}; "
+                "for tasks that share their classes use task.split: by_examples"
+            )
+    raw = _load_raw(name, data_dir)
+    labels = np.unique(raw.y)
+    if split == "by_class":
+        for side, classes in (("source", source_classes), ("target", target_classes)):
+            if classes is None:
+                raise DataError(f"{name}: task.{side}_classes: give the classes of the {side} task")
+            _check_classes(name, tuple(classes), labels, side=side)
+        source = _dataset(name, raw, tuple(source_classes), seed)
+        target = _dataset(name, raw, tuple(target_classes), seed)
+    else:
+        shared = _shared_classes(name, source_classes, target_classes)
+        if shared is not None:
+            _check_classes(name, shared, labels, side="target")
+        source, target = _halve_by_examples(_dataset(name, raw, shared, seed), seed)
+    if target_examples_per_class is not None:
+        target = _few_shot(target, target_examples_per_class, seed)
+    return TransferTask(source=source, target=target)
+
+
+def _dataset(name: str, raw: _Raw, classes: tuple[int, ...] | None, seed: int) -> Dataset:
+    """Keep `classes` of a raw dataset and split it into train/val/test."""
+    if raw.x_test is None:
+        parts = _split(name, raw.x, raw.y, classes, SPLIT_FRACTIONS, seed)
+    else:
+        val = raw.val_fraction
+        train, valid, _ = _split(name, raw.x, raw.y, classes, (1.0 - val, val, 0.0), seed)
+        *_, test = _split(name, raw.x_test, raw.y_test, classes, (0.0, 0.0, 1.0), seed)
+        parts = (train, valid, test)
+    if raw.scale != 1.0:
+        parts = tuple((x / np.float32(raw.scale), y) for x, y in parts)
+    if raw.standardise:
+        parts = _standardise(parts)
+    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = parts
+    num_classes = len(classes) if classes is not None else len(np.unique(raw.y))
+    return Dataset(x_tr, y_tr, x_va, y_va, x_te, y_te, num_classes=num_classes, name=name)
+
+
+def _shared_classes(name: str, source_classes, target_classes) -> tuple[int, ...] | None:
+    """by_examples: the one class list both tasks use (None: every class)."""
+    both = source_classes is not None and target_classes is not None
+    if both and tuple(source_classes) != tuple(target_classes):
         raise DataError(
-            f"{os.fspath(name)}: source and target classes must be disjoint, both hold {overlap}"
+            f"{name}: task.source_classes: with task.split: by_examples source and target "
+            f"share their classes, but source_classes={tuple(source_classes)} and "
+            f"target_classes={tuple(target_classes)}; give task.target_classes only"
         )
-    return TransferTask(
-        source=load_dataset(name, seed=seed, classes=tuple(source_classes)),
-        target=load_dataset(name, seed=seed, classes=tuple(target_classes)),
-    )
+    classes = target_classes if target_classes is not None else source_classes
+    return None if classes is None else tuple(classes)
+
+
+def _halve_by_examples(full: Dataset, seed: int) -> tuple[Dataset, Dataset]:
+    """Split each class's training examples between source and target; val/test are shared."""
+    source_index, target_index = [], []
+    for label in range(full.num_classes):
+        members = np.flatnonzero(full.y_train == label)
+        if len(members) < 2:
+            raise DataError(
+                f"{full.name}: task.split: by_examples needs at least 2 training examples of "
+                f"class {label} (one for each task), it has {len(members)}"
+            )
+        members = np.random.default_rng([seed, label, 2]).permutation(members)
+        cut = min(max(1, round(SOURCE_SHARE * len(members))), len(members) - 1)
+        source_index.append(members[:cut])
+        target_index.append(members[cut:])
+
+    def keep(index):
+        index = np.sort(np.concatenate(index))  # keep the split's shuffled order
+        return dataclasses.replace(full, x_train=full.x_train[index], y_train=full.y_train[index])
+
+    return keep(source_index), keep(target_index)
+
+
+def _few_shot(target: Dataset, per_class: int, seed: int) -> Dataset:
+    """The target task with `per_class` training examples of each class, chosen with the seed."""
+    if not isinstance(per_class, int) or isinstance(per_class, bool) or per_class < 1:
+        raise DataError(
+            f"{target.name}: task.target_examples_per_class must be an integer >= 1, "
+            f"got {per_class!r}"
+        )
+    kept = []
+    for label in range(target.num_classes):
+        members = np.flatnonzero(target.y_train == label)
+        if len(members) < per_class:
+            raise DataError(
+                f"{target.name}: task.target_examples_per_class={per_class} but target class "
+                f"{label} has only {len(members)} training example(s)"
+            )
+        rng = np.random.default_rng([seed, label, 3])
+        kept.append(rng.choice(members, per_class, replace=False))
+    index = np.sort(np.concatenate(kept))
+    return dataclasses.replace(target, x_train=target.x_train[index], y_train=target.y_train[index])
 
 
 # ---------------------------------------------------------------------------------------------
 # Sources: raw (x, y) arrays with original labels.
+
+
+def _load_raw(name: str, data_dir: str | os.PathLike | None) -> _Raw:
+    """Read a dataset by name or path, labels as in the data."""
+    if name == "digits":
+        return _Raw(*_digits())
+    if name == "mnist1d":
+        return _Raw(*_mnist1d(), val_fraction=MNIST1D_VAL_FRACTION)
+    if name in STANDARD_DATASETS:
+        return _read_standard(name, data_dir)
+    if looks_like_path(name):
+        return _read_path(name)
+    raise DataError(_unknown_name_message(name))
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:
@@ -198,17 +454,42 @@ def _save_atomically(path: pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
             os.unlink(tmp)
 
 
-def _looks_like_path(name: str) -> bool:
-    """Treat a name as a file path if it names a file, a folder or an .npz."""
-    return name.endswith(".npz") or os.sep in name or os.path.exists(name)
+def looks_like_path(name: str) -> bool:
+    """Treat a dataset name as a path if it names a file or folder, or has a path's form."""
+    return name.endswith(_PATH_SUFFIXES) or os.sep in name or "/" in name or os.path.exists(name)
 
 
 def _unknown_name_message(name: str) -> str:
     """One line listing the valid dataset names, with the closest as a suggestion."""
-    close = difflib.get_close_matches(name, BUILTIN_DATASETS, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    valid = ", ".join(repr(n) for n in BUILTIN_DATASETS)
-    return f"{name}: unknown dataset; valid names are {valid} or a path to an .npz file{hint}"
+    close = set(difflib.get_close_matches(name, DATASET_NAMES, n=3))
+    close = [n for n in DATASET_NAMES if n in close]  # in the listed order
+    hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+    valid = ", ".join(repr(n) for n in DATASET_NAMES)
+    return (
+        f"{name}: unknown dataset; valid names are {valid}, or a path to an .npz file, a CIFAR "
+        f"archive or an image folder{hint}"
+    )
+
+
+def _read_path(path: str) -> _Raw:
+    """A user path: an .npz, a CIFAR archive or folder, a folder of IDX files, an image folder."""
+    p = pathlib.Path(path).expanduser()
+    if path.endswith(".npz"):
+        return _Raw(*_read_npz(str(p)), standardise=True)
+    if not p.exists():
+        raise DataError(f"{path}: no such file or folder")
+    if p.is_file():
+        if path.endswith((".tar.gz", ".tgz", ".tar")):
+            return _read_cifar(p)
+        raise DataError(
+            f"{path}: unknown kind of file; give an .npz, a CIFAR python archive (.tar.gz), "
+            "or a folder (CIFAR batches, IDX files, or one sub-folder of images per class)"
+        )
+    if (p / "data_batch_1").is_file() or (p / "train").is_file():
+        return _read_cifar(p)
+    if any((p / f).is_file() or (p / f"{f}.gz").is_file() for f in _IDX_NAMES):
+        return _read_idx_folder(p)
+    return _read_image_folder(p)
 
 
 def _read_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -241,6 +522,244 @@ def _read_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
     if not np.all(np.isfinite(x)):
         raise DataError(f"{path}: x holds NaN or infinite values")
     return x, y
+
+
+# ---------------------------------------------------------------------------------------------
+# Standard formats: CIFAR python archives, IDX files, image folders; finding and downloading them.
+
+
+def _read_standard(name: str, data_dir: str | os.PathLike | None) -> _Raw:
+    """A standard dataset from data_dir (or the cache), downloaded there if absent and allowed."""
+    spec = STANDARD_DATASETS[name]
+    root = pathlib.Path(data_dir).expanduser() if data_dir else cache_root() / "datasets"
+    folders = [root / name, root]
+    if spec.format == "idx":
+        folders.append(root / spec.folder)
+    for folder in folders:
+        if spec.format == "cifar":
+            if (folder / spec.folder).is_dir():
+                return _read_cifar(folder / spec.folder)
+            if (folder / spec.files[0].name).is_file():
+                return _read_cifar(folder / spec.files[0].name)
+        elif all(_idx_path(folder, f) is not None for f in _IDX_NAMES):
+            return _read_idx_folder(folder)
+    target = root / name
+    _download(name, spec, target)
+    if spec.format == "cifar":
+        return _read_cifar(target / spec.files[0].name)
+    return _read_idx_folder(target)
+
+
+def _download(name: str, spec: _Standard, folder: pathlib.Path) -> None:
+    """Fetch each missing file of a standard dataset into folder, checking its published MD5."""
+    missing = [f for f in spec.files if not (folder / f.name).is_file()]
+    names = ", ".join(f.name for f in missing)
+    where = (
+        f"{name}: {names} not found in {folder}; download it from {spec.page} "
+        f"({', '.join(f'{f.url} md5 {f.md5}' for f in missing)}) into {folder}, "
+        "or set task.data_dir to the folder that holds it"
+    )
+    if os.environ.get("CODESIGN_OFFLINE"):
+        raise DataError(f"{where} (downloads are off: CODESIGN_OFFLINE is set)")
+    for f in missing:
+        print(f"codesign: downloading {f.url} to {folder}", file=sys.stderr)
+        tmp = None
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f.name, suffix=".part")
+            digest = hashlib.md5(usedforsecurity=False)
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(f.url, timeout=60) as resp:
+                while chunk := resp.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+            if digest.hexdigest() != f.md5:
+                raise DataError(
+                    f"{name}: {f.url} has MD5 {digest.hexdigest()}, the published one is {f.md5}; "
+                    f"nothing was kept. {where}"
+                )
+            os.replace(tmp, folder / f.name)
+            tmp = None
+        except OSError as exc:  # no network, refused, unwritable folder
+            raise DataError(f"{where} (the download failed: {' '.join(str(exc).split())})") from exc
+        finally:
+            if tmp is not None and os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+try:  # numpy 2 moved the array pickling helpers to numpy._core
+    from numpy._core import multiarray as _multiarray
+    from numpy._core import numeric as _numeric
+except ImportError:  # numpy 1.x
+    from numpy.core import multiarray as _multiarray
+    from numpy.core import numeric as _numeric
+
+_PICKLE_GLOBALS = {
+    "_reconstruct": _multiarray._reconstruct,
+    "scalar": _multiarray.scalar,
+    "_frombuffer": _numeric._frombuffer,
+    "ndarray": np.ndarray,
+    "dtype": np.dtype,
+}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, strings and numpy arrays only: a CIFAR batch runs no code."""
+
+    def find_class(self, module, name):
+        if module.split(".")[0] == "numpy" and name in _PICKLE_GLOBALS:
+            return _PICKLE_GLOBALS[name]
+        if (module, name) == ("_codecs", "encode"):  # how protocol 2 spells bytes in Python 3
+            return codecs.encode
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: not a CIFAR batch")
+
+
+def _read_cifar(path: pathlib.Path) -> _Raw:
+    """CIFAR-10 (data_batch_1..5, test_batch) or CIFAR-100 (train, test, fine labels), as a
+    .tar.gz archive or its extracted folder; images [N, 32, 32, 3] uint8."""
+    try:
+        if path.is_dir():
+            blobs = {f.name: f.read_bytes() for f in path.iterdir() if f.is_file()}
+        else:
+            blobs = {}
+            with tarfile.open(path, "r:*") as tar:
+                for member in tar:
+                    if member.isfile():
+                        blobs[os.path.basename(member.name)] = tar.extractfile(member).read()
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise DataError(f"{path}: truncated or corrupted CIFAR archive ({reason})") from exc
+    if "data_batch_1" in blobs:
+        train, test, key = [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels"
+    elif "train" in blobs:
+        train, test, key = ["train"], ["test"], "fine_labels"
+    else:
+        raise DataError(
+            f"{path}: not a CIFAR python archive: it holds neither data_batch_1 (CIFAR-10) "
+            "nor train (CIFAR-100)"
+        )
+    absent = [m for m in train + test if m not in blobs]
+    if absent:
+        raise DataError(f"{path}: truncated CIFAR archive: missing {', '.join(absent)}")
+    x, y = zip(*(_cifar_batch(path, m, blobs[m], key) for m in train), strict=True)
+    x_test, y_test = _cifar_batch(path, test[0], blobs[test[0]], key)
+    return _Raw(np.concatenate(x), np.concatenate(y), x_test, y_test, scale=255.0)
+
+
+def _cifar_batch(path, member: str, blob: bytes, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """One pickled CIFAR batch: rows of 3072 bytes (R, G, B planes of 32x32) and labels."""
+    try:
+        batch = _ArrayUnpickler(io.BytesIO(blob), encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise DataError(f"{path}: corrupted CIFAR batch {member} ({reason})") from exc
+    if not isinstance(batch, dict):
+        raise DataError(f"{path}: corrupted CIFAR batch {member} (not a dict)")
+    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    if "data" not in batch or key not in batch:
+        raise DataError(f"{path}: CIFAR batch {member} lacks data or {key}")
+    data, labels = np.asarray(batch["data"]), np.asarray(batch[key])
+    if data.ndim != 2 or data.shape[1] != 3072 or labels.shape != (len(data),):
+        raise DataError(
+            f"{path}: CIFAR batch {member} holds data {data.shape} and {labels.shape} labels; "
+            "expected [N, 3072] and N"
+        )
+    images = data.astype(np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return images, labels.astype(np.int64)
+
+
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def _idx_path(folder: pathlib.Path, stem: str) -> pathlib.Path | None:
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_idx_folder(folder: pathlib.Path) -> _Raw:
+    """The four MNIST-format IDX files (gzipped or not): images [N, 28, 28, 1] and labels."""
+    paths = {stem: _idx_path(folder, stem) for stem in _IDX_NAMES}
+    absent = [stem for stem, p in paths.items() if p is None]
+    if absent:
+        raise DataError(f"{folder}: missing IDX file(s) {', '.join(absent)} (or .gz)")
+    x, y, x_test, y_test = (_read_idx(paths[s], 3 if "images" in s else 1) for s in _IDX_NAMES)
+    for images, labels, stem in ((x, y, _IDX_NAMES[1]), (x_test, y_test, _IDX_NAMES[3])):
+        if len(images) != len(labels):
+            raise DataError(f"{paths[stem]}: {len(labels)} labels for {len(images)} images")
+    scale = 255.0 if x.dtype == np.uint8 else 1.0
+    return _Raw(x[..., None], y.astype(np.int64), x_test[..., None], y_test.astype(np.int64),
+                scale=scale)  # fmt: skip
+
+
+def _read_idx(path: pathlib.Path, ndim: int) -> np.ndarray:
+    """An IDX file: magic 0x0000TTDD (TT the element type, DD the number of dimensions)."""
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataError(f"{path}: truncated or corrupted gzip file ({exc})") from exc
+    magic = raw[:4]
+    if len(magic) < 4 or magic[:2] != b"\0\0" or magic[2] not in _IDX_DTYPES or magic[3] != ndim:
+        raise DataError(
+            f"{path}: wrong magic number 0x{magic.hex()}, expected 0x000008{ndim:02x} "
+            f"(an IDX file of unsigned bytes with {ndim} dimension(s))"
+        )
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: truncated IDX file ({len(raw)} bytes, header needs {header})")
+    shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, 4))
+    dtype = np.dtype(_IDX_DTYPES[magic[2]])
+    need = int(np.prod(shape)) * dtype.itemsize
+    if len(raw) - header != need:
+        raise DataError(
+            f"{path}: truncated or padded IDX file: shape {shape} needs {need} bytes of data, "
+            f"it holds {len(raw) - header}"
+        )
+    return np.frombuffer(raw, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _read_image_folder(folder: pathlib.Path) -> _Raw:
+    """One sub-folder of images per class, labelled 0..n-1 in sorted name order; all images one
+    size; grey if every image is, else RGB."""
+    from PIL import Image, UnidentifiedImageError
+
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if len(classes) < 2:
+        found = f" ({classes[0]})" if classes else ""
+        raise DataError(
+            f"{folder}: an image folder needs one sub-folder per class and at least 2 classes, "
+            f"it has {len(classes)}{found}"
+        )
+    images, labels, grey, first = [], [], True, None
+    for label, name in enumerate(classes):
+        files = sorted(
+            f
+            for f in (folder / name).iterdir()
+            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+        )
+        if not files:
+            raise DataError(f"{folder / name}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        for f in files:
+            try:
+                with Image.open(f) as im:
+                    grey &= im.mode in ("1", "L", "LA", "I", "I;16", "F")
+                    pixels = np.asarray(im.convert("RGB"))
+            except (UnidentifiedImageError, OSError, ValueError) as exc:
+                raise DataError(f"{f}: not a readable image ({exc})") from exc
+            if first is None:
+                first = (f, pixels.shape)
+            elif pixels.shape != first[1]:
+                h, w = pixels.shape[:2]
+                raise DataError(
+                    f"{f}: image is {w}x{h} but {first[0]} is {first[1][1]}x{first[1][0]}; "
+                    "resize them to one size first"
+                )
+            images.append(pixels)
+            labels.append(label)
+    x = np.stack(images)
+    return _Raw(x[..., :1] if grey else x, np.asarray(labels, np.int64), scale=255.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,18 +814,34 @@ def _chunks(n: int, fractions: tuple[float, float, float]) -> list[slice]:
     return [slice(int(a), int(b)) for a, b in zip([0, *bounds[:-1]], bounds, strict=True)]
 
 
-def _check_classes(name: str, classes: tuple[int, ...], labels: np.ndarray) -> None:
-    """Raise DataError unless `classes` are at least two distinct labels present in the data."""
+def _check_classes(
+    name: str, classes: tuple[int, ...], labels: np.ndarray, side: str | None = None
+) -> None:
+    """Raise DataError unless `classes` are at least two distinct labels present in the data.
+
+    side ("source" or "target") names the task's key in the message, with a hint where the data
+    has too few classes for two class-disjoint tasks.
+    """
     valid = ", ".join(str(c) for c in labels)
     if len(labels) < 2:
         raise DataError(f"{name}: needs at least 2 classes, the labels hold only {valid}")
+    where, hint = f"{name}:", ""
+    if side is not None:
+        where = f"{name}: task.{side}_classes:"
+        if len(labels) < 4:  # two class-disjoint tasks of 2+ classes each need 4
+            hint = (
+                f"; with {len(labels)} classes use task.split: by_examples (source and target "
+                "share their classes and are split by examples)"
+            )
     if len(classes) < 2:
-        raise DataError(f"{name}: classes={tuple(classes)} keeps fewer than 2 classes")
+        raise DataError(f"{where} classes={tuple(classes)} keeps fewer than 2 classes{hint}")
     if len(set(classes)) != len(classes):
-        raise DataError(f"{name}: classes={tuple(classes)} lists a class twice")
+        raise DataError(f"{where} classes={tuple(classes)} lists a class twice")
     unknown = [c for c in classes if c not in set(labels.tolist())]
     if unknown:
-        raise DataError(f"{name}: class(es) {unknown} not in the data; valid classes: {valid}")
+        raise DataError(
+            f"{where} class(es) {unknown} not in the data; valid classes: {valid}{hint}"
+        )
 
 
 def _standardise(parts):

@@ -4,7 +4,10 @@ A search space file has these sections (every key optional unless marked; see
 `search_spaces/digits_mlp.yaml` for a commented example):
 
     name: digits_mlp                     # study name (default: the file name)
-    task:       dataset (digits | mnist1d | path/to/data.npz), source_classes, target_classes, seed
+    task:       dataset (a name in codesign.data.DATASET_NAMES, or a path to an .npz, a CIFAR
+                archive, a folder of IDX files or of class sub-folders of images), data_dir,
+                split (by_class | by_examples), source_classes, target_classes,
+                target_examples_per_class, seed
     model:      family (mlp | cnn), widths (maximum hidden widths; a cnn's 3 conv channel counts)
     pretrain:   steps, learning_rate, batch_size
     finetune:   steps, learning_rate, batch_size, eval_draws
@@ -34,7 +37,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from codesign.data import BUILTIN_DATASETS
+from codesign.data import DATASET_NAMES, SPLITS, looks_like_path
 from codesign.errors import CodesignError
 from codesign.evaluate import Evaluator
 from codesign.hardware import DEFAULT_PRESET, PRESETS, Accelerator, get_preset
@@ -352,26 +355,60 @@ def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
     name = _typed(top, "name", "", path, str, pathlib.Path(path).stem)
 
     t = _section(
-        top.get("task"), "task", path, ("dataset", "source_classes", "target_classes", "seed")
+        top.get("task"),
+        "task",
+        path,
+        (
+            "dataset",
+            "data_dir",
+            "split",
+            "source_classes",
+            "target_classes",
+            "target_examples_per_class",
+            "seed",
+        ),
     )
     dataset = _typed(t, "dataset", "task", path, str, "digits")
-    if not dataset.endswith(".npz"):
-        _choice(dataset, "task.dataset", path, BUILTIN_DATASETS + ("<file>.npz",))
-    elif (
-        not (pathlib.Path(path).parent / dataset).is_file() and not pathlib.Path(dataset).is_file()
-    ):
-        _fail(path, "task.dataset", f"no such file {dataset!r}")
+    if dataset not in DATASET_NAMES:
+        if not looks_like_path(dataset):
+            _choice(dataset, "task.dataset", path, DATASET_NAMES + ("<file>.npz", "<folder>"))
+        where = (pathlib.Path(path).parent / dataset, pathlib.Path(dataset))
+        if not any(p.expanduser().exists() for p in where):
+            _fail(path, "task.dataset", f"no such file or folder {dataset!r}")
+    split = _choice(t.get("split", "by_class"), "task.split", path, SPLITS)
+    given = {
+        key: _int_list(t[key], f"task.{key}", path)
+        for key in ("source_classes", "target_classes")
+        if key in t
+    }
+    if split == "by_class":
+        source_classes = given.get("source_classes", Task.source_classes)
+        target_classes = given.get("target_classes", Task.target_classes)
+    elif len(set(given.values())) > 1:
+        _fail(
+            path,
+            "task.source_classes",
+            "with task.split: by_examples source and target share their classes; "
+            "give task.target_classes only",
+        )
+    else:  # by_examples: one class list for both tasks, every class if none is given
+        source_classes = target_classes = next(iter(given.values()), None)
+    few_shot = t.get("target_examples_per_class")
+    if few_shot is not None:
+        few_shot = _typed(t, "target_examples_per_class", "task", path, int, None, 1)
+    data_dir = t.get("data_dir")
+    if data_dir is not None:
+        data_dir = _typed(t, "data_dir", "task", path, str, None)
     task = Task(
         dataset=dataset,
-        source_classes=_int_list(
-            t.get("source_classes", list(Task.source_classes)), "task.source_classes", path
-        ),
-        target_classes=_int_list(
-            t.get("target_classes", list(Task.target_classes)), "task.target_classes", path
-        ),
+        source_classes=source_classes,
+        target_classes=target_classes,
         seed=_typed(t, "seed", "task", path, int, 0, 0),
+        split=split,
+        target_examples_per_class=few_shot,
+        data_dir=data_dir,
     )
-    if len(task.target_classes) < 2:
+    if target_classes is not None and len(target_classes) < 2:
         _fail(path, "task.target_classes", "needs at least 2 classes")
 
     m = _section(top.get("model"), "model", path, ("family", "widths"))
