@@ -480,16 +480,16 @@ def _read_path(path: str) -> _Raw:
         raise DataError(f"{path}: no such file or folder")
     if p.is_file():
         if path.endswith((".tar.gz", ".tgz", ".tar")):
-            return _read_cifar(p)
+            return _cached(_read_cifar, p)
         raise DataError(
             f"{path}: unknown kind of file; give an .npz, a CIFAR python archive (.tar.gz), "
             "or a folder (CIFAR batches, IDX files, or one sub-folder of images per class)"
         )
     if (p / "data_batch_1").is_file() or (p / "train").is_file():
-        return _read_cifar(p)
+        return _cached(_read_cifar, p)
     if any((p / f).is_file() or (p / f"{f}.gz").is_file() for f in _IDX_NAMES):
-        return _read_idx_folder(p)
-    return _read_image_folder(p)
+        return _cached(_read_idx_folder, p)
+    return _cached(_read_image_folder, p)
 
 
 def _read_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -538,16 +538,32 @@ def _read_standard(name: str, data_dir: str | os.PathLike | None) -> _Raw:
     for folder in folders:
         if spec.format == "cifar":
             if (folder / spec.folder).is_dir():
-                return _read_cifar(folder / spec.folder)
+                return _cached(_read_cifar, folder / spec.folder)
             if (folder / spec.files[0].name).is_file():
-                return _read_cifar(folder / spec.files[0].name)
+                return _cached(_read_cifar, folder / spec.files[0].name)
         elif all(_idx_path(folder, f) is not None for f in _IDX_NAMES):
-            return _read_idx_folder(folder)
+            return _cached(_read_idx_folder, folder)
     target = root / name
     _download(name, spec, target)
     if spec.format == "cifar":
-        return _read_cifar(target / spec.files[0].name)
-    return _read_idx_folder(target)
+        return _cached(_read_cifar, target / spec.files[0].name)
+    return _cached(_read_idx_folder, target)
+
+
+_READ_CACHE: dict = {}  # the last dataset read from files, while its files are unchanged
+
+
+def _cached(reader, path: pathlib.Path) -> _Raw:
+    """reader(path), read once per process while the files under path keep their sizes and times
+    (so checking a search's data before writing anything, then searching, decodes it once)."""
+    files = [path] if path.is_file() else sorted(f for f in path.rglob("*") if f.is_file())
+    stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    key = (reader.__name__, str(path.resolve()), stamp)
+    if key not in _READ_CACHE:
+        raw = reader(path)
+        _READ_CACHE.clear()
+        _READ_CACHE[key] = raw
+    return _READ_CACHE[key]
 
 
 def _download(name: str, spec: _Standard, folder: pathlib.Path) -> None:
@@ -625,6 +641,10 @@ def _read_cifar(path: pathlib.Path) -> _Raw:
                 for member in tar:
                     if member.isfile():
                         blobs[os.path.basename(member.name)] = tar.extractfile(member).read()
+    except tarfile.ReadError as exc:
+        raise DataError(
+            f"{path}: truncated or corrupted CIFAR archive (not a readable tar or tar.gz file)"
+        ) from exc
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise DataError(f"{path}: truncated or corrupted CIFAR archive ({reason})") from exc

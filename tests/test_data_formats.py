@@ -2,6 +2,7 @@
 the by_examples split. Every file here is tiny and synthetic, written in the real format; nothing
 is ever downloaded (CODESIGN_OFFLINE is set and urlopen is replaced where a download is tested)."""
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -11,10 +12,14 @@ import tarfile
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from codesign import data
-from codesign.data import DataError, load_dataset
+from codesign.cli import main
+from codesign.data import DataError, load_dataset, transfer_split
+from codesign.errors import CodesignError
+from codesign.space import parse_space
 
 
 @pytest.fixture(autouse=True)
@@ -314,3 +319,223 @@ def test_bad_input_is_one_line_naming_the_file(case, tmp_path):
         load_dataset(str(make(tmp_path)))
     message = str(info.value)
     assert "\n" not in message and file in message and says in message, message
+
+
+def _space_file(tmp_path, task: dict, **top) -> str:
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump({"task": task, "trials": 2, **top}))
+    return str(path)
+
+
+BAD_SEARCH = {  # a bad dataset stops `codesign search` with exit 2 before it writes anything
+    "path absent": lambda p: str(p / "absent.tar.gz"),
+    "truncated archive": lambda p: str(_truncated_archive(p)),
+    "wrong magic": lambda p: str(_wrong_magic(p)),
+    "one class": lambda p: str(_one_class(p)),
+    "absent standard dataset": lambda p: "kmnist",
+}
+
+
+@pytest.mark.parametrize("case", BAD_SEARCH)
+def test_cli_search_on_bad_data_exits_2_and_writes_nothing(case, tmp_path, capsys):
+    dataset = BAD_SEARCH[case](tmp_path)
+    space = _space_file(tmp_path, {"dataset": dataset})
+    assert main(["search", space, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("codesign: error: "), err
+    assert not (tmp_path / "run").exists()
+
+
+# --- few-shot targets and the by_examples split ---
+
+
+def test_few_shot_target_keeps_n_per_class_and_whole_val_and_test():
+    full = transfer_split("digits", seed=4)
+    few = transfer_split("digits", seed=4, target_examples_per_class=3)
+    assert np.bincount(few.target.y_train).tolist() == [3] * 5
+    assert _rows(few.target.x_train) <= _rows(full.target.x_train)
+    for split in ("x_val", "y_val", "x_test", "y_test"):  # honest: the same held-out examples
+        np.testing.assert_array_equal(getattr(few.target, split), getattr(full.target, split))
+    np.testing.assert_array_equal(few.source.x_train, full.source.x_train)  # source untouched
+    again = transfer_split("digits", seed=4, target_examples_per_class=3)
+    np.testing.assert_array_equal(again.target.x_train, few.target.x_train)
+    other = transfer_split("digits", seed=5, target_examples_per_class=3)
+    assert _rows(other.target.x_train) != _rows(few.target.x_train)
+
+
+def test_few_shot_asking_for_more_than_there_is_names_the_key():
+    with pytest.raises(DataError, match=r"digits: task.target_examples_per_class=500 but target"):
+        transfer_split("digits", target_examples_per_class=500)
+
+
+def _npz(tmp_path, name, loader):
+    x, y = loader(return_X_y=True)
+    path = tmp_path / f"{name}.npz"
+    np.savez(path, x=x, y=y)
+    return str(path)
+
+
+def test_by_examples_shares_classes_and_halves_the_training_examples(tmp_path):
+    from sklearn.datasets import load_wine
+
+    path = _npz(tmp_path, "wine", load_wine)
+    task = transfer_split(path, source_classes=None, target_classes=None, split="by_examples")
+    whole = load_dataset(path)
+    assert task.source.num_classes == task.target.num_classes == 3
+    src, tgt = _rows(task.source.x_train), _rows(task.target.x_train)
+    assert not src & tgt and src | tgt == _rows(whole.x_train)
+    assert abs(len(src) - len(tgt)) <= 3  # half of each class, give or take one
+    for split in ("x_val", "y_val", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(task.source, split), getattr(whole, split))
+        np.testing.assert_array_equal(getattr(task.target, split), getattr(whole, split))
+    assert set(task.source.y_train) == set(task.target.y_train) == {0, 1, 2}
+    picked = transfer_split(path, source_classes=None, target_classes=(2, 0), split="by_examples")
+    assert picked.source.num_classes == picked.target.num_classes == 2
+
+
+def _wine(tmp_path):
+    from sklearn.datasets import load_wine
+
+    return _npz(tmp_path, "wine", load_wine)
+
+
+CLASS_ERRORS = {  # kwargs of transfer_split on wine (3 classes): what the one line says
+    "defaults": (
+        {},
+        "wine.npz: task.source_classes: class(es) [3, 4] not in the data; valid classes: 0, 1, "
+        "2; with 3 classes use task.split: by_examples",
+    ),
+    "target side": (
+        {"source_classes": (0, 1)},
+        "wine.npz: task.target_classes: class(es) [5, 6, 7, 8, 9] not in the data; valid "
+        "classes: 0, 1, 2; with 3 classes use task.split: by_examples",
+    ),
+    "one source class": (
+        {"source_classes": (0,), "target_classes": (1, 2)},
+        "wine.npz: task.source_classes: classes=(0,) keeps fewer than 2 classes; with 3 classes "
+        "use task.split: by_examples",
+    ),
+    "overlap": (
+        {"source_classes": (0, 1), "target_classes": (1, 2)},
+        "both hold [1]; for tasks that share their classes use task.split: by_examples",
+    ),
+    "by_examples, two lists": (
+        {"source_classes": (0, 1), "target_classes": (1, 2), "split": "by_examples"},
+        "task.source_classes: with task.split: by_examples source and target share their classes",
+    ),
+    "by_examples, unknown class": (
+        {"source_classes": None, "target_classes": (0, 4), "split": "by_examples"},
+        "wine.npz: task.target_classes: class(es) [4] not in the data; valid classes: 0, 1, 2",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CLASS_ERRORS)
+def test_class_errors_name_the_side_and_the_way_out(case, tmp_path):
+    kwargs, says = CLASS_ERRORS[case]
+    with pytest.raises(DataError) as info:
+        transfer_split(_wine(tmp_path), **kwargs)
+    assert "\n" not in str(info.value) and says in str(info.value), str(info.value)
+
+
+def test_space_task_keys_parse_into_the_task(tmp_path):
+    wine = _wine(tmp_path)
+    task = parse_space({"task": {"dataset": wine, "split": "by_examples"}}).problem.task
+    assert (task.split, task.source_classes, task.target_classes) == ("by_examples", None, None)
+    task = parse_space(
+        {"task": {"dataset": "cifar10", "data_dir": "/data", "target_examples_per_class": 10}}
+    ).problem.task
+    assert task.data_dir == "/data" and task.target_examples_per_class == 10
+    assert task.split == "by_class" and task.target_classes == (5, 6, 7, 8, 9)
+
+
+BAD_TASKS = [
+    (
+        {"split": "by_exemples"},
+        "task.split: unknown value 'by_exemples' (did you mean 'by_examples'?)",
+    ),
+    (
+        {"split": "by_examples", "source_classes": [0, 1], "target_classes": [1, 2]},
+        "task.source_classes: with task.split: by_examples source and target share their classes",
+    ),
+    ({"target_examples_per_class": 0}, "task.target_examples_per_class: must lie in [1, None]"),
+    ({"dataset": "cifar"}, "did you mean 'cifar10'"),
+    ({"dataset": "pics/"}, "task.dataset: no such file or folder 'pics/'"),
+]
+
+
+@pytest.mark.parametrize(("task", "says"), BAD_TASKS)
+def test_bad_task_keys_are_one_line(task, says):
+    with pytest.raises(CodesignError) as info:
+        parse_space({"task": task}, "s.yaml")
+    assert str(info.value).startswith("s.yaml: ") and says in str(info.value), str(info.value)
+
+
+@pytest.mark.slow  # ~20 s: pretraining and train_curves compile
+def test_few_shot_works_with_claim_transfers_use_of_the_evaluator(tmp_path):
+    """experiments/claim_transfer.py: evaluator -> base network -> train_curves on the target."""
+    import importlib.util
+    import pathlib
+
+    import jax
+
+    from codesign import networks, transfer
+
+    script = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "claim_transfer.py"
+    spec = importlib.util.spec_from_file_location("claim_transfer", script)
+    claim = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(claim)
+    space = parse_space(
+        {
+            "task": {"dataset": "digits", "target_examples_per_class": 4},
+            "model": {"widths": [16, 16]},
+            "pretrain": {"steps": 20},
+        }
+    )
+    evaluator = space.evaluator()
+    task = evaluator.task
+    assert len(task.target.y_train) == 20 and len(task.target.y_val) > 100
+    base, _ = transfer.load_or_pretrain(evaluator.spec, task.source, evaluator.pretrain)
+    head_spec = dataclasses.replace(evaluator.spec, num_classes=task.target.num_classes)
+    fresh = networks.init_params(head_spec, jax.random.PRNGKey(0))
+    stacked = jax.tree.map(lambda x: x[None], (*base[:-1], fresh[-1]))
+    accs, test = claim.train_curves(
+        head_spec, stacked, task.target, steps=20, every=10, learning_rate=3e-3,
+        batch_size=8, seeds=[0],
+    )  # fmt: skip
+    assert accs.shape == (1, 2) and 0.0 <= float(test[0]) <= 1.0
+
+
+# --- acceptance: few-class datasets search, export and train end to end ---
+
+
+@pytest.mark.slow  # 30-60 s each on 2 shared cores: the engine compiles for search and train
+@pytest.mark.parametrize("dataset", ["breast_cancer", "wine"])
+def test_few_class_dataset_searches_exports_and_trains(dataset, tmp_path):
+    """scikit-learn's breast-cancer (2 classes) and wine (3), written as .npz by the test."""
+    from sklearn import datasets
+
+    from codesign import export_design, run_search, train_design
+
+    path = _npz(tmp_path, dataset, getattr(datasets, f"load_{dataset}"))
+    space = parse_space(
+        {
+            "task": {"dataset": path, "split": "by_examples"},
+            "model": {"family": "mlp", "widths": [16, 16]},
+            "pretrain": {"steps": 60, "batch_size": 32},
+            "finetune": {"steps": 30, "batch_size": 32, "eval_draws": 1},
+            "search": {"widths": {"low": 4, "high": 16, "step": 4}, "tile": 64},
+            "sampler": {"name": "random"},
+            "trials": 4,
+            "batch": 4,
+        },
+        str(tmp_path / f"{dataset}.yaml"),
+    )
+    study = run_search(space, out_dir=tmp_path / "run")
+    assert len(study.trials) == 4
+    design = export_design(study, pick="accuracy>=0:max-accuracy")
+    report = train_design(design, steps=30, out_dir=tmp_path / "trained")
+    assert (tmp_path / "trained" / "weights.npz").is_file()
+    classes = 2 if dataset == "breast_cancer" else 3
+    # Both are easy tabular tasks: far above chance (1/classes) after a short fine-tune.
+    assert report["test_accuracy_digital"] > 1.0 / classes + 0.2, report
