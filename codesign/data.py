@@ -570,10 +570,11 @@ def _download(name: str, spec: _Standard, folder: pathlib.Path) -> None:
     """Fetch each missing file of a standard dataset into folder, checking its published MD5."""
     missing = [f for f in spec.files if not (folder / f.name).is_file()]
     names = ", ".join(f.name for f in missing)
+    it = "it" if len(missing) == 1 else "them"
     where = (
-        f"{name}: {names} not found in {folder}; download it from {spec.page} "
+        f"{name}: {names} not found in {folder}; download {it} from {spec.page} "
         f"({', '.join(f'{f.url} md5 {f.md5}' for f in missing)}) into {folder}, "
-        "or set task.data_dir to the folder that holds it"
+        f"or set task.data_dir to the folder that holds {it}"
     )
     if os.environ.get("CODESIGN_OFFLINE"):
         raise DataError(f"{where} (downloads are off: CODESIGN_OFFLINE is set)")
