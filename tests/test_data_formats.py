@@ -15,7 +15,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from codesign import data
+from codesign import formats
 from codesign.cli import main
 from codesign.data import DataError, load_dataset, transfer_split
 from codesign.errors import CodesignError
@@ -31,7 +31,7 @@ def offline(monkeypatch, tmp_path):
     def no_network(*args, **kwargs):
         raise AssertionError("a test tried to download")
 
-    monkeypatch.setattr(data.urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(formats.urllib.request, "urlopen", no_network)
 
 
 # --- writers of the real formats ---
@@ -207,16 +207,16 @@ def test_download_is_checked_against_the_published_md5(tmp_path, monkeypatch):
     """A served file with the right MD5 is kept and loaded; a wrong one is refused, none kept."""
     monkeypatch.delenv("CODESIGN_OFFLINE")
     blob = _write_tar(tmp_path / "served.tar.gz", _cifar_members()).read_bytes()
-    monkeypatch.setattr(data.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(blob))
-    spec = data.STANDARD_DATASETS["cifar10"]
-    good = data._File(spec.files[0].name, spec.files[0].url, hashlib.md5(blob).hexdigest())
-    monkeypatch.setitem(data.STANDARD_DATASETS, "cifar10", data._Standard(
+    monkeypatch.setattr(formats.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(blob))
+    spec = formats.STANDARD_DATASETS["cifar10"]
+    good = formats._File(spec.files[0].name, spec.files[0].url, hashlib.md5(blob).hexdigest())
+    monkeypatch.setitem(formats.STANDARD_DATASETS, "cifar10", formats._Standard(
         "cifar", (good,), spec.page, spec.folder))  # fmt: skip
     d = load_dataset("cifar10", data_dir=tmp_path / "dl")
     assert d.num_classes == 10
     assert os.listdir(tmp_path / "dl" / "cifar10") == ["cifar-10-python.tar.gz"]
 
-    monkeypatch.setitem(data.STANDARD_DATASETS, "cifar10", spec)  # the real MD5: a mismatch
+    monkeypatch.setitem(formats.STANDARD_DATASETS, "cifar10", spec)  # the real MD5: a mismatch
     with pytest.raises(DataError, match="the published one is c58f30108f718f92721af3b95e74349a"):
         load_dataset("cifar10", data_dir=tmp_path / "bad")
     assert os.listdir(tmp_path / "bad" / "cifar10") == []
