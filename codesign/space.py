@@ -394,8 +394,8 @@ def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
     else:  # by_examples: one class list for both tasks, every class if none is given
         source_classes = target_classes = next(iter(given.values()), None)
     few_shot = t.get("target_examples_per_class")
-    if few_shot is not None:
-        few_shot = _typed(t, "target_examples_per_class", "task", path, int, None, 1)
+    if few_shot is not None and (type(few_shot) is not int or few_shot < 1):
+        _fail(path, "task.target_examples_per_class", f"must be an integer >= 1, got {few_shot!r}")
     data_dir = t.get("data_dir")
     if data_dir is not None:
         data_dir = _typed(t, "data_dir", "task", path, str, None)

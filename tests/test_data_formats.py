@@ -458,7 +458,8 @@ BAD_TASKS = [
         {"split": "by_examples", "source_classes": [0, 1], "target_classes": [1, 2]},
         "task.source_classes: with task.split: by_examples source and target share their classes",
     ),
-    ({"target_examples_per_class": 0}, "task.target_examples_per_class: must lie in [1, None]"),
+    ({"target_examples_per_class": 0}, "task.target_examples_per_class: must be an integer >= 1"),
+    ({"data_dir": 3}, "task.data_dir: must be str, got 3"),
     ({"dataset": "cifar"}, "did you mean 'cifar10'"),
     ({"dataset": "pics/"}, "task.dataset: no such file or folder 'pics/'"),
 ]
