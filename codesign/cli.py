@@ -127,7 +127,7 @@ def _cmd_search(args) -> int:
     quiet_optuna()
     total = space.trials if args.trials is None else args.trials
     check_counts(args.trials, args.batch)
-    space.evaluator()  # reads the data (once: kept for the search): bad data fails before output
+    space.evaluator()  # reads the data: bad data fails here too (decoded files are kept)
     storage = storage_for(args.storage, out)  # bad URLs and paths fail here, before any output
     with _Progress(total, space) as progress:
         study = run_search(
