@@ -152,7 +152,7 @@ def transfer_split(
         for side, classes in (("source", source_classes), ("target", target_classes)):
             if classes is None:
                 raise DataError(f"{name}: task.{side}_classes: give the classes of the {side} task")
-            _check_classes(name, tuple(classes), labels, side=side)
+            _check_classes(name, tuple(classes), labels, side=side, suggest_by_examples=True)
         source = _dataset(name, raw, tuple(source_classes), seed)
         target = _dataset(name, raw, tuple(target_classes), seed)
     else:
@@ -432,12 +432,17 @@ def _chunks(n: int, fractions: tuple[float, float, float]) -> list[slice]:
 
 
 def _check_classes(
-    name: str, classes: tuple[int, ...], labels: np.ndarray, side: str | None = None
+    name: str,
+    classes: tuple[int, ...],
+    labels: np.ndarray,
+    side: str | None = None,
+    *,
+    suggest_by_examples: bool = False,
 ) -> None:
     """Raise DataError unless `classes` are at least two distinct labels present in the data.
 
-    side ("source" or "target") names the task's key in the message, with a hint where the data
-    has too few classes for two class-disjoint tasks.
+    side ("source" or "target") names the task's key in the message; suggest_by_examples adds a
+    hint where the data has too few classes for two class-disjoint tasks.
     """
     valid = ", ".join(str(c) for c in labels)
     if len(labels) < 2:
@@ -445,11 +450,11 @@ def _check_classes(
     where, hint = f"{name}:", ""
     if side is not None:
         where = f"{name}: task.{side}_classes:"
-        if len(labels) < 4:  # two class-disjoint tasks of 2+ classes each need 4
-            hint = (
-                f"; with {len(labels)} classes use task.split: by_examples (source and target "
-                "share their classes and are split by examples)"
-            )
+    if suggest_by_examples and len(labels) < 4:  # two class-disjoint tasks of 2+ classes need 4
+        hint = (
+            f"; with {len(labels)} classes use task.split: by_examples (source and target "
+            "share their classes and are split by examples)"
+        )
     if len(classes) < 2:
         raise DataError(f"{where} classes={tuple(classes)} keeps fewer than 2 classes{hint}")
     if len(set(classes)) != len(classes):
