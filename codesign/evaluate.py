@@ -196,6 +196,9 @@ class Evaluator:
             source_classes=task.source_classes,
             target_classes=task.target_classes,
             seed=task.seed,
+            split=task.split,
+            target_examples_per_class=task.target_examples_per_class,
+            data_dir=task.data_dir,
         )
         self.spec = network_spec(problem.model, self.task.source)
         self.shapes = networks.layer_shapes(

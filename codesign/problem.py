@@ -39,12 +39,15 @@ OBJECTIVES = {
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-    """The data: a dataset split by class into a source (pretraining) and a target task."""
+    """The data: a dataset cut into a source (pretraining) and a target (fine-tune) task."""
 
-    dataset: str = "digits"  # digits | mnist1d | path/to/file.npz
-    source_classes: tuple[int, ...] = (0, 1, 2, 3, 4)
-    target_classes: tuple[int, ...] = (5, 6, 7, 8, 9)
+    dataset: str = "digits"  # a name in codesign.data.DATASET_NAMES, or a file or folder path
+    source_classes: tuple[int, ...] | None = (0, 1, 2, 3, 4)  # None: every class (by_examples)
+    target_classes: tuple[int, ...] | None = (5, 6, 7, 8, 9)
     seed: int = 0
+    split: str = "by_class"  # by_class (disjoint classes) | by_examples (shared classes)
+    target_examples_per_class: int | None = None  # few-shot target: N training examples a class
+    data_dir: str | None = None  # where standard datasets are (default $CODESIGN_CACHE/datasets)
 
 
 @dataclasses.dataclass(frozen=True)

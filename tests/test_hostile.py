@@ -311,7 +311,7 @@ CASES["data: not a zip"] = (
 CASES["data: relative path that is not beside the space"] = (
     lambda e, t: ["search", _space_with(t, task={"dataset": "nowhere/x.npz"}),
                   "--out", str(t / "data-run")],
-    "no such file 'nowhere/x.npz'",
+    "no such file or folder 'nowhere/x.npz'",
 )  # fmt: skip
 
 
