@@ -55,15 +55,8 @@ def main(argv=None) -> dict:
     result = {"layers": [list(l["w"].shape) for l in layers]}
     report = pathlib.Path(args.weights).with_name("report.json")
     if args.design:
-        from codesign import data
-
-        space = load_design(args.design).search_space()
-        task = data.transfer_split(
-            space.problem.task.dataset,
-            source_classes=space.problem.task.source_classes,
-            target_classes=space.problem.task.target_classes,
-            seed=space.problem.task.seed,
-        )
+        # The design's own task split (few-shot and shared-class settings included).
+        task = load_design(args.design).search_space().evaluator().task
         logits = model(jnp.asarray(task.target.x_test))
         hits = np.argmax(logits, -1) == task.target.y_test
         result["digital_test_accuracy"] = float(np.mean(hits))
