@@ -27,16 +27,17 @@ numbers; the search loop turns trials into these. Deterministic given the seed.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.special import ndtr
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.gaussian_process import GaussianProcessRegressor
-from sklearn.gaussian_process.kernels import ConstantKernel, Kernel, Matern, WhiteKernel
-from threadpoolctl import ThreadpoolController
+
+if TYPE_CHECKING:  # scikit-learn and scipy are imported on first use (about 2 s): a search
+    from sklearn.gaussian_process import GaussianProcessRegressor  # that resumes starts faster
+    from sklearn.gaussian_process.kernels import Kernel
 
 __all__ = ["GaussianProcess", "expected_hv_improvement", "propose"]
 
@@ -54,9 +55,15 @@ _JITTER = 1e-8
 # seeds 0-4, 2 gave no better hypervolume than 0 (2.26 against 2.28 after 50 trials) at twice
 # the time (125 against 52 ms per batch): compare_gp.py.
 _RESTARTS = 0
-# The process's matrices are tiny (one row per trial): one BLAS thread fits them ~10x faster than
-# several threads contending for the cores (measured: 25 against 300 ms per fit on 2 cores).
-_BLAS = ThreadpoolController()
+
+
+@functools.cache
+def _blas():
+    """The process's matrices are tiny (one row per trial): one BLAS thread fits them ~10x faster
+    than several threads contending for the cores (measured: 25 against 300 ms per fit, 2 cores)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 # --- features: Optuna params -> points in [0, 1]^d ---
@@ -78,7 +85,7 @@ class GaussianProcess:
     def __init__(self, x: np.ndarray, y: np.ndarray, kernel: Kernel | None = None, noise=None):
         """Fits the hyperparameters, or keeps the given ones (`kernel`: the noise-free part)."""
         self.x, self.y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-        with _BLAS.limit(limits=1, user_api="blas"):
+        with _blas().limit(limits=1, user_api="blas"):
             if kernel is None or noise is None:
                 kernel, noise = _fit(self.x, self.y)
             self.kernel, self.noise = kernel, float(noise)  # signal * Matern; noise variance
@@ -93,7 +100,7 @@ class GaussianProcess:
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and standard deviation of the noise-free target at rows of x."""
-        with _BLAS.limit(limits=1, user_api="blas"):
+        with _blas().limit(limits=1, user_api="blas"):
             return self._gp.predict(np.asarray(x, np.float64), return_std=True)
 
     def believe(self, x: np.ndarray, y: np.ndarray) -> GaussianProcess:
@@ -105,6 +112,9 @@ class GaussianProcess:
 
 def _fit(x: np.ndarray, y: np.ndarray) -> tuple[Kernel, float]:
     """Signal * Matern 5/2 (ARD) kernel and noise variance maximising the marginal likelihood."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+
     signal = ConstantKernel(1.0, (1e-2, 1e2))
     matern = Matern(np.ones(x.shape[1]), _LENGTH_SCALE_BOUNDS, nu=2.5)
     fitted = _regressor(signal * matern + WhiteKernel(1e-2, _NOISE_BOUNDS), _JITTER, True)
@@ -116,6 +126,8 @@ def _fit(x: np.ndarray, y: np.ndarray) -> tuple[Kernel, float]:
 
 def _regressor(kernel: Kernel, alpha: float, fit: bool) -> GaussianProcessRegressor:
     """A GP regressor on standardised targets; with `fit`, hyperparameters by L-BFGS."""
+    from sklearn.gaussian_process import GaussianProcessRegressor
+
     return GaussianProcessRegressor(
         kernel,
         alpha=alpha,
@@ -160,6 +172,8 @@ def expected_hv_improvement(
     )
     floor = np.maximum(level, min_accuracy)
     z = (mean[:, None] - floor[None, :]) / std[:, None]
+    from scipy.special import ndtr
+
     cdf = ndtr(z)
     pdf = np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
     gain = std[:, None] * (z * cdf + pdf) + (floor - level)[None, :] * cdf
