@@ -425,5 +425,17 @@ def _main(argv) -> int:
         return 128 + signum
 
 
+def entry() -> None:
+    """The `codesign` command. After a stop by signal it leaves at once (os._exit): a fine-tune
+    cut short may still run on XLA's threads, and tearing the interpreter down under them can
+    crash; everything that must last (the journal) is already on disk."""
+    code = main()
+    if code > 128:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

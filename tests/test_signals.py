@@ -60,7 +60,7 @@ def _finished(trials) -> dict:
 
 
 def test_sigterm_at_random_points_then_resume(tmp_path):
-    total = 40
+    total = 100  # more than 20 short runs finish, so every one of the 20 stops lands mid-search
     space = {**TINY, "trials": total, "batch": 3, "finetune": {**TINY["finetune"], "steps": 30}}
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
     env, rng = _env(tmp_path), random.Random(0)
@@ -91,8 +91,8 @@ def test_sigterm_at_random_points_then_resume(tmp_path):
         now = _finished(trials)
         assert all(now[n] == v for n, v in seen.items()), "a finished trial lost or changed"
         seen = now
-        if len(now) == total:
-            break
+        assert len(now) < total, "the search finished before its 20th stop"
+    assert len(claims) == 20
     proc = start()
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
