@@ -50,18 +50,24 @@ class Task:
 
 @dataclasses.dataclass(frozen=True)
 class Model:
-    """A network family at its maximum hidden widths (a cnn's are its 3 conv channel counts)."""
+    """A network family at its maximum widths, one per width group: an mlp's hidden layers, a
+    cnn's 3 conv channel counts, a resnet's 3 stage widths (`depth` = 6n + 2 layers)."""
 
     family: str = "mlp"
     widths: tuple[int, ...] = (128, 128)
+    depth: int = 8  # resnet only
 
     @property
     def num_hidden(self) -> int:
+        """Width groups: the widths a candidate chooses."""
         return len(self.widths)
 
     @property
     def num_layers(self) -> int:
-        """Weight layers: the hidden ones and the head."""
+        """Weight layers: the hidden ones and the head (a resnet's: stem, 2 convs per block,
+        2 shortcut projections, head)."""
+        if self.family == "resnet":
+            return (self.depth - 2) + 4
         return len(self.widths) + 1
 
 

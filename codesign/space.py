@@ -5,7 +5,8 @@ A search space file has these sections (every key optional unless marked; see
 
     name: digits_mlp                     # study name (default: the file name)
     task:       dataset (digits | mnist1d | path/to/data.npz), source_classes, target_classes, seed
-    model:      family (mlp | cnn), widths (maximum hidden widths; a cnn's 3 conv channel counts)
+    model:      family (mlp | cnn | resnet), widths (maximum hidden widths; a cnn's 3 conv channel
+                counts; a resnet's 3 stage widths), depth (resnet: 6n + 2, e.g. 8 or 20)
     pretrain:   steps, learning_rate, batch_size
     finetune:   steps, learning_rate, batch_size, eval_draws
     hardware:   preset, overrides (fixed Accelerator fields, e.g. {tiles: 32})
@@ -190,7 +191,10 @@ class SearchSpace:
 
         n = model.num_layers
         return Candidate(
-            widths=tuple(int(w) for w in values("widths", model.num_hidden)),
+            widths=tuple(  # a group keeps at most its maximum width
+                min(int(w), top)
+                for w, top in zip(values("widths", model.num_hidden), model.widths, strict=True)
+            ),
             sparsity=tuple(float(s) for s in values("sparsity", n)),
             granularity=values("granularity", n),
             analog_fraction=tuple(float(a) for a in values("analog_fraction", n)),
@@ -374,15 +378,23 @@ def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
     if len(task.target_classes) < 2:
         _fail(path, "task.target_classes", "needs at least 2 classes")
 
-    m = _section(top.get("model"), "model", path, ("family", "widths"))
+    m = _section(top.get("model"), "model", path, ("family", "widths", "depth"))
     family = _choice(m.get("family", "mlp"), "model.family", path, FAMILIES)
-    default_widths = list(Model.widths) if family == "mlp" else [32, 32, 32]
+    default_widths = {"mlp": list(Model.widths), "resnet": [16, 32, 64]}.get(family, [32, 32, 32])
     model = Model(
         family=family,
         widths=_int_list(m.get("widths", default_widths), "model.widths", path, low=1),
+        depth=_typed(m, "depth", "model", path, int, Model.depth, 8),
     )
-    if family == "cnn" and len(model.widths) != 3:
-        _fail(path, "model.widths", "a cnn has 3 conv layers: give 3 channel counts")
+    if family in ("cnn", "resnet") and len(model.widths) != 3:
+        what = "3 conv layers: give 3 channel counts" if family == "cnn" else "3 stages: give 3"
+        _fail(path, "model.widths", f"a {family} has {what}")
+    if "depth" in m and family != "resnet":
+        _fail(path, "model.depth", "only a resnet takes a depth")
+    if (model.depth - 2) % 6:
+        _fail(
+            path, "model.depth", f"a resnet's depth is 6n + 2 (8, 14, 20, ...), got {model.depth}"
+        )
 
     def training(key, steps, lr, batch, extra=()):
         s = _section(top.get(key), key, path, ("steps", "learning_rate", "batch_size", *extra))

@@ -5,7 +5,8 @@ Flow for a population of candidates (all arrays, leading axis = candidate), in o
     base = pretrain once on the source task (cached on disk with orbax, keyed by a hash of all
            that determines it), hidden units sorted most important first
     per candidate:
-      inherit  the base's hidden layers; a candidate of width w keeps the first w units
+      inherit  the base's hidden layers; a candidate of width w keeps the first w units of a
+               width group (an MLP's or CNN's hidden layer, a ResNet's stage)
       head     fresh, for the target task's classes
       masks    from the inherited weights: widths x pruning (granularity, sparsity, tile grid),
                one (candidate, layer) at a time by `lax.map`, so only the chosen maker runs
@@ -85,7 +86,7 @@ class FinetuneConfig:
 class Population:
     """Per-candidate knobs as arrays with a leading candidate axis."""
 
-    widths: jax.Array  # [B, hidden] int32, kept units per hidden layer
+    widths: jax.Array  # [B, groups] int32, kept units per width group (`networks.layer_groups`)
     sparsity: jax.Array  # [B, layers] float32
     granularity: jax.Array  # [B, layers] int32, index into GRANULARITIES
     analog_fraction: jax.Array  # [B, layers] float32
@@ -182,7 +183,8 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> pathlib.P
 def base_key(spec: networks.NetworkSpec, data: Dataset, config: PretrainConfig) -> str:
     """Hash of everything that determines a pretrained base: network, data, training, format."""
     digest = hashlib.sha256()
-    digest.update(json.dumps([_BASE_FORMAT, repr(spec), repr(config), data.name]).encode())
+    extra = [spec.depth] if spec.depth else []  # kept out of repr: older keys stay valid
+    digest.update(json.dumps([_BASE_FORMAT, repr(spec), repr(config), data.name, *extra]).encode())
     for array in (data.x_train, data.y_train):
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()[:20]
@@ -325,9 +327,7 @@ class Engine:
             axis=1,
         )  # [B, L, K_max, N_max]
         size, layers = population.size, len(shapes)
-        widths = population.widths
-        cols = jnp.concatenate([widths, jnp.full((size, 1), spec.num_classes, jnp.int32)], 1)
-        in_units = jnp.concatenate([jnp.full((size, 1), shapes[0].in_units, jnp.int32), widths], 1)
+        in_units, cols = networks.layer_widths(spec, population.widths)
         rows = in_units * jnp.asarray([[s.kernel_area for s in shapes]], jnp.int32)
         per_layer = (
             population.granularity,
@@ -348,7 +348,8 @@ class Engine:
         spec, cfg, shapes = self.spec, self.config, self.shapes
         batch_key, noise_key, eval_key = keys
         widths = [cand.widths[i] for i in range(spec.num_hidden)]
-        cols = [*widths, spec.num_classes]
+        _, cols = networks.layer_widths(spec, cand.widths)
+        cols = [cols[i] for i in range(len(shapes))]
         n_analog = [jnp.round(cand.analog_fraction[i] * cols[i]) for i in range(len(shapes))]
         unit_masks = networks.width_masks(spec, widths)
         hw = analog.AnalogConfig(
