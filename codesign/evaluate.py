@@ -156,6 +156,13 @@ def failure_attrs(reason: str | None) -> dict:
 
 def network_spec(model: Model, source: data.Dataset) -> networks.NetworkSpec:
     """The maximum-width network of a model for the source task's inputs and classes."""
+    if model.family == "module":
+        from codesign import nnx_model
+
+        net = nnx_model.traced(model.module, model.kwargs, model.groups, source.input_shape)
+        return networks.NetworkSpec(
+            "module", source.input_shape, source.num_classes, net.widths, network=net
+        )
     base = networks.default_spec(model.family, source.input_shape, source.num_classes)
     depth = {"depth": model.depth} if model.family == "resnet" else {}
     return dataclasses.replace(base, widths=tuple(model.widths), **depth)
@@ -210,6 +217,7 @@ class Evaluator:
             learning_rate=pre.learning_rate,
             batch_size=pre.batch_size,
             seed=task.seed,
+            checkpoint=problem.model.checkpoint or None,
         )
         self._cache_dir = cache_dir
         self._log = log

@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from codesign.resnet import apply_resnet, resnet_layers, resnet_maps
+
 
 @dataclasses.dataclass(frozen=True)
 class LayerShape:
@@ -71,7 +73,7 @@ def chain(
 # maximum widths is the maximum network with a mask over each hidden layer's output units, so all
 # candidates share one compiled program and a population can be vmapped.
 
-FAMILIES = ("mlp", "cnn", "resnet")
+FAMILIES = ("mlp", "cnn", "resnet", "module")  # module: your own NNX model, `codesign.nnx_model`
 _CONV_DIMENSIONS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
 
 
@@ -95,6 +97,8 @@ class NetworkSpec:
     paddings: tuple[int, ...] = ()
     # resnet only; kept out of repr, so the cache keys of other families stay as they were
     depth: int = dataclasses.field(default=0, repr=False)
+    # module only: the traced NNX module (a `codesign.nnx_model.ModuleNetwork`)
+    network: object = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self):
         for field in ("input_shape", "widths", "kernel_sizes", "strides", "paddings"):
@@ -108,6 +112,11 @@ class NetworkSpec:
             )
         if not self.input_shape or min(self.input_shape) < 1:
             raise ValueError(f"NetworkSpec.input_shape must be positive, got {self.input_shape}")
+        if self.family == "module":
+            if self.network is None or tuple(self.network.widths) != self.widths:
+                raise ValueError("a module network needs its traced network and its widths")
+        elif self.network is not None:
+            raise ValueError("only a module family takes a network")
         if self.family == "resnet":
             self._check_resnet()
         elif self.depth:
@@ -188,79 +197,13 @@ def feature_map_shapes(spec: NetworkSpec) -> tuple[tuple[int, ...], ...]:
     return tuple(shapes)
 
 
-@dataclasses.dataclass(frozen=True)
-class ResidualLayer:
-    """One conv of a ResNet: its geometry and the width groups (stages) it reads and writes."""
-
-    name: str
-    in_group: int  # -1: the network input
-    out_group: int
-    kernel: int
-    stride: int
-    padding: int
-
-
-@dataclasses.dataclass(frozen=True)
-class ResidualBlock:
-    """Layer indices of one block: out = relu(conv2(relu(conv1(x))) + shortcut(x))."""
-
-    conv1: int
-    conv2: int
-    shortcut: int | None  # a 1x1 projection, or None for the identity
-    group: int
-
-
-def resnet_layers(spec: NetworkSpec) -> tuple[tuple[ResidualLayer, ...], tuple[ResidualBlock, ...]]:
-    """A CIFAR-style ResNet (He et al. 2016, sec. 4.2): the convs in parameter order, and blocks.
-
-    A 3x3 stem conv, then 3 stages of n = (depth - 2) / 6 basic blocks of two 3x3 convs; the
-    first block of stages 2 and 3 halves the positions (stride 2) and projects its shortcut with
-    a strided 1x1 conv (He et al.'s option B). Every conv of a stage writes or reads the stage's
-    residual stream, so a stage is one width group: its blocks' inner convs are tied to it too.
-    No normalisation layer: the second conv of every block starts at zero (Goyal et al. 2017,
-    "zero-gamma"; Fixup, Zhang et al. 2019), so the network needs no batch statistics and every
-    weight is a plain matrix an analog tile can hold.
-    """
-    layers = [ResidualLayer("stem", -1, 0, 3, 1, 1)]
-    blocks = []
-    for stage in range(3):
-        for b in range(spec.depth // 6):
-            down = stage > 0 and b == 0
-            source = stage - 1 if down else stage
-            name = f"stage{stage}.block{b}"
-            conv1 = len(layers)
-            layers.append(ResidualLayer(f"{name}.conv1", source, stage, 3, 2 if down else 1, 1))
-            layers.append(ResidualLayer(f"{name}.conv2", stage, stage, 3, 1, 1))
-            shortcut = None
-            if down:
-                shortcut = len(layers)
-                layers.append(ResidualLayer(f"{name}.shortcut", source, stage, 1, 2, 0))
-            blocks.append(ResidualBlock(conv1, conv1 + 1, shortcut, stage))
-    return tuple(layers), tuple(blocks)
-
-
-def _out_spatial(spatial: tuple[int, ...], kernel: int, stride: int, padding: int):
-    return tuple((n + 2 * padding - kernel) // stride + 1 for n in spatial)
-
-
-def _resnet_maps(spec: NetworkSpec) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
-    """(input, output) spatial shape of every ResNet conv."""
-    layers, _ = resnet_layers(spec)
-    stream = {-1: spec.input_shape[:-1]}  # spatial shape of each group's stream
-    maps = []
-    for layer in layers:
-        spatial_in = stream[layer.in_group]
-        spatial_out = _out_spatial(spatial_in, layer.kernel, layer.stride, layer.padding)
-        stream[layer.out_group] = spatial_out
-        maps.append((spatial_in, spatial_out))
-    return maps
-
-
 def layer_groups(spec: NetworkSpec) -> tuple[tuple[int, int], ...]:
     """(in_group, out_group) of every weight layer, the head last; -1 is a fixed width (the
     network's input or its classes). A candidate keeps ``widths[g]`` units of group g, and every
     layer that writes a group keeps that many output units, every layer that reads it that many
     inputs."""
+    if spec.family == "module":
+        return spec.network.groups
     if spec.family == "resnet":
         layers, _ = resnet_layers(spec)
         return (*((l.in_group, l.out_group) for l in layers), (len(spec.widths) - 1, -1))
@@ -281,12 +224,27 @@ def layer_shapes(spec: NetworkSpec) -> tuple[LayerShape, ...]:
     A ResNet's head reads the globally averaged last stage (K = C); each of its layers names the
     layer whose outputs it reads (``source``), so the energy model follows the shortcuts.
     """
+    if spec.family == "module":
+        net = spec.network
+        return tuple(
+            LayerShape(
+                in_units=layer.in_units,
+                out_units=spec.num_classes if out_group < 0 else layer.out_units,
+                kernel_area=layer.kernel_area,
+                positions=layer.positions,
+                name=layer.name,
+                source=source,
+            )
+            for layer, (_, out_group), source in zip(
+                net.layers, net.groups, net.sources(), strict=True
+            )
+        )
     if spec.family == "resnet":
         layers, _ = resnet_layers(spec)
         producer = {-1: -1}
         shapes = []
         for i, (layer, (spatial_in, spatial_out)) in enumerate(
-            zip(layers, _resnet_maps(spec), strict=True)
+            zip(layers, resnet_maps(spec), strict=True)
         ):
             shapes.append(
                 LayerShape(
@@ -326,10 +284,19 @@ def init_params(spec: NetworkSpec, key: jax.Array) -> tuple[dict[str, jax.Array]
 
     Both drawn from U(-1/sqrt(K), 1/sqrt(K)), PyTorch's default for Linear and Conv layers, so
     training from scratch matches the MNIST-1D paper's reference models.
-    A ResNet's second conv of each block starts at zero (see `resnet_layers`).
+    A ResNet's second conv of each block starts at zero (see `resnet_layers`); a module keeps
+    the weights it was built with, except its head.
     """
     shapes = layer_shapes(spec)
     params = []
+    if spec.family == "module":  # the module's own initial weights, and a fresh head
+        net = spec.network
+        params = [
+            {"w": jnp.asarray(w, jnp.float32), "b": jnp.asarray(b, jnp.float32)}
+            for w, b in zip(net.kernels[:-1], net.biases[:-1], strict=True)
+        ]
+        shapes = shapes[-1:]
+        key = jax.random.fold_in(key, len(params))
     for shape, layer_key in zip(shapes, jax.random.split(key, len(shapes)), strict=True):
         bound = 1.0 / math.sqrt(shape.rows)
         w_key, b_key = jax.random.split(layer_key)
@@ -409,8 +376,10 @@ def apply(
     if unit_masks is not None and len(unit_masks) != spec.num_hidden:
         raise ValueError(f"need {spec.num_hidden} unit masks, one per width group")
     matmul = _matmul if matmul is None else matmul
+    if spec.family == "module":
+        return spec.network.apply(params, x, unit_masks, matmul)
     if spec.family == "resnet":
-        return _apply_resnet(spec, params, x, unit_masks, matmul)
+        return apply_resnet(spec, params, x, unit_masks, matmul, layer_input)
     maps = feature_map_shapes(spec) if spec.family == "cnn" else None
     batch, h = x.shape[0], x
     for i, layer in enumerate(params[:-1]):
@@ -419,28 +388,6 @@ def apply(
             y = y * unit_masks[i][None, :]
         h = y if maps is None else y.reshape(batch, *maps[i + 1], y.shape[-1])
     head = spec.num_hidden
-    return matmul(head, layer_input(spec, head, h), params[head]["w"]) + params[head]["b"][None, :]
-
-
-def _apply_resnet(spec: NetworkSpec, params, x, unit_masks, matmul) -> jax.Array:
-    """The ResNet forward: every stream is masked to its stage's width after each add."""
-    layers, blocks = resnet_layers(spec)
-    maps = _resnet_maps(spec)
-    batch = x.shape[0]
-
-    def conv(i, h):  # pre-activation output of conv i, [B, *spatial_out, N]
-        y = matmul(i, layer_input(spec, i, h), params[i]["w"]) + params[i]["b"][None, :]
-        return y.reshape(batch, *maps[i][1], y.shape[-1])
-
-    def keep(group, y):
-        return y if unit_masks is None else y * unit_masks[group][(None,) * (y.ndim - 1)]
-
-    h = keep(0, jax.nn.relu(conv(0, x)))
-    for block in blocks:
-        r = keep(block.group, jax.nn.relu(conv(block.conv1, h)))
-        shortcut = h if block.shortcut is None else conv(block.shortcut, h)
-        h = keep(block.group, jax.nn.relu(conv(block.conv2, r) + shortcut))
-    head = len(layers)
     return matmul(head, layer_input(spec, head, h), params[head]["w"]) + params[head]["b"][None, :]
 
 
@@ -459,19 +406,17 @@ def layer_widths(spec: NetworkSpec, widths):
     [..., layers], NumPy in, NumPy out, traced in, traced out."""
     xp = jnp if isinstance(widths, jax.Array) else np
     widths = xp.asarray(widths)
-    fixed_in, fixed_out = spec.input_shape[-1], spec.num_classes
-    if spec.family == "mlp":
-        fixed_in = math.prod(spec.input_shape)
 
     def pick(group, fixed):
         if group >= 0:
             return widths[..., group]
         return xp.full(widths.shape[:-1], fixed, widths.dtype)
 
-    groups = layer_groups(spec)
-    ins = xp.stack([pick(g, fixed_in) for g, _ in groups], axis=-1)
-    outs = xp.stack([pick(g, fixed_out) for _, g in groups], axis=-1)
-    return ins, outs
+    pairs = zip(layer_groups(spec), layer_shapes(spec), strict=True)
+    ins, outs = zip(
+        *((pick(i, s.in_units), pick(o, s.out_units)) for (i, o), s in pairs), strict=True
+    )
+    return xp.stack(ins, axis=-1), xp.stack(outs, axis=-1)
 
 
 def _outgoing_rows(shape: LayerShape, w: jax.Array) -> jax.Array:

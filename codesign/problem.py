@@ -56,6 +56,12 @@ class Model:
     family: str = "mlp"
     widths: tuple[int, ...] = (128, 128)
     depth: int = 8  # resnet only
+    # family "module", your own NNX model (`codesign.nnx_model.module_model` fills these in):
+    module: object = None  # its class or factory, or "package.module:Class"
+    kwargs: tuple = ()  # (name, value) pairs it is built with
+    groups: tuple = ()  # tuples of layer names whose outputs share one width
+    layers: int = 0  # its Linear and Conv layers
+    checkpoint: str = ""  # your own pretrained base (.npz or orbax), instead of pretraining
 
     @property
     def num_hidden(self) -> int:
@@ -68,6 +74,8 @@ class Model:
         2 shortcut projections, head)."""
         if self.family == "resnet":
             return (self.depth - 2) + 4
+        if self.family == "module":
+            return self.layers
         return len(self.widths) + 1
 
 

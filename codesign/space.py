@@ -5,9 +5,11 @@ A search space file has these sections (every key optional unless marked; see
 
     name: digits_mlp                     # study name (default: the file name)
     task:       dataset (digits | mnist1d | path/to/data.npz), source_classes, target_classes, seed
-    model:      family (mlp | cnn | resnet), widths (maximum hidden widths; a cnn's 3 conv channel
-                counts; a resnet's 3 stage widths), depth (resnet: 6n + 2, e.g. 8 or 20)
-    pretrain:   steps, learning_rate, batch_size
+    model:      family (mlp | cnn | resnet | module), widths (maximum hidden widths; a cnn's 3 conv
+                channel counts; a resnet's 3 stage widths), depth (resnet: 6n + 2, e.g. 8 or 20);
+                or your own NNX model: module ("package.module:Class"), kwargs, groups (lists of
+                layer names whose outputs share a width)
+    pretrain:   steps, learning_rate, batch_size, or checkpoint (your own base: .npz or orbax)
     finetune:   steps, learning_rate, batch_size, eval_draws
     hardware:   preset, overrides (fixed Accelerator fields, e.g. {tiles: 32})
     search:     widths, sparsity, granularity, tile, analog_fraction, adc_bits
@@ -331,6 +333,28 @@ def _dimension(spec, key: str, path: str, *, kind, low=None, high=None, choices=
     return Dimension(low=lo, high=hi, step=step, is_int=kind is int, per_layer=per_layer)
 
 
+def _module_model(m: dict, task: Task, path: str) -> Model:
+    """Your own NNX module, traced on the source task's input shape (`codesign.nnx_model`)."""
+    from codesign import data, nnx_model
+
+    module = _typed(m, "module", "model", path, str, None)
+    if "widths" in m:
+        _fail(path, "model.widths", "a module's widths are its own: set them through kwargs")
+    kwargs = _section(m.get("kwargs"), "model.kwargs", path, tuple(m.get("kwargs") or ()))
+    groups = m.get("groups", [])
+    if not isinstance(groups, list) or not all(
+        isinstance(g, list) and all(isinstance(n, str) for n in g) for g in groups
+    ):
+        _fail(path, "model.groups", "must be a list of lists of layer names")
+    dataset = data.load_dataset(task.dataset, seed=task.seed, classes=task.source_classes)
+    try:
+        return nnx_model.module_model(
+            module, dataset.x_train.shape[1:], kwargs=kwargs, groups=groups
+        )
+    except CodesignError as err:
+        raise CodesignError(f"{path}: {err}") from None
+
+
 def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
     """Validate a parsed YAML document (a dict) into a `SearchSpace`."""
     top = _section(
@@ -378,8 +402,11 @@ def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
     if len(task.target_classes) < 2:
         _fail(path, "task.target_classes", "needs at least 2 classes")
 
-    m = _section(top.get("model"), "model", path, ("family", "widths", "depth"))
-    family = _choice(m.get("family", "mlp"), "model.family", path, FAMILIES)
+    m = _section(
+        top.get("model"), "model", path, ("family", "widths", "depth", "module", "kwargs", "groups")
+    )
+    family = m.get("family", "module" if "module" in m else "mlp")
+    family = _choice(family, "model.family", path, FAMILIES)
     default_widths = {"mlp": list(Model.widths), "resnet": [16, 32, 64]}.get(family, [32, 32, 32])
     model = Model(
         family=family,
@@ -395,6 +422,10 @@ def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
         _fail(
             path, "model.depth", f"a resnet's depth is 6n + 2 (8, 14, 20, ...), got {model.depth}"
         )
+    if family == "module":
+        model = _module_model(m, task, path)
+    elif any(k in m for k in ("module", "kwargs", "groups")):
+        _fail(path, "model.module", "module, kwargs and groups belong to family: module")
 
     def training(key, steps, lr, batch, extra=()):
         s = _section(top.get(key), key, path, ("steps", "learning_rate", "batch_size", *extra))
@@ -405,7 +436,15 @@ def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
             eval_draws=_typed(s, "eval_draws", key, path, int, 3, 1, 100),
         )
 
-    pretrain = training("pretrain", 500, 3e-3, 64)
+    pretrain = training("pretrain", 500, 3e-3, 64, ("checkpoint",))
+    checkpoint = (top.get("pretrain") or {}).get("checkpoint")
+    if checkpoint is not None:
+        checkpoint = _typed(top["pretrain"], "checkpoint", "pretrain", path, str, None)
+        beside = pathlib.Path(path).parent / checkpoint
+        checkpoint = str(beside) if beside.exists() else checkpoint
+        if not pathlib.Path(checkpoint).exists():
+            _fail(path, "pretrain.checkpoint", f"no such file or directory {checkpoint!r}")
+        model = dataclasses.replace(model, checkpoint=checkpoint)
     finetune = training("finetune", 100, 3e-3, 64, ("eval_draws",))
 
     h = _section(top.get("hardware"), "hardware", path, ("preset", "overrides"))

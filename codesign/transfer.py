@@ -49,6 +49,7 @@ __all__ = [
     "Engine",
     "pretrain",
     "enable_compilation_cache",
+    "load_checkpoint",
     "load_or_pretrain",
     "row_tile_bound",
 ]
@@ -63,6 +64,7 @@ class PretrainConfig:
     learning_rate: float = 3e-3
     batch_size: int = 64
     seed: int = 0
+    checkpoint: str | None = None  # your own pretrained base instead (see `load_checkpoint`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,10 +186,69 @@ def base_key(spec: networks.NetworkSpec, data: Dataset, config: PretrainConfig) 
     """Hash of everything that determines a pretrained base: network, data, training, format."""
     digest = hashlib.sha256()
     extra = [spec.depth] if spec.depth else []  # kept out of repr: older keys stay valid
+    extra += [spec.network.key] if spec.network is not None else []
     digest.update(json.dumps([_BASE_FORMAT, repr(spec), repr(config), data.name, *extra]).encode())
     for array in (data.x_train, data.y_train):
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()[:20]
+
+
+def load_checkpoint(spec: networks.NetworkSpec, path: str | os.PathLike):
+    """Your own pretrained base: per layer ``w`` [K, N] (rows unit-major, see
+    `networks.layer_shapes`) and ``b`` [N], from an .npz holding ``layer{i}_w`` and
+    ``layer{i}_b``, or an orbax checkpoint of that tuple of dicts (what codesign's base cache and
+    `train` write). The head may be missing or sized for other classes: it is replaced anyway.
+    Units are sorted most important first, as after pretraining. One-line `CodesignError` when
+    a file is missing or a shape does not match the model.
+    """
+    from codesign.errors import CodesignError
+
+    path = pathlib.Path(path)
+    shapes = networks.layer_shapes(spec)
+    if not path.exists():
+        raise CodesignError(f"pretrain.checkpoint: {path}: no such file or directory")
+    try:
+        if path.is_dir():
+            import orbax.checkpoint as ocp
+
+            raw = ocp.StandardCheckpointer().restore(path.resolve())
+            raw = raw.get("params", raw) if isinstance(raw, dict) else raw
+            layers = [dict(layer) for layer in (raw.values() if isinstance(raw, dict) else raw)]
+        else:
+            with np.load(path) as f:
+                count = sum(1 for k in f.files if k.startswith("layer") and k.endswith("_w"))
+                layers = [{"w": f[f"layer{i}_w"], "b": f[f"layer{i}_b"]} for i in range(count)]
+    except CodesignError:
+        raise
+    except Exception as err:
+        raise CodesignError(f"pretrain.checkpoint: {path}: unreadable ({err})") from None
+    if len(layers) not in (len(shapes), len(shapes) - 1):
+        raise CodesignError(
+            f"pretrain.checkpoint: {path}: {len(layers)} layers, the model has {len(shapes)}"
+        )
+    head = networks.init_params(spec, jax.random.PRNGKey(0))[-1]
+    params = []
+    for i, shape in enumerate(shapes):
+        if i == len(shapes) - 1:
+            if i < len(layers) and np.shape(layers[i]["w"])[0] != shape.rows:
+                raise CodesignError(
+                    f"pretrain.checkpoint: {path}: layer{i}_w ({shape.name}) has "
+                    f"{np.shape(layers[i]['w'])[0]} rows, the model's head {shape.rows}"
+                )
+            if i < len(layers):  # its rows count in the last stage's unit importance
+                head = {k: jnp.asarray(layers[i][k], jnp.float32) for k in ("w", "b")}
+            params.append(head)
+            continue
+        want = {"w": (shape.rows, shape.out_units), "b": (shape.out_units,)}
+        for name, dims in want.items():
+            got = tuple(np.shape(layers[i].get(name)))
+            if got != dims:
+                raise CodesignError(
+                    f"pretrain.checkpoint: {path}: layer{i}_{name} ({shape.name}) has shape "
+                    f"{got}, the model needs {dims}"
+                )
+        params.append({k: jnp.asarray(layers[i][k], jnp.float32) for k in ("w", "b")})
+    return networks.sort_units(spec, tuple(params))
 
 
 def load_or_pretrain(
@@ -209,6 +270,10 @@ def load_or_pretrain(
 
     import orbax.checkpoint as ocp
 
+    if config.checkpoint:
+        if log:
+            log(f"pretrained base from {config.checkpoint}")
+        return load_checkpoint(spec, config.checkpoint), True
     root = pathlib.Path(cache_dir) if cache_dir is not None else cache_root() / "bases"
     root.mkdir(parents=True, exist_ok=True)
     path = (root / f"base-{base_key(spec, data, config)}").resolve()

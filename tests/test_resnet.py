@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from codesign import data, design, networks, pruning, transfer
+from codesign.errors import CodesignError
 from codesign.evaluate import Candidate
 from codesign.space import load_space, parse_space
 
@@ -114,13 +115,13 @@ def npz_1d(tmp_path_factory):
     return path
 
 
-def _space(path, npz, **model):
+def _space(path, npz, pretrain=None, **model):
     raw = yaml.safe_load(pathlib.Path(path).read_text())
     raw["task"]["dataset"] = str(npz)
     raw["model"].update(model)
     if "widths" in model:
         raw["search"]["widths"] = {"low": 1, "high": max(model["widths"]), "per_layer": True}
-    raw["pretrain"] = {"steps": 30, "batch_size": 32}
+    raw["pretrain"] = pretrain or {"steps": 30, "batch_size": 32}
     raw["finetune"] = {"steps": 6, "batch_size": 16, "eval_draws": 1}
     return parse_space(raw, str(path))
 
@@ -225,3 +226,30 @@ def test_pretrained_resnet_base_is_cached_per_depth(npz_1d):
         for d in (8, 14)
     }
     assert len(keys) == 2
+
+
+def test_pretrained_checkpoint_replaces_pretraining(npz_1d, tmp_path):
+    """`pretrain: {checkpoint}` loads your own base (here an .npz of codesign's [K, N] layers),
+    sorts its units and pretrains nothing; a file whose shapes do not match is one line."""
+    spec = networks.NetworkSpec("resnet", (40, 1), 5, (8, 16, 16), depth=8)
+    params = _random_params(spec, seed=5)
+    good = tmp_path / "base.npz"
+    arrays = {f"layer{i}_{k}": np.asarray(p[k]) for i, p in enumerate(params) for k in "wb"}
+    np.savez(good, **arrays)
+    space_file = ROOT / "search_spaces" / "mnist1d_resnet.yaml"
+    space = _space(space_file, npz_1d, {"checkpoint": str(good)}, widths=[8, 16, 16])
+    evaluator = space.evaluator(cache_dir=tmp_path / "bases")
+    engine = evaluator.engine
+    assert engine.base_cached and not (tmp_path / "bases").exists()  # nothing pretrained
+    expected = sort_units(spec, params)[:-1]
+    for got, want in zip(engine.base, expected, strict=True):
+        np.testing.assert_allclose(got["w"], want["w"], rtol=1e-6)
+
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **{**arrays, "layer3_w": np.zeros((5, 16), np.float32)})
+    space = _space(space_file, npz_1d, {"checkpoint": str(bad)}, widths=[8, 16, 16])
+    with pytest.raises(CodesignError, match=r"layer3_w \(stage1.block0.conv1\) has shape") as err:
+        _ = space.evaluator(cache_dir=tmp_path / "bases").engine
+    assert "\n" not in str(err.value) and "(24, 16)" in str(err.value)
+    with pytest.raises(CodesignError, match="pretrain.checkpoint: no such file"):
+        _space(space_file, npz_1d, {"checkpoint": str(tmp_path / "none.npz")})
