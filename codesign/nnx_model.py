@@ -33,12 +33,14 @@ import numpy as np
 from flax import nnx
 
 from codesign.errors import CodesignError
+from codesign.problem import Model
 
 __all__ = [
     "ModuleLayer",
     "ModuleNetwork",
     "build_module",
     "load_factory",
+    "model_from_section",
     "module_model",
     "trace_module",
     "traced",
@@ -434,6 +436,15 @@ def trace_module(
     )
 
 
+def _hashable(value):
+    """A YAML value as a hashable one (lists become tuples), so traced networks are cached."""
+    if isinstance(value, list | tuple):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    return value
+
+
 @functools.cache
 def traced(module, kwargs: tuple, groups: tuple, input_shape: tuple[int, ...]) -> ModuleNetwork:
     """`trace_module`, once per module, build arguments and input shape in a process (so every
@@ -441,12 +452,10 @@ def traced(module, kwargs: tuple, groups: tuple, input_shape: tuple[int, ...]) -
     return trace_module(module, dict(kwargs), tuple(input_shape), groups)
 
 
-def module_model(module, input_shape, *, kwargs: dict | None = None, groups=()):
+def module_model(module, input_shape, *, kwargs: dict | None = None, groups=()) -> Model:
     """The `codesign.problem.Model` of your own NNX module (a class, a factory or
     "package.module:Class"), traced for inputs of ``input_shape`` (per example)."""
-    from codesign.problem import Model
-
-    items = tuple(sorted((kwargs or {}).items()))
+    items = tuple(sorted((k, _hashable(v)) for k, v in (kwargs or {}).items()))
     groups = tuple(tuple(g) for g in groups)
     net = traced(module, items, groups, tuple(input_shape))
     return Model(
@@ -457,3 +466,18 @@ def module_model(module, input_shape, *, kwargs: dict | None = None, groups=()):
         groups=groups,
         layers=len(net.layers),
     )
+
+
+def model_from_section(section: dict, input_shape) -> Model:
+    """The `Model` a search space's ``model: {module, kwargs, groups}`` section names."""
+    module, kwargs, groups = (section.get(k) for k in ("module", "kwargs", "groups"))
+    if not isinstance(module, str):
+        raise CodesignError(f"model.module: must be 'package.module:Class', got {module!r}")
+    if not isinstance(kwargs or {}, dict):
+        raise CodesignError(f"model.kwargs: must be a mapping of keyword arguments, got {kwargs!r}")
+    groups = groups or []
+    if not isinstance(groups, list) or not all(
+        isinstance(g, list) and all(isinstance(n, str) for n in g) for g in groups
+    ):
+        raise CodesignError("model.groups: must be a list of lists of layer names")
+    return module_model(module, input_shape, kwargs=kwargs, groups=groups)

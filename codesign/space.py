@@ -337,20 +337,11 @@ def _module_model(m: dict, task: Task, path: str) -> Model:
     """Your own NNX module, traced on the source task's input shape (`codesign.nnx_model`)."""
     from codesign import data, nnx_model
 
-    module = _typed(m, "module", "model", path, str, None)
     if "widths" in m:
         _fail(path, "model.widths", "a module's widths are its own: set them through kwargs")
-    kwargs = _section(m.get("kwargs"), "model.kwargs", path, tuple(m.get("kwargs") or ()))
-    groups = m.get("groups", [])
-    if not isinstance(groups, list) or not all(
-        isinstance(g, list) and all(isinstance(n, str) for n in g) for g in groups
-    ):
-        _fail(path, "model.groups", "must be a list of lists of layer names")
     dataset = data.load_dataset(task.dataset, seed=task.seed, classes=task.source_classes)
     try:
-        return nnx_model.module_model(
-            module, dataset.x_train.shape[1:], kwargs=kwargs, groups=groups
-        )
+        return nnx_model.model_from_section(m, dataset.x_train.shape[1:])
     except CodesignError as err:
         raise CodesignError(f"{path}: {err}") from None
 
