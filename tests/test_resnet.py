@@ -6,6 +6,7 @@ import pathlib
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 import yaml
 
@@ -244,6 +245,13 @@ def test_pretrained_checkpoint_replaces_pretraining(npz_1d, tmp_path):
     expected = sort_units(spec, params)[:-1]
     for got, want in zip(engine.base, expected, strict=True):
         np.testing.assert_allclose(got["w"], want["w"], rtol=1e-6)
+
+    # An orbax checkpoint of the same layers (what `codesign train` writes) loads the same.
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(tmp_path / "orbax", {"params": params, "masks": []})
+    checkpointer.wait_until_finished()
+    from_orbax = transfer.load_checkpoint(spec, tmp_path / "orbax")
+    np.testing.assert_allclose(from_orbax[3]["w"], expected[3]["w"], rtol=1e-6)
 
     bad = tmp_path / "bad.npz"
     np.savez(bad, **{**arrays, "layer3_w": np.zeros((5, 16), np.float32)})
