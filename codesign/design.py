@@ -16,6 +16,7 @@ import pathlib
 
 import numpy as np
 
+from codesign import networks
 from codesign.errors import CodesignError
 from codesign.evaluate import Result
 from codesign.hardware import TRAINING_J_PER_FLOP
@@ -247,18 +248,30 @@ def load_design(path: str | pathlib.Path) -> FoundDesign:
 
 
 def _compact(params, masks, spec, shapes):
-    """Weights with removed units physically gone: smaller arrays that compute the same thing."""
-    compact, keep_prev = [], None
-    for i, (layer, shape) in enumerate(zip(params, shapes, strict=True)):
-        w, b = np.asarray(layer["w"]) * np.asarray(masks[i]), np.asarray(layer["b"])
-        if keep_prev is not None:  # drop the rows of units the previous layer removed
-            rows = (keep_prev[:, None] * shape.kernel_area + np.arange(shape.kernel_area)).ravel()
-            w = w[rows]
-        if i < spec.num_hidden:
-            keep = np.flatnonzero(np.any(w != 0, axis=0) | (b != 0))
-            w, b = w[:, keep], b[keep]
-            keep_prev = keep
-        compact.append({"w": w, "b": b, "kept_units": keep_prev if i < spec.num_hidden else None})
+    """Weights with removed units physically gone: smaller arrays that compute the same thing.
+
+    A unit of a width group (`networks.layer_groups`: a hidden layer, a ResNet stage) is kept
+    where a layer that writes the group keeps a weight or bias for it; every layer then keeps the
+    columns of its output group's kept units and the rows of its input group's.
+    """
+    groups = networks.layer_groups(spec)
+    layers = [
+        (np.asarray(p["w"]) * np.asarray(m), np.asarray(p["b"]))
+        for p, m in zip(params, masks, strict=True)
+    ]
+    alive = {}
+    for (w, b), (_, g) in zip(layers, groups, strict=True):
+        if g >= 0:
+            alive[g] = alive.get(g, False) | np.any(w != 0, axis=0) | (b != 0)
+    keep = {g: np.flatnonzero(v) for g, v in alive.items()}
+    compact = []
+    for (w, b), shape, (g_in, g_out) in zip(layers, shapes, groups, strict=True):
+        if g_in >= 0:  # drop the rows of units the group removed
+            area = shape.kernel_area
+            w = w[(keep[g_in][:, None] * area + np.arange(area)).ravel()]
+        if g_out >= 0:
+            w, b = w[:, keep[g_out]], b[keep[g_out]]
+        compact.append({"w": w, "b": b, "kept_units": keep[g_out] if g_out >= 0 else None})
     return compact
 
 

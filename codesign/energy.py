@@ -258,13 +258,17 @@ def layer_counts(
     """Counts from the design's statistics: exact widths and tiles, pruning at its nominal rate.
 
     Layer l keeps rows K_l * widths[l-1] / N_{l-1} (its inputs follow the previous layer's kept
-    outputs, times the kernel area). Row and column pruning remove whole rows/columns (the mapper
-    compacts them); block pruning empties round(sparsity * tiles) analog tiles; unstructured and
-    N:M pruning leave every tile active and only help the digital array's zero-skipping.
+    outputs, times the kernel area; in a residual network, its `LayerShape.source` layer's).
+    Row and column pruning remove whole rows/columns (the mapper compacts them); block pruning
+    empties round(sparsity * tiles) analog tiles; unstructured and N:M pruning leave every tile
+    active and only help the digital array's zero-skipping.
     """
     k, n, _ = _shape_arrays(network)
     widths = _clip(design.widths, 1.0, n)
     keep_in = jnp.concatenate([jnp.ones((1,), n.dtype), widths[:-1] / n[:-1]])
+    if any(layer.source is not None for layer in network):  # a residual network's shortcuts
+        src = np.asarray([l - 1 if s.source is None else s.source for l, s in enumerate(network)])
+        keep_in = jnp.where(src >= 0, (widths / n)[np.maximum(src, 0)], 1.0)
     rows = _round(k * keep_in, relaxed)
     cols = _round(widths, relaxed)
     s = _clip(design.sparsity, 0.0, 1.0)

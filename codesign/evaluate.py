@@ -158,8 +158,16 @@ def failure_attrs(reason: str | None) -> dict:
 
 def network_spec(model: Model, source: data.Dataset) -> networks.NetworkSpec:
     """The maximum-width network of a model for the source task's inputs and classes."""
+    if model.family == "module":
+        from codesign import nnx_model
+
+        net = nnx_model.traced(model.module, model.kwargs, model.groups, source.input_shape)
+        return networks.NetworkSpec(
+            "module", source.input_shape, source.num_classes, net.widths, network=net
+        )
     base = networks.default_spec(model.family, source.input_shape, source.num_classes)
-    return dataclasses.replace(base, widths=tuple(model.widths))
+    depth = {"depth": model.depth} if model.family == "resnet" else {}
+    return dataclasses.replace(base, widths=tuple(model.widths), **depth)
 
 
 def _results(report, cands: list[Candidate]) -> list[Result]:
@@ -201,9 +209,8 @@ class Evaluator:
             data_dir=task.data_dir,
         )
         self.spec = network_spec(problem.model, self.task.source)
-        self.shapes = networks.layer_shapes(
-            dataclasses.replace(self.spec, num_classes=self.task.target.num_classes)
-        )
+        self.target_spec = dataclasses.replace(self.spec, num_classes=self.task.target.num_classes)
+        self.shapes = networks.layer_shapes(self.target_spec)
         ft, pre = problem.finetune, problem.pretrain
         self.finetune = transfer.FinetuneConfig(
             steps=ft.steps,
@@ -217,6 +224,7 @@ class Evaluator:
             learning_rate=pre.learning_rate,
             batch_size=pre.batch_size,
             seed=task.seed,
+            checkpoint=problem.model.checkpoint or None,
         )
         self._cache_dir = cache_dir
         self._log = log
@@ -255,9 +263,9 @@ class Evaluator:
         stacked = jax.tree.map(
             lambda *xs: np.asarray(xs, np.float32)[index], *self._accelerators.values()
         )
-        out_units = self.shapes[-1].out_units
+        group_widths = np.asarray([c.widths for c in cands], np.float32)
         design = Design(
-            widths=np.asarray([[*c.widths, out_units] for c in cands], np.float32),
+            widths=networks.layer_widths(self.target_spec, group_widths)[1],
             analog_fraction=np.asarray([c.analog_fraction for c in cands], np.float32),
             sparsity=np.asarray([c.sparsity for c in cands], np.float32),
             granularity=np.asarray(

@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from codesign.resnet import apply_resnet, resnet_layers, resnet_maps
+
 
 @dataclasses.dataclass(frozen=True)
 class LayerShape:
@@ -26,6 +28,9 @@ class LayerShape:
     kernel_area: int = 1
     positions: int = 1
     name: str = ""
+    # The layer whose kept output units are this layer's inputs: None for the previous layer (a
+    # chain), -1 for the network input. A residual network's layers read other layers' outputs.
+    source: int | None = None
 
     def __post_init__(self):
         for field in ("in_units", "out_units", "kernel_area", "positions"):
@@ -68,7 +73,7 @@ def chain(
 # maximum widths is the maximum network with a mask over each hidden layer's output units, so all
 # candidates share one compiled program and a population can be vmapped.
 
-FAMILIES = ("mlp", "cnn")
+FAMILIES = ("mlp", "cnn", "resnet", "module")  # module: your own NNX model, `codesign.nnx_model`
 _CONV_DIMENSIONS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
 
 
@@ -76,9 +81,11 @@ _CONV_DIMENSIONS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
 class NetworkSpec:
     """A network family at its maximum widths: static and hashable, so jit can key on it.
 
-    ``widths`` are the hidden dense widths of an MLP or the conv channels of a CNN. A CNN's conv
-    layers are 1-D for inputs (length, channels) and 2-D for (height, width, channels), with
-    square kernels, and end in a dense head over the flattened last feature map.
+    ``widths`` are the hidden dense widths of an MLP, the conv channels of a CNN, or the three
+    stage widths of a ResNet. Conv layers are 1-D for inputs (length, channels) and 2-D for
+    (height, width, channels), with square kernels. A CNN ends in a dense head over the
+    flattened last feature map; a ResNet (``depth`` = 6n + 2, n blocks per stage) in one over the
+    globally averaged last feature map (see `resnet_layers`).
     """
 
     family: str
@@ -88,6 +95,10 @@ class NetworkSpec:
     kernel_sizes: tuple[int, ...] = ()
     strides: tuple[int, ...] = ()
     paddings: tuple[int, ...] = ()
+    # resnet only; kept out of repr, so the cache keys of other families stay as they were
+    depth: int = dataclasses.field(default=0, repr=False)
+    # module only: the traced NNX module (a `codesign.nnx_model.ModuleNetwork`)
+    network: object = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self):
         for field in ("input_shape", "widths", "kernel_sizes", "strides", "paddings"):
@@ -101,9 +112,18 @@ class NetworkSpec:
             )
         if not self.input_shape or min(self.input_shape) < 1:
             raise ValueError(f"NetworkSpec.input_shape must be positive, got {self.input_shape}")
+        if self.family == "module":
+            if self.network is None or tuple(self.network.widths) != self.widths:
+                raise ValueError("a module network needs its traced network and its widths")
+        elif self.network is not None:
+            raise ValueError("only a module family takes a network")
+        if self.family == "resnet":
+            self._check_resnet()
+        elif self.depth:
+            raise ValueError("only a resnet takes a depth")
         if self.family == "cnn":
             self._check_cnn()
-        elif self.kernel_sizes or self.strides or self.paddings:
+        elif self.family == "mlp" and (self.kernel_sizes or self.strides or self.paddings):
             raise ValueError("an mlp takes no kernel_sizes, strides or paddings")
 
     def _check_cnn(self):
@@ -126,21 +146,39 @@ class NetworkSpec:
             if min(spatial) < 1:
                 raise ValueError(f"conv{i} of {self} has no output positions left")
 
+    def _check_resnet(self):
+        """Raise unless the ResNet has 3 stages, a depth of 6n + 2 and positions left."""
+        if len(self.input_shape) - 1 not in _CONV_DIMENSIONS:
+            raise ValueError(
+                "a resnet needs input_shape (length, channels) or (height, width, channels), "
+                f"got {self.input_shape}"
+            )
+        if len(self.widths) != 3:
+            raise ValueError(f"a resnet has 3 stages: give 3 widths, got {self.widths}")
+        if self.depth < 8 or (self.depth - 2) % 6:
+            raise ValueError(f"a resnet's depth is 6n + 2 (8, 14, 20, ...), got {self.depth}")
+        if self.kernel_sizes or self.strides or self.paddings:
+            raise ValueError("a resnet takes no kernel_sizes, strides or paddings")
+
     @property
     def num_hidden(self) -> int:
-        """Hidden layers (all but the head): the layers that take a width mask."""
+        """Width groups: the widths a candidate chooses (a CNN's or MLP's hidden layers, a
+        ResNet's stages). Each takes one width mask."""
         return len(self.widths)
 
 
 def default_spec(family: str, input_shape: tuple[int, ...], num_classes: int) -> NetworkSpec:
     """The default maximum-width network of a family for inputs of the given shape.
 
-    MLP: two hidden layers of 256. CNN on (length, channels): the MNIST-1D paper's ConvBase
+    MLP: two hidden layers of 256. ResNet: ResNet-8 at the CIFAR widths 16, 32, 64 (He et al.
+    2016, sec. 4.2). CNN on (length, channels): the MNIST-1D paper's ConvBase
     layout (kernels 5, 3, 3, stride 2, padding 1; Greydanus 2020, github.com/greydanus/mnist1d
     notebooks/models.py) at 32 channels. CNN on (height, width, channels): three 3x3 convs of 32
     channels, strides 1, 2, 2, padding 1 (8x8 digits -> 8x8 -> 4x4 -> 2x2).
     """
     input_shape = tuple(input_shape)
+    if family == "resnet" and len(input_shape) - 1 in _CONV_DIMENSIONS:
+        return NetworkSpec("resnet", input_shape, num_classes, (16, 32, 64), depth=8)
     if family == "mlp":
         return NetworkSpec("mlp", input_shape, num_classes, widths=(256, 256))
     conv = {2: ((5, 3, 3), (2, 2, 2)), 3: ((3, 3, 3), (1, 2, 2))}  # (kernels, strides) by rank
@@ -159,13 +197,68 @@ def feature_map_shapes(spec: NetworkSpec) -> tuple[tuple[int, ...], ...]:
     return tuple(shapes)
 
 
+def layer_groups(spec: NetworkSpec) -> tuple[tuple[int, int], ...]:
+    """(in_group, out_group) of every weight layer, the head last; -1 is a fixed width (the
+    network's input or its classes). A candidate keeps ``widths[g]`` units of group g, and every
+    layer that writes a group keeps that many output units, every layer that reads it that many
+    inputs."""
+    if spec.family == "module":
+        return spec.network.groups
+    if spec.family == "resnet":
+        layers, _ = resnet_layers(spec)
+        return (*((l.in_group, l.out_group) for l in layers), (len(spec.widths) - 1, -1))
+    n = spec.num_hidden
+    return tuple((l - 1, l if l < n else -1) for l in range(n + 1))
+
+
+def _group_size(spec: NetworkSpec, group: int, fixed: int) -> int:
+    return fixed if group < 0 else spec.widths[group]
+
+
 def layer_shapes(spec: NetworkSpec) -> tuple[LayerShape, ...]:
     """Every weight layer of the network as a K x N matrix at P positions, the head last.
 
     A CNN's head reads the flattened last feature map (C channels at S positions), so it is
     described as a layer with ``in_units == C`` and ``kernel_area == S`` at one position: its
     K = C * S rows are channel-major, and dropping a channel drops S rows, as for any conv.
+    A ResNet's head reads the globally averaged last stage (K = C); each of its layers names the
+    layer whose outputs it reads (``source``), so the energy model follows the shortcuts.
     """
+    if spec.family == "module":
+        net = spec.network
+        return tuple(
+            LayerShape(
+                in_units=layer.in_units,
+                out_units=spec.num_classes if out_group < 0 else layer.out_units,
+                kernel_area=layer.kernel_area,
+                positions=layer.positions,
+                name=layer.name,
+                source=source,
+            )
+            for layer, (_, out_group), source in zip(
+                net.layers, net.groups, net.sources(), strict=True
+            )
+        )
+    if spec.family == "resnet":
+        layers, _ = resnet_layers(spec)
+        producer = {-1: -1}
+        shapes = []
+        for i, (layer, (spatial_in, spatial_out)) in enumerate(
+            zip(layers, resnet_maps(spec), strict=True)
+        ):
+            shapes.append(
+                LayerShape(
+                    in_units=_group_size(spec, layer.in_group, spec.input_shape[-1]),
+                    out_units=spec.widths[layer.out_group],
+                    kernel_area=layer.kernel ** len(spatial_in),
+                    positions=math.prod(spatial_out),
+                    name=layer.name,
+                    source=producer[layer.in_group],
+                )
+            )
+            producer.setdefault(layer.out_group, i)
+        head = LayerShape(spec.widths[-1], spec.num_classes, name="head", source=producer[2])
+        return (*shapes, head)
     if spec.family == "mlp":
         sizes = (math.prod(spec.input_shape), *spec.widths, spec.num_classes)
         names = (*(f"dense{i}" for i in range(spec.num_hidden)), "head")
@@ -191,14 +284,26 @@ def init_params(spec: NetworkSpec, key: jax.Array) -> tuple[dict[str, jax.Array]
 
     Both drawn from U(-1/sqrt(K), 1/sqrt(K)), PyTorch's default for Linear and Conv layers, so
     training from scratch matches the MNIST-1D paper's reference models.
+    A ResNet's second conv of each block starts at zero (see `resnet_layers`); a module keeps
+    the weights it was built with, except its head.
     """
     shapes = layer_shapes(spec)
     params = []
+    if spec.family == "module":  # the module's own initial weights, and a fresh head
+        net = spec.network
+        params = [
+            {"w": jnp.asarray(w, jnp.float32), "b": jnp.asarray(b, jnp.float32)}
+            for w, b in zip(net.kernels[:-1], net.biases[:-1], strict=True)
+        ]
+        shapes = shapes[-1:]
+        key = jax.random.fold_in(key, len(params))
     for shape, layer_key in zip(shapes, jax.random.split(key, len(shapes)), strict=True):
         bound = 1.0 / math.sqrt(shape.rows)
         w_key, b_key = jax.random.split(layer_key)
         w = jax.random.uniform(w_key, (shape.rows, shape.out_units), minval=-bound, maxval=bound)
         b = jax.random.uniform(b_key, (shape.out_units,), minval=-bound, maxval=bound)
+        if spec.family == "resnet" and shape.name.endswith(".conv2"):
+            w, b = jnp.zeros_like(w), jnp.zeros_like(b)
         params.append({"w": w, "b": b})
     return tuple(params)
 
@@ -209,27 +314,40 @@ def _matmul(layer_index: int, x_matrix: jax.Array, w_matrix: jax.Array) -> jax.A
     return x_matrix @ w_matrix
 
 
+def _patches(h: jax.Array, kernel: int, stride: int, padding: int) -> jax.Array:
+    """[B, *spatial_out, C * kernel_area] conv patches of h [B, *spatial, C], channel-major."""
+    dims = h.ndim - 2
+    return jax.lax.conv_general_dilated_patches(
+        h,
+        filter_shape=(kernel,) * dims,
+        window_strides=(stride,) * dims,
+        padding=((padding, padding),) * dims,
+        dimension_numbers=_CONV_DIMENSIONS[dims],
+        precision=jax.lax.Precision.HIGHEST,  # a gather in disguise: keep it exact on any backend
+    )
+
+
 def layer_input(spec: NetworkSpec, layer_index: int, h: jax.Array) -> jax.Array:
     """The [B*P, K] matrix that layer `layer_index` multiplies by its weights, rows unit-major.
 
     ``h`` is the layer's input: [B, *input_shape] for the first layer, else the previous layer's
-    output [B, *spatial, N]. Conv patches come out channel-major (c * kernel_area + offset).
+    output [B, *spatial, N] (a ResNet layer's: its source's). Conv patches come out channel-major
+    (c * kernel_area + offset).
     """
     batch = h.shape[0]
     if spec.family == "mlp":
         return h.reshape(batch, -1)
+    if spec.family == "resnet":
+        layers, _ = resnet_layers(spec)
+        if layer_index == len(layers):  # head: global average pool
+            return jnp.mean(h, axis=tuple(range(1, h.ndim - 1)))
+        layer = layers[layer_index]
+        patches = _patches(h, layer.kernel, layer.stride, layer.padding)
+        return patches.reshape(-1, patches.shape[-1])
     if layer_index == spec.num_hidden:  # head: flatten channel-major, like torch's view(B, -1)
         return jnp.moveaxis(h, -1, 1).reshape(batch, -1)
-    dims = h.ndim - 2
     k, s, p = (v[layer_index] for v in (spec.kernel_sizes, spec.strides, spec.paddings))
-    patches = jax.lax.conv_general_dilated_patches(
-        h,
-        filter_shape=(k,) * dims,
-        window_strides=(s,) * dims,
-        padding=((p, p),) * dims,
-        dimension_numbers=_CONV_DIMENSIONS[dims],
-        precision=jax.lax.Precision.HIGHEST,  # a gather in disguise: keep it exact on any backend
-    )
+    patches = _patches(h, k, s, p)
     return patches.reshape(-1, patches.shape[-1])
 
 
@@ -244,18 +362,24 @@ def apply(
     """Logits [B, num_classes] for inputs x [B, *input_shape].
 
     Args:
-        unit_masks: one [N_max] mask per hidden layer, multiplied into that layer's outputs
-            (1 keeps a unit, 0 removes it); None keeps every unit.
+        unit_masks: one [N_max] mask per width group (`layer_groups`; an MLP's or CNN's hidden
+            layers), multiplied into the outputs of every layer that writes the group (1 keeps
+            a unit, 0 removes it); None keeps every unit.
         matmul: ``matmul(layer_index, x_matrix [B*P, K], w [K, N]) -> [B*P, N]``, the hook where
             a hardware model replaces the exact product.
     """
     if tuple(x.shape[1:]) != spec.input_shape:
         raise ValueError(f"apply expects x of shape [B, *{spec.input_shape}], got {x.shape}")
-    if len(params) != spec.num_hidden + 1:
-        raise ValueError(f"params hold {len(params)} layers, the network has {spec.num_hidden + 1}")
+    num_layers = len(layer_groups(spec))
+    if len(params) != num_layers:
+        raise ValueError(f"params hold {len(params)} layers, the network has {num_layers}")
     if unit_masks is not None and len(unit_masks) != spec.num_hidden:
-        raise ValueError(f"need {spec.num_hidden} unit masks, one per hidden layer")
+        raise ValueError(f"need {spec.num_hidden} unit masks, one per width group")
     matmul = _matmul if matmul is None else matmul
+    if spec.family == "module":
+        return spec.network.apply(params, x, unit_masks, matmul)
+    if spec.family == "resnet":
+        return apply_resnet(spec, params, x, unit_masks, matmul, layer_input)
     maps = feature_map_shapes(spec) if spec.family == "cnn" else None
     batch, h = x.shape[0], x
     for i, layer in enumerate(params[:-1]):
@@ -268,7 +392,7 @@ def apply(
 
 
 def width_masks(spec: NetworkSpec, widths) -> tuple[jax.Array, ...]:
-    """Masks keeping the first ``widths[l]`` units of each hidden layer; widths may be traced."""
+    """Masks keeping the first ``widths[g]`` units of each width group; widths may be traced."""
     if len(widths) != spec.num_hidden:
         raise ValueError(f"need {spec.num_hidden} widths, got {widths}")
     return tuple(
@@ -277,61 +401,94 @@ def width_masks(spec: NetworkSpec, widths) -> tuple[jax.Array, ...]:
     )
 
 
+def layer_widths(spec: NetworkSpec, widths):
+    """Kept (input units, output units) of every layer for group widths [..., groups]: arrays
+    [..., layers], NumPy in, NumPy out, traced in, traced out."""
+    xp = jnp if isinstance(widths, jax.Array) else np
+    widths = xp.asarray(widths)
+
+    def pick(group, fixed):
+        if group >= 0:
+            return widths[..., group]
+        return xp.full(widths.shape[:-1], fixed, widths.dtype)
+
+    pairs = zip(layer_groups(spec), layer_shapes(spec), strict=True)
+    ins, outs = zip(
+        *((pick(i, s.in_units), pick(o, s.out_units)) for (i, o), s in pairs), strict=True
+    )
+    return xp.stack(ins, axis=-1), xp.stack(outs, axis=-1)
+
+
 def _outgoing_rows(shape: LayerShape, w: jax.Array) -> jax.Array:
     """A layer's weights as [in_units, kernel_area, N]: the block of rows each input unit feeds."""
     return w.reshape(shape.in_units, shape.kernel_area, shape.out_units)
 
 
 def permute_units(spec: NetworkSpec, params, orders):
-    """Reorder each hidden layer's units without changing the function the network computes.
+    """Reorder each width group's units without changing the function the network computes.
 
-    ``orders[l]`` lists hidden layer l's units in their new order: it permutes layer l's weight
-    columns and bias, and the matching blocks of kernel_area rows of layer l + 1.
+    ``orders[g]`` lists group g's units in their new order: it permutes the weight columns and
+    bias of every layer that writes the group, and the matching blocks of kernel_area rows of
+    every layer that reads it.
     """
     if len(orders) != spec.num_hidden:
-        raise ValueError(f"need {spec.num_hidden} orders, one per hidden layer")
+        raise ValueError(f"need {spec.num_hidden} orders, one per width group")
     shapes = layer_shapes(spec)
+    groups = layer_groups(spec)
     params = [dict(layer) for layer in params]
-    for l, order in enumerate(orders):
+    for g, order in enumerate(orders):
         order = jnp.asarray(order)
-        _check_permutation(order, spec.widths[l], l)
-        params[l]["w"] = params[l]["w"][:, order]
-        params[l]["b"] = params[l]["b"][order]
-        nxt = shapes[l + 1]
-        params[l + 1]["w"] = _outgoing_rows(nxt, params[l + 1]["w"])[order].reshape(
-            nxt.rows, nxt.out_units
-        )
+        _check_permutation(order, spec.widths[g], g)
+        for l, (in_group, out_group) in enumerate(groups):
+            if out_group == g:
+                params[l]["w"] = params[l]["w"][:, order]
+                params[l]["b"] = params[l]["b"][order]
+            if in_group == g:
+                shape = shapes[l]
+                params[l]["w"] = _outgoing_rows(shape, params[l]["w"])[order].reshape(
+                    shape.rows, shape.out_units
+                )
     return tuple(params)
 
 
 def _check_permutation(order: jax.Array, n: int, layer: int) -> None:
     """Raise unless `order` is a permutation of range(n) (values checked only when concrete)."""
     if order.shape != (n,):
-        raise ValueError(f"order for hidden layer {layer} has shape {order.shape}, not ({n},)")
+        raise ValueError(f"order for width group {layer} has shape {order.shape}, not ({n},)")
     try:
         values = np.asarray(order)
     except jax.errors.TracerArrayConversionError:
         return
     if not np.array_equal(np.sort(values), np.arange(n)):
-        raise ValueError(f"order for hidden layer {layer} is not a permutation of range({n})")
+        raise ValueError(f"order for width group {layer} is not a permutation of range({n})")
 
 
 def unit_importance(spec: NetworkSpec, params) -> tuple[jax.Array, ...]:
-    """Per hidden layer, [N] importance of each unit: the L2 norm of every weight touching it.
+    """Per width group, [N] importance of each unit: the L2 norm of every weight touching it.
 
-    That is the unit's incoming weights and bias together with its outgoing rows in the next
-    layer; a unit whose importance is 0 can be removed without changing the output.
+    That is the unit's incoming weights and bias in every layer that writes the group, with its
+    outgoing rows in every layer that reads it; a unit whose importance is 0 can be removed
+    without changing the output.
     """
     shapes = layer_shapes(spec)
+    groups = layer_groups(spec)
     importance = []
-    for l in range(spec.num_hidden):
-        incoming = jnp.sum(params[l]["w"] ** 2, axis=0) + params[l]["b"] ** 2
-        outgoing = jnp.sum(_outgoing_rows(shapes[l + 1], params[l + 1]["w"]) ** 2, axis=(1, 2))
+    for g in range(spec.num_hidden):
+        incoming = sum(
+            jnp.sum(params[l]["w"] ** 2, axis=0) + params[l]["b"] ** 2
+            for l, (_, out_group) in enumerate(groups)
+            if out_group == g
+        )
+        outgoing = sum(
+            jnp.sum(_outgoing_rows(shapes[l], params[l]["w"]) ** 2, axis=(1, 2))
+            for l, (in_group, _) in enumerate(groups)
+            if in_group == g
+        )
         importance.append(jnp.sqrt(incoming + outgoing))
     return tuple(importance)
 
 
 def sort_units(spec: NetworkSpec, params):
-    """Permute every hidden layer's units most important first, so width masks keep the best."""
+    """Permute every width group's units most important first, so width masks keep the best."""
     orders = [jnp.argsort(-imp) for imp in unit_importance(spec, params)]
     return permute_units(spec, params, orders)

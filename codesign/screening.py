@@ -61,6 +61,8 @@ _RESTARTS = 0
 def _blas():
     """The process's matrices are tiny (one row per trial): one BLAS thread fits them ~10x faster
     than several threads contending for the cores (measured: 25 against 300 ms per fit, 2 cores)."""
+    import scipy.optimize  # noqa: F401  (load the BLAS libraries the GP fit uses first,
+    import sklearn.gaussian_process  # noqa: F401  so that the controller sees and limits them)
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()

@@ -8,8 +8,11 @@ A search space file has these sections (every key optional unless marked; see
                 archive, a folder of IDX files or of class sub-folders of images), data_dir,
                 split (by_class | by_examples), source_classes, target_classes,
                 target_examples_per_class, seed
-    model:      family (mlp | cnn), widths (maximum hidden widths; a cnn's 3 conv channel counts)
-    pretrain:   steps, learning_rate, batch_size
+    model:      family (mlp | cnn | resnet | module), widths (maximum hidden widths; a cnn's 3 conv
+                channel counts; a resnet's 3 stage widths), depth (resnet: 6n + 2, e.g. 8 or 20);
+                or your own NNX model: module ("package.module:Class"), kwargs, groups (lists of
+                layer names whose outputs share a width)
+    pretrain:   steps, learning_rate, batch_size, or checkpoint (your own base: .npz or orbax)
     finetune:   steps, learning_rate, batch_size, eval_draws
     hardware:   preset, overrides (fixed Accelerator fields, e.g. {tiles: 32})
     search:     widths, sparsity, granularity, tile, analog_fraction, adc_bits
@@ -28,15 +31,14 @@ valid choices.
 from __future__ import annotations
 
 import dataclasses
-import math
 import pathlib
 from typing import Any
 
-import numpy as np
 import yaml
 
 from codesign.checks import choice, fail, int_list, override, parse_tile, section, typed
 from codesign.data import DATASET_NAMES, SPLITS, looks_like_path
+from codesign.dimensions import Dimension, parse_dimension
 from codesign.errors import CodesignError
 from codesign.evaluate import Evaluator
 from codesign.hardware import Accelerator
@@ -59,75 +61,6 @@ __all__ = [
 SAMPLERS = ("energy-aware", "nsga2", "tpe", "gp", "random")
 _BUDGETS = tuple(f.name for f in dataclasses.fields(Budgets))
 _SEARCHED = ("widths", "sparsity", "granularity", "tile", "analog_fraction", "adc_bits")
-
-
-@dataclasses.dataclass(frozen=True)
-class Dimension:
-    """A searched (or fixed) value: choices, or a low..high range with an optional step."""
-
-    choices: tuple | None = None
-    low: float | None = None
-    high: float | None = None
-    step: float | None = None
-    is_int: bool = False
-    per_layer: bool = False
-    is_tile: bool = False  # choices are tile sizes (an int or "ROWSxCOLS")
-
-    @property
-    def fixed(self):
-        """The value when the dimension has a single choice, else None."""
-        return self.choices[0] if self.choices is not None and len(self.choices) == 1 else None
-
-    def sample(self, rng, count: int) -> list:
-        """count uniform random values on the dimension's grid, without Optuna."""
-        if self.choices is not None:
-            return [self.choices[i] for i in rng.integers(len(self.choices), size=count)]
-        if self.step:
-            steps = rng.integers(int(round((self.high - self.low) / self.step)) + 1, size=count)
-            values = np.minimum(self.low + self.step * steps, self.high)  # no drift past high
-            return (
-                [int(v) for v in values] if self.is_int else [round(float(v), 12) for v in values]
-            )
-        if self.is_int:
-            return [int(v) for v in rng.integers(int(self.low), int(self.high) + 1, size=count)]
-        return [float(v) for v in rng.uniform(self.low, self.high, size=count)]
-
-    def features(self, value) -> list[float]:
-        """A value as points in [0, 1]: a range scaled linearly, tiles by log2 of their cell
-        count, numeric choices by value, other choices one-hot (two categories 1 apart)."""
-        if self.choices is None:
-            return [(float(value) - self.low) / ((self.high - self.low) or 1.0)]
-        if self.is_tile:
-            cells = [math.log2(math.prod(parse_tile(c, "search.tile", ""))) for c in self.choices]
-            mine = math.log2(math.prod(parse_tile(value, "search.tile", "")))
-            return [(mine - min(cells)) / ((max(cells) - min(cells)) or 1.0)]
-        if all(isinstance(c, int | float) and not isinstance(c, bool) for c in self.choices):
-            low, high = min(self.choices), max(self.choices)
-            return [(float(value) - low) / ((high - low) or 1.0)]
-        return [1.0 / math.sqrt(2.0) if value == c else 0.0 for c in self.choices]
-
-    def contains(self, value) -> bool:
-        """Whether value is a point of this dimension (tiles compared as (rows, cols))."""
-        if self.choices is not None:
-            if self.is_tile:
-                tiles = [parse_tile(c, "search.tile", "") for c in self.choices]
-                pair = isinstance(value, list | tuple) and len(value) == 2
-                return pair and tuple(value) in tiles
-            return value in self.choices
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return False
-        if self.is_int and value != int(value):
-            return False
-        return math.isfinite(value) and self.low - 1e-9 <= value <= self.high + 1e-9
-
-    def suggest(self, trial, name: str):
-        if self.choices is not None:
-            if len(self.choices) == 1:
-                return self.choices[0]
-            return trial.suggest_categorical(name, list(self.choices))
-        if self.is_int:
-            return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1))
-        return trial.suggest_float(name, self.low, self.high, step=self.step)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,7 +140,10 @@ class SearchSpace:
 
         n = model.num_layers
         return Candidate(
-            widths=tuple(int(w) for w in values("widths", model.num_hidden)),
+            widths=tuple(  # a group keeps at most its maximum width
+                min(int(w), top)
+                for w, top in zip(values("widths", model.num_hidden), model.widths, strict=True)
+            ),
             sparsity=tuple(float(s) for s in values("sparsity", n)),
             granularity=values("granularity", n),
             analog_fraction=tuple(float(a) for a in values("analog_fraction", n)),
@@ -234,7 +170,7 @@ class SearchSpace:
                 if not dim.contains(v):
                     raise CodesignError(
                         f"{where}: candidate.{key} = {v!r} is not a point of the design's search "
-                        f"space ({_describe(dim)})"
+                        f"space ({dim.describe()})"
                     )
 
     def suggest(self, trial) -> Candidate:
@@ -245,12 +181,6 @@ class SearchSpace:
         dims = self.param_dims()
         order = sorted(dims, key=lambda name: name != "tile")  # stable: the rest keep order
         return self.candidate({name: dims[name].suggest(trial, name) for name in order})
-
-
-def _describe(dim: Dimension) -> str:
-    if dim.choices is not None:
-        return "choices: " + ", ".join(map(str, dim.choices))
-    return f"{dim.low:g}..{dim.high:g}"
 
 
 def load_space(path: str | pathlib.Path) -> SearchSpace:
@@ -273,46 +203,17 @@ def load_space(path: str | pathlib.Path) -> SearchSpace:
 # --- validation helpers ---
 
 
-def _dimension(spec, key: str, path: str, *, kind, low=None, high=None, choices=None) -> Dimension:
-    """Parse one searched dimension: a fixed value, {choices: [...]}, or {low, high, step}."""
-    full = f"search.{key}"
-    if not isinstance(spec, dict):
-        spec = {"choices": [spec]}
-    spec = section(spec, full, path, ("choices", "low", "high", "step", "per_layer"))
-    per_layer = typed(spec, "per_layer", full, path, bool, False)
-    if "choices" in spec:
-        if any(k in spec for k in ("low", "high", "step")):
-            fail(path, full, "give either choices or low/high/step, not both")
-        values = spec["choices"]
-        if not isinstance(values, list) or not values:
-            fail(path, f"{full}.choices", "must be a non-empty list")
-        checked = []
-        for v in values:
-            if choices is not None:
-                checked.append(choice(v, f"{full}.choices", path, choices))
-            elif key == "tile":
-                parse_tile(v, f"{full}.choices", path)
-                checked.append(v if isinstance(v, str) else int(v))
-            else:
-                wrapper = {"v": v}
-                checked.append(typed(wrapper, "v", f"{full}.choices", path, kind, None, low, high))
-        return Dimension(
-            choices=tuple(checked), is_int=kind is int, per_layer=per_layer, is_tile=key == "tile"
-        )
-    if choices is not None or key == "tile":
-        fail(path, full, "takes choices: [...], not a range")
-    if "low" not in spec or "high" not in spec:
-        fail(path, full, "a range needs both low and high (or give choices: [...])")
-    lo = typed(spec, "low", full, path, kind, None, low, high)
-    hi = typed(spec, "high", full, path, kind, None, low, high)
-    if lo > hi:
-        fail(path, full, f"empty range: low {lo} > high {hi}")
-    step = spec.get("step")
-    if step is not None:
-        step = typed(spec, "step", full, path, kind, None)
-        if step <= 0:
-            fail(path, f"{full}.step", f"must be > 0, got {step}")
-    return Dimension(low=lo, high=hi, step=step, is_int=kind is int, per_layer=per_layer)
+def _module_model(m: dict, task: Task, path: str) -> Model:
+    """Your own NNX module, traced on the source task's input shape (`codesign.nnx_model`)."""
+    from codesign import data, nnx_model
+
+    if "widths" in m:
+        fail(path, "model.widths", "a module's widths are its own: set them through kwargs")
+    dataset = data.load_dataset(task.dataset, seed=task.seed, classes=task.source_classes)
+    try:
+        return nnx_model.model_from_section(m, dataset.x_train.shape[1:])
+    except CodesignError as err:
+        raise CodesignError(f"{path}: {err}") from None
 
 
 def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
@@ -398,15 +299,28 @@ def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
     if target_classes is not None and len(target_classes) < 2:
         fail(path, "task.target_classes", "needs at least 2 classes")
 
-    m = section(top.get("model"), "model", path, ("family", "widths"))
-    family = choice(m.get("family", "mlp"), "model.family", path, FAMILIES)
-    default_widths = list(Model.widths) if family == "mlp" else [32, 32, 32]
+    m = section(
+        top.get("model"), "model", path, ("family", "widths", "depth", "module", "kwargs", "groups")
+    )
+    family = m.get("family", "module" if "module" in m else "mlp")
+    family = choice(family, "model.family", path, FAMILIES)
+    default_widths = {"mlp": list(Model.widths), "resnet": [16, 32, 64]}.get(family, [32, 32, 32])
     model = Model(
         family=family,
         widths=int_list(m.get("widths", default_widths), "model.widths", path, low=1),
+        depth=typed(m, "depth", "model", path, int, Model.depth, 8),
     )
-    if family == "cnn" and len(model.widths) != 3:
-        fail(path, "model.widths", "a cnn has 3 conv layers: give 3 channel counts")
+    if family in ("cnn", "resnet") and len(model.widths) != 3:
+        what = "3 conv layers: give 3 channel counts" if family == "cnn" else "3 stages: give 3"
+        fail(path, "model.widths", f"a {family} has {what}")
+    if "depth" in m and family != "resnet":
+        fail(path, "model.depth", "only a resnet takes a depth")
+    if (model.depth - 2) % 6:
+        fail(path, "model.depth", f"a resnet's depth is 6n + 2 (8, 14, 20, ...), got {model.depth}")
+    if family == "module":
+        model = _module_model(m, task, path)
+    elif any(k in m for k in ("module", "kwargs", "groups")):
+        fail(path, "model.module", "module, kwargs and groups belong to family: module")
 
     def training(key, steps, lr, batch, extra=()):
         s = section(top.get(key), key, path, ("steps", "learning_rate", "batch_size", *extra))
@@ -417,7 +331,15 @@ def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
             eval_draws=typed(s, "eval_draws", key, path, int, 3, 1, 100),
         )
 
-    pretrain = training("pretrain", 500, 3e-3, 64)
+    pretrain = training("pretrain", 500, 3e-3, 64, ("checkpoint",))
+    checkpoint = (top.get("pretrain") or {}).get("checkpoint")
+    if checkpoint is not None:
+        checkpoint = typed(top["pretrain"], "checkpoint", "pretrain", path, str, None)
+        beside = pathlib.Path(path).parent / checkpoint
+        checkpoint = str(beside) if beside.exists() else checkpoint
+        if not pathlib.Path(checkpoint).exists():
+            fail(path, "pretrain.checkpoint", f"no such file or directory {checkpoint!r}")
+        model = dataclasses.replace(model, checkpoint=checkpoint)
     finetune = training("finetune", 100, 3e-3, 64, ("eval_draws",))
 
     h = section(top.get("hardware"), "hardware", path, ("preset", "overrides"))
@@ -429,7 +351,7 @@ def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
     s = section(top.get("search"), "search", path, _SEARCHED)
     widest = max(model.widths)
     dims = {
-        "widths": _dimension(
+        "widths": parse_dimension(
             s.get("widths", {"low": 1, "high": widest}),
             "widths",
             path,
@@ -437,21 +359,23 @@ def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
             low=1,
             high=widest,
         ),
-        "sparsity": _dimension(
+        "sparsity": parse_dimension(
             s.get("sparsity", 0.0), "sparsity", path, kind=float, low=0.0, high=0.95
         ),
-        "granularity": _dimension(
+        "granularity": parse_dimension(
             s.get("granularity", "unstructured"),
             "granularity",
             path,
             kind=str,
             choices=GRANULARITIES,
         ),
-        "tile": _dimension(s.get("tile", 256), "tile", path, kind=str),
-        "analog_fraction": _dimension(
+        "tile": parse_dimension(s.get("tile", 256), "tile", path, kind=str),
+        "analog_fraction": parse_dimension(
             s.get("analog_fraction", 0.5), "analog_fraction", path, kind=float, low=0.0, high=1.0
         ),
-        "adc_bits": _dimension(s.get("adc_bits", 6), "adc_bits", path, kind=int, low=1, high=16),
+        "adc_bits": parse_dimension(
+            s.get("adc_bits", 6), "adc_bits", path, kind=int, low=1, high=16
+        ),
     }
     if float(get_preset(preset).tiles) == 0 and dims["analog_fraction"].fixed != 0.0:
         fail(path, "search.analog_fraction", f"preset {preset!r} has no analog tiles; use 0")

@@ -5,7 +5,8 @@ Flow for a population of candidates (all arrays, leading axis = candidate), in o
     base = pretrain once on the source task (cached on disk with orbax, keyed by a hash of all
            that determines it), hidden units sorted most important first
     per candidate:
-      inherit  the base's hidden layers; a candidate of width w keeps the first w units
+      inherit  the base's hidden layers; a candidate of width w keeps the first w units of a
+               width group (an MLP's or CNN's hidden layer, a ResNet's stage)
       head     fresh, for the target task's classes
       masks    from the inherited weights: widths x pruning (granularity, sparsity, tile grid),
                one (candidate, layer) at a time by `lax.map`, so only the chosen maker runs
@@ -48,6 +49,7 @@ __all__ = [
     "Engine",
     "pretrain",
     "enable_compilation_cache",
+    "load_checkpoint",
     "load_or_pretrain",
     "row_tile_bound",
 ]
@@ -62,6 +64,7 @@ class PretrainConfig:
     learning_rate: float = 3e-3
     batch_size: int = 64
     seed: int = 0
+    checkpoint: str | None = None  # your own pretrained base instead (see `load_checkpoint`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +88,7 @@ class FinetuneConfig:
 class Population:
     """Per-candidate knobs as arrays with a leading candidate axis."""
 
-    widths: jax.Array  # [B, hidden] int32, kept units per hidden layer
+    widths: jax.Array  # [B, groups] int32, kept units per width group (`networks.layer_groups`)
     sparsity: jax.Array  # [B, layers] float32
     granularity: jax.Array  # [B, layers] int32, index into GRANULARITIES
     analog_fraction: jax.Array  # [B, layers] float32
@@ -182,10 +185,70 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> pathlib.P
 def base_key(spec: networks.NetworkSpec, data: Dataset, config: PretrainConfig) -> str:
     """Hash of everything that determines a pretrained base: network, data, training, format."""
     digest = hashlib.sha256()
-    digest.update(json.dumps([_BASE_FORMAT, repr(spec), repr(config), data.name]).encode())
+    extra = [spec.depth] if spec.depth else []  # kept out of repr: older keys stay valid
+    extra += [spec.network.key] if spec.network is not None else []
+    digest.update(json.dumps([_BASE_FORMAT, repr(spec), repr(config), data.name, *extra]).encode())
     for array in (data.x_train, data.y_train):
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()[:20]
+
+
+def load_checkpoint(spec: networks.NetworkSpec, path: str | os.PathLike):
+    """Your own pretrained base: per layer ``w`` [K, N] (rows unit-major, see
+    `networks.layer_shapes`) and ``b`` [N], from an .npz holding ``layer{i}_w`` and
+    ``layer{i}_b``, or an orbax checkpoint of that tuple of dicts (what codesign's base cache and
+    `train` write). The head may be missing or sized for other classes: it is replaced anyway.
+    Units are sorted most important first, as after pretraining. One-line `CodesignError` when
+    a file is missing or a shape does not match the model.
+    """
+    from codesign.errors import CodesignError
+
+    path = pathlib.Path(path)
+    shapes = networks.layer_shapes(spec)
+    if not path.exists():
+        raise CodesignError(f"pretrain.checkpoint: {path}: no such file or directory")
+    try:
+        if path.is_dir():
+            import orbax.checkpoint as ocp
+
+            raw = ocp.StandardCheckpointer().restore(path.resolve())
+            raw = raw.get("params", raw) if isinstance(raw, dict) else raw
+            layers = [dict(layer) for layer in (raw.values() if isinstance(raw, dict) else raw)]
+        else:
+            with np.load(path) as f:
+                count = sum(1 for k in f.files if k.startswith("layer") and k.endswith("_w"))
+                layers = [{"w": f[f"layer{i}_w"], "b": f[f"layer{i}_b"]} for i in range(count)]
+    except CodesignError:
+        raise
+    except Exception as err:
+        raise CodesignError(f"pretrain.checkpoint: {path}: unreadable ({err})") from None
+    if len(layers) not in (len(shapes), len(shapes) - 1):
+        raise CodesignError(
+            f"pretrain.checkpoint: {path}: {len(layers)} layers, the model has {len(shapes)}"
+        )
+    head = networks.init_params(spec, jax.random.PRNGKey(0))[-1]
+    params = []
+    for i, shape in enumerate(shapes):
+        if i == len(shapes) - 1:
+            if i < len(layers) and np.shape(layers[i]["w"])[0] != shape.rows:
+                raise CodesignError(
+                    f"pretrain.checkpoint: {path}: layer{i}_w ({shape.name}) has "
+                    f"{np.shape(layers[i]['w'])[0]} rows, the model's head {shape.rows}"
+                )
+            if i < len(layers):  # its rows count in the last stage's unit importance
+                head = {k: jnp.asarray(layers[i][k], jnp.float32) for k in ("w", "b")}
+            params.append(head)
+            continue
+        want = {"w": (shape.rows, shape.out_units), "b": (shape.out_units,)}
+        for name, dims in want.items():
+            got = tuple(np.shape(layers[i].get(name)))
+            if got != dims:
+                raise CodesignError(
+                    f"pretrain.checkpoint: {path}: layer{i}_{name} ({shape.name}) has shape "
+                    f"{got}, the model needs {dims}"
+                )
+        params.append({k: jnp.asarray(layers[i][k], jnp.float32) for k in ("w", "b")})
+    return jax.jit(networks.sort_units, static_argnums=0)(spec, tuple(params))
 
 
 def load_or_pretrain(
@@ -207,6 +270,10 @@ def load_or_pretrain(
 
     import orbax.checkpoint as ocp
 
+    if config.checkpoint:
+        if log:
+            log(f"pretrained base from {config.checkpoint}")
+        return load_checkpoint(spec, config.checkpoint), True
     root = pathlib.Path(cache_dir) if cache_dir is not None else cache_root() / "bases"
     root.mkdir(parents=True, exist_ok=True)
     path = (root / f"base-{base_key(spec, data, config)}").resolve()
@@ -325,9 +392,7 @@ class Engine:
             axis=1,
         )  # [B, L, K_max, N_max]
         size, layers = population.size, len(shapes)
-        widths = population.widths
-        cols = jnp.concatenate([widths, jnp.full((size, 1), spec.num_classes, jnp.int32)], 1)
-        in_units = jnp.concatenate([jnp.full((size, 1), shapes[0].in_units, jnp.int32), widths], 1)
+        in_units, cols = networks.layer_widths(spec, population.widths)
         rows = in_units * jnp.asarray([[s.kernel_area for s in shapes]], jnp.int32)
         per_layer = (
             population.granularity,
@@ -348,7 +413,8 @@ class Engine:
         spec, cfg, shapes = self.spec, self.config, self.shapes
         batch_key, noise_key, eval_key = keys
         widths = [cand.widths[i] for i in range(spec.num_hidden)]
-        cols = [*widths, spec.num_classes]
+        _, cols = networks.layer_widths(spec, cand.widths)
+        cols = [cols[i] for i in range(len(shapes))]
         n_analog = [jnp.round(cand.analog_fraction[i] * cols[i]) for i in range(len(shapes))]
         unit_masks = networks.width_masks(spec, widths)
         hw = analog.AnalogConfig(
