@@ -60,8 +60,8 @@ def _finished(trials) -> dict:
 
 
 def test_sigterm_at_random_points_then_resume(tmp_path):
-    total = 100  # more than 20 short runs finish, so every one of the 20 stops lands mid-search
-    space = {**TINY, "trials": total, "batch": 3, "finetune": {**TINY["finetune"], "steps": 30}}
+    total = 150  # more than 20 short runs finish, so every one of the 20 stops lands mid-search
+    space = {**TINY, "trials": total, "batch": 3, "finetune": {**TINY["finetune"], "steps": 200}}
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
     env, rng = _env(tmp_path), random.Random(0)
     journal = tmp_path / "run" / studies.JOURNAL_NAME
@@ -80,7 +80,7 @@ def test_sigterm_at_random_points_then_resume(tmp_path):
     for _ in range(20):
         proc = start()
         claims.append(_wait_for_claim(read, proc.pid, timeout=120))
-        time.sleep(rng.uniform(0.0, 3.0))  # somewhere in asking, fine-tuning or telling
+        time.sleep(rng.uniform(0.0, 2.0))  # somewhere in asking, fine-tuning or telling
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
         assert proc.returncode in (0, 128 + signal.SIGTERM), err
