@@ -14,16 +14,10 @@ from codesign.energy import (
 )
 from codesign.errors import CodesignError
 from codesign.evaluate import Evaluator, Result
-from codesign.hardware import (
-    DEFAULT_PRESET,
-    PRESETS,
-    Accelerator,
-    EnergyTable,
-    get_preset,
-    with_tile,
-)
+from codesign.hardware import Accelerator, EnergyTable, with_tile
 from codesign.networks import LayerShape, NetworkSpec
 from codesign.pareto import front, hypervolume, plot_front
+from codesign.presets import DEFAULT_PRESET, PRESETS, get_preset
 from codesign.problem import Candidate, Problem
 from codesign.search import run_search
 from codesign.space import SearchSpace, load_space

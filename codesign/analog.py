@@ -75,9 +75,10 @@ def _levels(bits) -> jax.Array:
     return jnp.exp2(jnp.maximum(jnp.asarray(bits, jnp.float32), 2.0) - 1.0) - 1.0
 
 
-def _straight_through(exact: jax.Array, rounded: jax.Array) -> jax.Array:
-    """Forward ``rounded``, backward identity to ``exact``."""
-    return exact + jax.lax.stop_gradient(rounded - exact)
+def _straight_through(x: jax.Array, forward: jax.Array) -> jax.Array:
+    """Forward value ``forward``, gradient of ``x`` (identity): the one straight-through estimator,
+    shared by the energy model's rounded counts."""
+    return x + jax.lax.stop_gradient(forward - x)
 
 
 def _quantize(v: jax.Array, bits, bound) -> jax.Array:

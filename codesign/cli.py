@@ -64,11 +64,12 @@ def _float_list(text: str, n: int, what: str, low: float, high: float):
 
 def _cmd_energy(args) -> int:
     from codesign import report
-    from codesign.hardware import get_preset, preset_sources, with_tile
+    from codesign.hardware import with_tile
+    from codesign.presets import get_preset, preset_sources
 
     if args.list_presets:
         from codesign.energy import peak_tops_per_w
-        from codesign.hardware import PRESETS
+        from codesign.presets import PRESETS
 
         for name, source in preset_sources().items():
             peak = float(peak_tops_per_w(PRESETS[name]))
@@ -293,7 +294,7 @@ def _study_flags(p) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from codesign.hardware import DEFAULT_PRESET, PRESETS
+    from codesign.presets import DEFAULT_PRESET, PRESETS
     from codesign.pruning import GRANULARITIES
 
     parser = _Parser(prog="codesign", description=__doc__.splitlines()[0])

@@ -8,34 +8,48 @@ over thousands of candidates, and differentiates.
 Exact forward, straight-through backward: every count (kept rows, tiles, array passes, ADC
 resolution) is rounded or ceiled exactly in the forward pass; gradients flow as if the rounding
 were the identity (straight-through estimator), so d(energy)/d(width, sparsity, analog fraction,
-ADC bits) exist and have the physical sign. `relaxed=True` drops the rounding altogether: a smooth
+ADC bits) exist and have the physical sign. Clipping the knobs to their ranges is straight-through
+too, so a gradient at a bound (full width, all-analog) is not halved by jnp.clip's tie rule.
+Where a count steps (a new tile, row band or array pass) the gradient is the staircase's average
+slope, not the step. `relaxed=True` drops the rounding altogether: a smooth
 model whose gradients can be checked by finite differences, and which the straight-through
 gradients follow closely (they differ only in evaluating the chain rule at rounded counts).
 
 The model, per layer (a K x N weight matrix applied at P positions per inference):
 - A fraction `a` of the kept output columns runs on analog tiles of tile_rows x tile_cols cells;
   a weight spans ceil(weight_bits / cell_bits) cells, so a tile holds tile_cols / cells_per_weight
-  logical columns. A layer uses ceil(K / tile_rows) * ceil(N_a / logical_cols) tiles. Each active
-  tile, each cycle, drives all its rows through DACs, converts all its columns with ADCs and
-  charges all its cells: padding cells cost as much as used ones. Inputs are applied bit-serially
-  in ceil(activation_bits / dac_bits) cycles. Tiles whose weights are all pruned are skipped
-  (tile-aligned block pruning); scattered zeros save nothing on a tile. Partial sums of every row
-  tile, cycle and cell slice are added digitally at accumulator precision.
+  logical columns. A layer uses ceil(K / tile_rows) * ceil(N_a / logical_cols) tiles. Inputs are
+  applied bit-serially in ceil(activation_bits / dac_bits) cycles. Each cycle, at every position:
+  DACs drive rows, ADCs convert cell columns (columns_per_adc of them charge-shared into one
+  conversion), and the array charges cells. A chip that cannot gate (`gate_idle` = 0) pays for
+  every row, column and cell of an active tile, used or not; a gating chip (`gate_idle` = 1, as
+  ZigZag-IMC counts) pays DACs on mapped rows, ADCs on mapped columns, and the array half per
+  mapped row across the tile (wordline, 1-bit multipliers) and half per mapped column down it
+  (bitline summation). Tiles whose weights are all pruned are skipped (tile-aligned block
+  pruning); scattered zeros save nothing on a tile. Per output, cycle and row band the digital
+  periphery merges the cell slices' conversions (shift-and-add tree) and accumulates partial sums
+  at accumulator_bits into a register (ZigZag-IMC's adders_pv and accumulators).
 - Tiles hold weights in place: programming them is a one-time cost (`program_once_j`), unless the
   whole model needs more tiles than the chip has; then the tiles beyond the chip's capacity are
-  re-written (and their weights read from DRAM) every inference.
-- The remaining columns run on a mac_rows x mac_cols digital array, weight-stationary: every pass
-  fires the whole array (padding PEs cost energy), zero weights save `zero_skip` of their MAC
-  energy. Digital weights are read from on-chip SRAM once per inference; what exceeds the SRAM
-  streams from DRAM. Activations are read from SRAM once per analog row band and once per digital
-  column pass, outputs written once.
+  re-written (and their weights read from DRAM) once per batch of `batch` inferences.
+- The remaining columns run on a mac_rows x mac_cols digital array, weight-stationary (each weight
+  loaded once per batch, reused at every position). A MAC is a multiply, its share of a mac_rows-
+  input adder tree at product width (run once per input slice of digital_slice_bits) and of the
+  column's accumulator. Ungated, every pass fires the whole array (padding PEs cost energy);
+  gated, only PEs holding a kept weight do. Zero weights save `zero_skip` of their MAC energy.
+  Digital weights are read from on-chip SRAM once per batch; what exceeds the SRAM streams from
+  DRAM. Activations are read from SRAM once per analog row band and once per digital column
+  pass, outputs written once.
+- Every on-chip energy is scaled from the constants' node and supply to the chip's by
+  `hardware.tech_scale` (C proportional to node, E = C V^2); DRAM is not.
 - Latency: analog tiles of a layer run in parallel, the digital array beside them; layers run one
   after another; re-programming adds its row-write time.
 
 Left out (documented, not modelled): leakage and clock power, the network-on-chip between tiles,
 activation functions, pooling and other non-MAC work, im2col reuse in line buffers, pipelining
-across layers, voltage/frequency scaling, ADC sharing between columns, and device non-idealities
-(those live in the accuracy simulation, `codesign.analog`).
+across layers, data-dependent switching activity (input toggle rates, bit-level sparsity), ADC
+sharing by multiplexing (time-sharing one ADC between columns), and device non-idealities (those
+live in the accuracy simulation, `codesign.analog`).
 """
 
 from __future__ import annotations
@@ -48,8 +62,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from codesign.hardware import Accelerator
+from codesign.analog import _straight_through
+from codesign.hardware import (
+    Accelerator,
+    adc_energy_j,
+    analog_output_j,
+    mac_energy_j,
+    sram_j_per_byte,
+    tech_scale,
+)
 from codesign.networks import LayerShape
+from codesign.pruning import GRANULARITIES
 
 __all__ = [
     "COMPONENTS",
@@ -67,7 +90,6 @@ __all__ = [
     "peak_tops_per_w",
 ]
 
-GRANULARITIES = ("unstructured", "row", "column", "block", "nm")
 COMPONENTS = ("adc", "dac", "array", "accumulate", "program", "digital_mac", "sram", "dram")
 NM_GROUP = 4  # N:M pruning keeps n of every M = 4 consecutive weights along K
 
@@ -175,9 +197,9 @@ class EnergyReport:
 # --- rounding with straight-through gradients ---
 
 
-def _straight_through(x, exact):
-    """Forward value `exact`, gradient of `x`."""
-    return x + jax.lax.stop_gradient(exact - x)
+def _clip(x, lo, hi):
+    """Exact clip forward, identity gradient: jnp.clip's tie rule would halve it at the bounds."""
+    return _straight_through(x, jnp.clip(x, lo, hi))
 
 
 def _round(x, relaxed):
@@ -198,33 +220,6 @@ def _safe_div(a, b):
     return jnp.where(nonzero, a / jnp.where(nonzero, b, 1.0), 0.0)
 
 
-# --- technology functions ---
-
-
-def adc_energy_j(bits, acc: Accelerator):
-    """Energy per ADC conversion: linear in bits below the knee, ~4x per bit above it."""
-    t = acc.energy
-    return t.adc_j_per_bit * (bits + t.adc_knee_bits * 4.0 ** (bits - t.adc_knee_bits))
-
-
-def _add_energy_j(bits, acc: Accelerator):
-    t = acc.energy
-    return t.add8_j * (bits / 8.0) ** t.add_exponent
-
-
-def mac_energy_j(acc: Accelerator):
-    """Digital MAC = multiply (weight x activation bits) + add, Horowitz's convention."""
-    t = acc.energy
-    wb, ab = acc.weight_bits, acc.activation_bits
-    mult = t.mult8_j * (wb * ab / 64.0) ** (t.mult_exponent / 2.0)
-    return mult + _add_energy_j(jnp.maximum(wb, ab), acc)
-
-
-def _sram_j_per_byte(acc: Accelerator):
-    t = acc.energy
-    return t.sram_j_per_64b_8kb * (acc.sram_bytes / 8192.0) ** t.sram_size_exponent / 8.0
-
-
 def _tile_geometry(acc: Accelerator, relaxed: bool):
     """(cells per weight, logical columns per tile, bit-serial cycles per activation)."""
     cells_per_weight = _ceil(acc.weight_bits / acc.cell_bits, relaxed)
@@ -239,9 +234,9 @@ def peak_tops_per_w(acc: Accelerator):
     t = acc.energy
     adc_bits = jnp.round(acc.adc_bits)
     per_cycle = (
-        acc.tile_rows * acc.dac_bits * t.dac_j_per_bit
-        + acc.tile_cols * adc_energy_j(adc_bits, acc)
-        + acc.tile_rows * acc.tile_cols * t.cell_j
+        acc.tile_rows * acc.dac_bits * t.dac_j_per_bit * tech_scale(acc)
+        + acc.tile_cols / acc.columns_per_adc * adc_energy_j(adc_bits, acc)
+        + acc.tile_rows * acc.tile_cols * t.cell_j * tech_scale(acc)
     )
     return 2.0 * acc.tile_rows * logical_cols / (cycles * per_cycle) / 1e12
 
@@ -268,17 +263,17 @@ def layer_counts(
     N:M pruning leave every tile active and only help the digital array's zero-skipping.
     """
     k, n, _ = _shape_arrays(network)
-    widths = jnp.clip(design.widths, 1.0, n)
+    widths = _clip(design.widths, 1.0, n)
     keep_in = jnp.concatenate([jnp.ones((1,), n.dtype), widths[:-1] / n[:-1]])
     rows = _round(k * keep_in, relaxed)
     cols = _round(widths, relaxed)
-    s = jnp.clip(design.sparsity, 0.0, 1.0)
+    s = _clip(design.sparsity, 0.0, 1.0)
     g = jnp.asarray(design.granularity)
     is_row, is_col, is_block, is_nm = (g == GRANULARITIES.index(x) for x in GRANULARITIES[1:])
 
     rows = rows - jnp.where(is_row, _round(s * rows, relaxed), 0.0)
     cols = cols - jnp.where(is_col, _round(s * cols, relaxed), 0.0)
-    n_analog = _round(jnp.clip(design.analog_fraction, 0.0, 1.0) * cols, relaxed)
+    n_analog = _round(_clip(design.analog_fraction, 0.0, 1.0) * cols, relaxed)
 
     _, logical_cols, _ = _tile_geometry(acc, relaxed)
     row_bands = _ceil(rows / acc.tile_rows, relaxed)
@@ -352,49 +347,76 @@ def energy_from_counts(
     """Energy, latency and tiles per inference from per-layer counts (see the module docstring)."""
     _, _, positions = _shape_arrays(network)
     t = acc.energy
+    scale = tech_scale(acc)
     c = counts
+    g = acc.gate_idle
     cells_per_weight, logical_cols, cycles = _tile_geometry(acc, relaxed)
     adc_bits = _round(acc.adc_bits, relaxed)
     act_bytes = acc.activation_bits / 8.0
 
-    # Analog tiles: every active tile, every cycle, at every position.
-    tile_cycles = positions * cycles * c.tiles_active
-    dac = tile_cycles * acc.tile_rows * acc.dac_bits * t.dac_j_per_bit
-    adc = tile_cycles * acc.tile_cols * adc_energy_j(adc_bits, acc)
-    array = tile_cycles * acc.tile_rows * acc.tile_cols * t.cell_j
+    # Analog tiles, per cycle at every position. Ungated, an active tile drives all its rows,
+    # converts all its columns and charges all its cells. Gated (gate_idle = 1), as ZigZag-IMC
+    # counts: DACs on mapped rows, ADCs on mapped cell columns, and the array half per mapped row
+    # across all columns (wordline and 1-bit multipliers) and half per mapped column down all rows
+    # (bitline summation).
     occupancy = _safe_div(c.tiles_active, c.tiles)
-    partial_sums = positions * cycles * cells_per_weight * c.n_analog * c.row_bands * occupancy
-    accumulate = partial_sums * _add_energy_j(acc.accumulator_bits, acc)
+    col_bands = _safe_div(c.tiles, c.row_bands)
+    rows_mapped = c.rows * col_bands * occupancy  # summed over the layer's active tiles
+    cols_mapped = c.n_analog * cells_per_weight * c.row_bands * occupancy
+    rows_full = c.tiles_active * acc.tile_rows
+    cols_full = c.tiles_active * acc.tile_cols
+    rows_on = g * rows_mapped + (1.0 - g) * rows_full
+    cols_on = g * cols_mapped + (1.0 - g) * cols_full
+    cells_on = g * 0.5 * (rows_mapped * acc.tile_cols + acc.tile_rows * cols_mapped) + (1.0 - g) * (
+        rows_full * acc.tile_cols
+    )
+    steps = positions * cycles
+    dac = steps * rows_on * acc.dac_bits * t.dac_j_per_bit * scale
+    adc = steps * cols_on / acc.columns_per_adc * adc_energy_j(adc_bits, acc)
+    array = steps * cells_on * t.cell_j * scale
+    outputs = c.n_analog * c.row_bands * occupancy
+    accumulate = steps * outputs * analog_output_j(acc, cells_per_weight, cycles, c.row_bands)
 
-    # Tiles beyond the chip's capacity are re-written every inference, shared out by tile count.
+    # Tiles beyond the chip's capacity are re-written once per batch, shared out by tile count.
     total_active = jnp.sum(c.tiles_active)
     overflow = jnp.maximum(total_active - acc.tiles, 0.0)
-    reprogrammed = overflow * _safe_div(c.tiles_active, total_active)
+    reprogrammed = overflow * _safe_div(c.tiles_active, total_active) / acc.batch
     cells_per_tile = acc.tile_rows * acc.tile_cols
-    program = reprogrammed * cells_per_tile * t.program_j_per_cell
+    program = reprogrammed * cells_per_tile * t.program_j_per_cell * scale
     reprogram_bytes = reprogrammed * cells_per_tile * acc.cell_bits / 8.0
 
-    # Digital array, weight-stationary.
+    # Digital array, weight-stationary: each weight is loaded once per batch and reused at every
+    # position. Ungated, every pass fires the whole array (padding PEs cost energy); gated, only
+    # PEs holding a kept weight fire. Zero weights save zero_skip of their MAC energy.
     n_digital = c.n_digital
-    passes = _ceil(c.rows / acc.mac_rows, relaxed) * _ceil(n_digital / acc.mac_cols, relaxed)
-    e_mac = mac_energy_j(acc)
+    row_passes = _ceil(c.rows / acc.mac_rows, relaxed)
+    col_passes = _ceil(n_digital / acc.mac_cols, relaxed)
+    passes = row_passes * col_passes
+    slots = g * c.rows * n_digital + (1.0 - g) * passes * acc.mac_rows * acc.mac_cols
     skipped = acc.zero_skip * (1.0 - c.digital_density) * c.rows * n_digital
-    digital_mac = positions * (passes * acc.mac_rows * acc.mac_cols - skipped) * e_mac
+    digital_mac = positions * (slots - skipped) * mac_energy_j(acc)
 
-    # Memories: digital weights from SRAM (overflow from DRAM), activations through SRAM.
+    # Memories: digital weights from SRAM (overflow from DRAM) once per batch, activations
+    # through SRAM: read once per analog row band and once per digital column pass.
     weight_bytes = c.rows * n_digital * acc.weight_bits / 8.0
     total_weight_bytes = jnp.sum(weight_bytes)
     dram_share = _safe_div(
         jnp.maximum(total_weight_bytes - acc.sram_bytes, 0.0), total_weight_bytes
     )
-    input_reads = _ceil(n_digital / acc.mac_cols, relaxed) + jnp.minimum(c.tiles_active, 1.0)
+    input_reads = col_passes + jnp.minimum(c.tiles_active, 1.0)
     act_traffic = positions * act_bytes * (c.rows * input_reads + c.cols)
-    sram = (weight_bytes * (1.0 - dram_share) + act_traffic) * _sram_j_per_byte(acc)
-    dram = (weight_bytes * dram_share + reprogram_bytes) * t.dram_j_per_64b / 8.0
+    weight_traffic = weight_bytes / acc.batch
+    sram = (weight_traffic * (1.0 - dram_share) + act_traffic) * sram_j_per_byte(acc)
+    dram = (weight_traffic * dram_share + reprogram_bytes) * t.dram_j_per_64b / 8.0
 
     analog_latency = positions * cycles * t.tile_cycle_s * jnp.minimum(c.tiles_active, 1.0)
     analog_latency = analog_latency + reprogrammed * acc.tile_rows * t.program_s_per_row
-    digital_latency = positions * passes / t.digital_clock_hz
+    digital_latency = (
+        positions
+        * passes
+        * (acc.activation_bits / jnp.minimum(acc.digital_slice_bits, acc.activation_bits))
+        / t.digital_clock_hz
+    )
 
     analog_macs = c.rows * c.n_analog * occupancy * c.analog_density
     digital_macs = c.rows * n_digital * c.digital_density
@@ -412,7 +434,7 @@ def energy_from_counts(
         layer_latency_s=jnp.maximum(analog_latency, digital_latency),
         layer_tiles=c.tiles_active,
         layer_macs=positions * (analog_macs + digital_macs),
-        program_once_j=total_active * cells_per_tile * t.program_j_per_cell,
+        program_once_j=total_active * cells_per_tile * t.program_j_per_cell * scale,
         analog_macro_j=jnp.sum(adc + dac + array),
     )
 

@@ -9,22 +9,53 @@ between, so the log numbers this process replayed are exactly those the file get
 short (asking, telling), never a fine-tune; a process killed inside one loses only that phase's
 unwritten operations, never a told trial.
 
-The backend holds the file lock it hands to Optuna, so it takes and releases it without reaching
-into Optuna's privates; the one inherited detail it relies on is the parent's index of log line
-offsets (`_log_number_offset`), which tells how many lines the file held when the lock was taken.
-Paths are made absolute, so a lock left by a killed process can be found and broken whatever the
-working directory (Optuna's symlink lock stores its target relative to where it was made).
+The lock is an flock(2) that the kernel drops when its process dies (`FlockLock`): a search
+stopped by SIGTERM or kill -9 never leaves a stale lock behind. The backend holds the lock it
+hands to Optuna, so it takes and releases it without reaching into Optuna's privates; the one
+inherited detail it relies on is the parent's index of log line offsets (`_log_number_offset`),
+which tells how many lines the file held when the lock was taken. Paths are made absolute.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 
-from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, JournalStorage
+from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-__all__ = ["BatchedJournalFileBackend", "BatchedJournalStorage", "batch"]
+__all__ = ["BatchedJournalFileBackend", "BatchedJournalStorage", "FlockLock", "batch"]
+
+
+class FlockLock:
+    """An flock(2) on `PATH.flock`, the journal's lock for codesign's own writers.
+
+    The kernel releases it when its process exits, however it exits (SIGTERM, kill -9, a crash):
+    a killed search never leaves a stale lock for the next run to wait on, and a waiting process
+    blocks in the kernel instead of polling. (Optuna's default lock is a symlink whose removal
+    depends on the process's cleanup running; it is not used here.)
+    """
+
+    def __init__(self, journal_path: str):
+        self.path = journal_path + ".flock"
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
 
 class BatchedJournalFileBackend(JournalFileBackend):
@@ -32,7 +63,7 @@ class BatchedJournalFileBackend(JournalFileBackend):
 
     def __init__(self, file_path: str):
         file_path = os.path.abspath(file_path)
-        self.lock = JournalFileSymlinkLock(file_path)
+        self.lock = FlockLock(file_path)
         super().__init__(file_path, lock_obj=self.lock)
         self.path = file_path
         self._pending: list | None = None

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from codesign.hardware import DEFAULT_PRESET, Accelerator, get_preset, with_tile
+from codesign.hardware import Accelerator, with_tile
+from codesign.presets import DEFAULT_PRESET, get_preset
 
 if TYPE_CHECKING:
     from codesign.evaluate import Result

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 __all__ = [
@@ -35,8 +34,6 @@ __all__ = [
     "nm_mask",
     "prune",
     "row_mask",
-    "tile_occupancy",
-    "tile_occupancy_numpy",
     "unstructured_mask",
 ]
 
@@ -186,36 +183,3 @@ def masked_update(updates, masks):
         params = optax.apply_updates(params, masked_update(updates, masks))
     """
     return jax.tree.map(lambda u, mask: u * mask.astype(u.dtype), updates, masks)
-
-
-def tile_occupancy(mask: jax.Array, n_analog, tile_rows, tile_cols, rows_kept=None):
-    """(tiles_total, tiles_nonzero) of the analog block: rows [0, rows_kept) x cols [0, n_analog).
-
-    Brute force over the tile grid anchored at (0, 0): a tile counts if any element of the analog
-    block lies in it, and is nonzero if any of those elements has a nonzero mask entry. Tiles that
-    are entirely pruned can be skipped by the hardware. ``rows_kept=None`` means all K rows.
-    """
-    rows_kept = mask.shape[0] if rows_kept is None else rows_kept
-    num_segments = mask.shape[0] * mask.shape[1]
-    in_block = kept_mask(mask.shape, rows_kept, n_analog)
-    ids = _block_ids(mask.shape, tile_rows, tile_cols).ravel()
-    touched = jax.ops.segment_sum(in_block.ravel().astype(jnp.int32), ids, num_segments)
-    occupied = jax.ops.segment_sum(
-        (in_block & (mask != 0)).ravel().astype(jnp.int32), ids, num_segments
-    )
-    return jnp.sum(touched > 0, dtype=jnp.int32), jnp.sum(occupied > 0, dtype=jnp.int32)
-
-
-def tile_occupancy_numpy(mask, n_analog: int, tile_rows: int, tile_cols: int, rows_kept=None):
-    """Plain-numpy loop over the tile grid: the reference ``tile_occupancy`` is tested against."""
-    mask = np.asarray(mask)
-    rows_kept = mask.shape[0] if rows_kept is None else min(int(rows_kept), mask.shape[0])
-    n_analog = min(int(n_analog), mask.shape[1])
-    total = nonzero = 0
-    for row in range(0, rows_kept, tile_rows):
-        for col in range(0, n_analog, tile_cols):
-            total += 1
-            rows = slice(row, min(row + tile_rows, rows_kept))
-            cols = slice(col, min(col + tile_cols, n_analog))
-            nonzero += bool(np.any(mask[rows, cols] != 0))
-    return total, nonzero

@@ -7,8 +7,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from codesign.energy import COMPONENTS, GRANULARITIES, Design, estimate_energy, peak_tops_per_w
+from codesign.energy import COMPONENTS, Design, estimate_energy, peak_tops_per_w
 from codesign.hardware import Accelerator
+from codesign.pruning import GRANULARITIES
 
 __all__ = ["energy_summary", "format_energy", "format_joules"]
 
@@ -52,6 +53,9 @@ def energy_summary(
         "preset": acc.name,
         "tile": [float(acc.tile_rows), float(acc.tile_cols)],
         "adc_bits": float(acc.adc_bits),
+        "node_nm": float(acc.node_nm),
+        "vdd": float(acc.vdd),
+        "gate_idle": float(acc.gate_idle),
         "layers": layers,
         "components_j": {c: float(v) for c, v in report.components_j.items()},
         "total_j": float(report.energy_j),
@@ -104,7 +108,9 @@ def format_energy(summary: dict) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = [
         f"preset {summary['preset']}, tile {summary['tile'][0]:.0f}x{summary['tile'][1]:.0f}, "
-        f"ADC {summary['adc_bits']:.0f} b; energy per inference in {unit}",
+        f"ADC {summary['adc_bits']:.0f} b, {summary['node_nm']:g} nm, {summary['vdd']:g} V, "
+        f"idle converters {'gated' if summary['gate_idle'] >= 0.5 else 'not gated'}; "
+        f"energy per inference in {unit}",
     ]
     for r in [header, *rows]:
         lines.append("  ".join(str(c).rjust(w) for c, w in zip(r, widths, strict=True)))

@@ -37,8 +37,9 @@ import yaml
 from codesign.data import BUILTIN_DATASETS
 from codesign.errors import CodesignError
 from codesign.evaluate import Evaluator
-from codesign.hardware import DEFAULT_PRESET, PRESETS, Accelerator, get_preset
+from codesign.hardware import Accelerator
 from codesign.networks import FAMILIES
+from codesign.presets import DEFAULT_PRESET, PRESETS, get_preset
 from codesign.problem import OBJECTIVES, Budgets, Candidate, Model, Problem, Task, Training
 from codesign.pruning import GRANULARITIES
 

@@ -212,7 +212,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     start = time.perf_counter()
 
-    from codesign.hardware import get_preset, with_tile
+    from codesign.hardware import with_tile
+    from codesign.presets import get_preset
     from codesign.space import load_space
 
     acc = get_preset("hybrid-22nm")

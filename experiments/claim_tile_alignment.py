@@ -9,7 +9,9 @@ of it on analog tiles of the default `hybrid-22nm` chip, for widths w = 1..W and
 {8, 16, 32, 64}. `cell_bits` is set to `weight_bits` (8), so one weight is one cell and a tile's
 logical size equals its cell size (a 16x16 tile holds a 16x16 block of weights, as in the
 article; with the preset's two 4-bit cells per weight it would hold 16 x 8). The chip keeps its
-analog area (`hardware.with_tile`). We report the analog energy per useful MAC (ADC + DAC + array,
+analog area (`hardware.with_tile`). Since issue 10 the default chip gates idle rows and columns
+(`gate_idle` = 1), so padding costs the converters and partial sums of the extra row and column
+bands, not the idle cells themselves. We report the analog energy per useful MAC (ADC + DAC + array,
 what a CIM macro measurement covers) and the total energy per useful MAC (adding the digital
 accumulation of partial sums and SRAM traffic), and plot the sawtooth.
 
@@ -44,8 +46,9 @@ def sweep(max_width: int, tiles=TILES, preset: str = "hybrid-22nm") -> dict:
     import jax.numpy as jnp
 
     from codesign.energy import Design, estimate_energy_batch
-    from codesign.hardware import get_preset, with_tile
+    from codesign.hardware import with_tile
     from codesign.networks import chain
+    from codesign.presets import get_preset
 
     base = get_preset(preset)
     base = dataclasses.replace(base, cell_bits=base.weight_bits)  # one weight = one cell

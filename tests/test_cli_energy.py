@@ -38,6 +38,7 @@ def test_table_shows_layers_components_total_and_gradients(capsys):
         "dE/d(analog fraction)",
         "shrink first",
         "tile 16x16",
+        "22 nm, 0.8 V, idle converters gated",
     ):
         assert text in out
 
@@ -49,6 +50,24 @@ def test_json_matches_the_table_and_adds_up(capsys):
     assert sum(layer["total_j"] for layer in data["layers"]) == pytest.approx(data["total_j"])
     assert sum(data["components_j"].values()) == pytest.approx(data["total_j"])
     assert all(layer["d_energy_d_width_j_per_unit"] > 0 for layer in data["layers"])
+
+
+def test_width_gradient_at_full_width_matches_one_unit_narrower_layer(capsys):
+    # The CLI evaluates at full width, where jnp.clip's tie rule used to halve the gradient
+    # (issue 10). One unit narrower is the same network with N - 1 outputs. At the default 50/50
+    # split, removing a unit of layers 1 and 2 (256 -> 255 outputs) removes a digital column
+    # (round(127.5) = round(128) = 128 analog columns); the last layer's unit (10 -> 9) would go
+    # analog instead, which test_energy checks as a two-unit difference.
+    def run(layers):
+        main(["energy", "--layers", layers, "--json"])
+        return json.loads(capsys.readouterr().out)
+
+    full = run("64x256,256x256,256x10")
+    for layer, narrower in ((0, "64x255,255x256,256x10"), (1, "64x256,256x255,255x10")):
+        diff = full["total_j"] - run(narrower)["total_j"]
+        grad = full["layers"][layer]["d_energy_d_width_j_per_unit"]
+        assert diff > 0 and grad > 0
+        assert 0.5 <= grad / diff <= 2.0, (layer, grad, diff)
 
 
 def test_smaller_tiles_keep_the_chip_area(capsys):

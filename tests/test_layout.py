@@ -9,6 +9,7 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "codesign"
 CORE = (
     "hardware",
+    "presets",
     "energy",
     "networks",
     "pruning",

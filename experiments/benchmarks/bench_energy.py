@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from codesign.energy import GRANULARITIES, Design, estimate_energy, estimate_energy_batch
-from codesign.hardware import get_preset
 from codesign.networks import chain
+from codesign.presets import get_preset
 
 NETWORK = chain([784, 512, 512, 256, 10])
 
