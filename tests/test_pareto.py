@@ -43,7 +43,8 @@ def _result(energy_j, accuracy, test_accuracy=None):
     )
 
 
-def _study(results, problem=Problem()):
+def _study(results, problem=None):
+    problem = problem or Problem()
     study = optuna.create_study(directions=problem.directions)
     for result in results:
         studies.tell(study, study.ask(), problem, result)
