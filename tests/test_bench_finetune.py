@@ -7,6 +7,8 @@ import pathlib
 
 import pytest
 
+from tests.test_experiments_a import run_quick
+
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "benchmarks"
 
 
@@ -18,11 +20,10 @@ def _load(name):
 
 
 @pytest.mark.slow
-def test_bench_finetune_quick_reports_three_paths(capsys, tmp_path):
-    result = _load("bench_finetune").main(["--quick", "--out", str(tmp_path)])
+def test_bench_finetune_quick_reports_three_paths(capsys, tmp_path, monkeypatch):
+    result = run_quick(_load("bench_finetune").main, "bench_finetune", tmp_path, monkeypatch)
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last == {k: v for k, v in result.items() if k != "timing"}
-    assert json.loads((tmp_path / "bench_finetune.json").read_text()) == result
     n, timing = result["candidates"], result["timing"]
     for path in ("naive", "competent", "engine"):
         t = timing[path]

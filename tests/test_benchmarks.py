@@ -7,6 +7,8 @@ import pathlib
 
 import pytest
 
+from tests.test_experiments_a import run_quick
+
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "benchmarks"
 
 
@@ -17,11 +19,15 @@ def _load(name):
     return module
 
 
-def test_bench_energy_reports_throughput(capsys, tmp_path):
+def test_bench_energy_reports_throughput(capsys, tmp_path, monkeypatch):
     result = _load("bench_energy").main(["--quick", "--out", str(tmp_path)])
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert json.loads(last) == result
     assert json.loads((tmp_path / "bench_energy.json").read_text()) == result
+    # Without --out, a quick run leaves the repository (and its committed JSON) alone.
+    (tmp_path / "q").mkdir()
+    quick = run_quick(_load("bench_energy").main, "bench_energy", tmp_path / "q", monkeypatch)
+    assert quick["candidates"] == 2000
     # The reported speedup is the ratio of the two reported rates (rounding aside).
     assert result["speedup_vs_loop"] == pytest.approx(
         result["candidates_per_s"] / result["loop_candidates_per_s"], rel=0.05, abs=0.1
