@@ -13,6 +13,6 @@ chown postgres "$PG_DIR"
 runuser -u postgres -- "$PG_BIN/initdb" -D "$PG_DIR/data" -A trust -U postgres >/dev/null
 runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w \
     -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=100" start >/dev/null
-export CODESIGN_TEST_POSTGRES="postgresql+psycopg2://postgres@127.0.0.1:$PG_PORT/postgres"
+export CODESIGN_TEST_POSTGRES="postgresql://postgres@127.0.0.1:$PG_PORT/postgres"
 trap 'runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast stop >/dev/null; rm -rf "$PG_DIR"' EXIT
 echo "PostgreSQL on 127.0.0.1:$PG_PORT"

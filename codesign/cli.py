@@ -10,9 +10,11 @@ import argparse
 import json
 import os
 import pathlib
+import signal
 import sys
+import threading
 
-from codesign.errors import CodesignError
+from codesign.errors import CodesignError, Interrupted
 
 EXIT_USAGE = 2
 
@@ -68,12 +70,8 @@ def _cmd_energy(args) -> int:
     from codesign.presets import get_preset, preset_sources
 
     if args.list_presets:
-        from codesign.energy import peak_tops_per_w
-        from codesign.presets import PRESETS
-
         for name, source in preset_sources().items():
-            peak = float(peak_tops_per_w(PRESETS[name]))
-            print(f"{name:<20} peak {peak:7.0f} TOPS/W (one full tile)  {source}")
+            print(report.format_preset(name, get_preset(name), source))
         return 0
     if not args.layers:
         raise CodesignError("energy: --layers is required, e.g. --layers 64x256,256x256,256x10")
@@ -108,36 +106,40 @@ def _run_dir(out: str | None, study: str | None, default: str) -> pathlib.Path:
 
 def _load_study(args):
     """The study named by --study in --storage (or the journal in --out)."""
-    from codesign.study import JOURNAL_NAME, find_study, storage_for
+    from codesign.study import JOURNAL_NAME, find_study, storage_for, study_space
 
     if not args.storage:
         journal = pathlib.Path(args.out) / JOURNAL_NAME
         if not journal.is_file():
             raise CodesignError(f"--out {args.out!r}: no study journal ({journal} does not exist)")
-    return find_study(storage_for(args.storage, args.out), args.study), args.storage or args.out
+    elif args.storage.endswith((".journal", ".log")) and not pathlib.Path(args.storage).is_file():
+        raise CodesignError(f"--storage {args.storage!r}: no such journal file")
+    study = find_study(storage_for(args.storage, args.out), args.study)
+    study_space(study)  # a codesign study, whose space still parses
+    return study, args.storage or args.out
 
 
 def _cmd_search(args) -> int:
     from codesign import pareto
     from codesign.search import check_counts, run_search
     from codesign.space import load_space
-    from codesign.study import quiet_optuna, storage_for
+    from codesign.study import quiet_optuna
 
     space = load_space(args.space)
     out = _run_dir(args.out, args.study, space.name)
     quiet_optuna()
     total = space.trials if args.trials is None else args.trials
     check_counts(args.trials, args.batch)
-    storage = storage_for(args.storage, out)  # bad URLs and paths fail here, before any output
-    with _Progress(total, space) as progress:
+    with _Progress(total, space) as progress:  # errors before any work print one line, no bar
         study = run_search(
             space,
             trials=args.trials,
             batch=args.batch,
-            storage=storage,
+            storage=args.storage,
             study_name=args.study,
             seed=args.seed,
             out_dir=out,
+            force_new_study=args.force_new_study,
             progress=progress.update,
             log=progress.log,
         )
@@ -236,14 +238,25 @@ def _cmd_worker(args) -> int:
 def _cmd_pareto(args) -> int:
     from codesign import pareto
 
+    plot = _plot_path(args.plot) if args.plot else None
     study, _ = _load_study(args)
     table, baseline = pareto.report(study, args.format)
     print(table)
-    if args.plot:
-        pareto.plot_front(study, args.plot, baseline)
+    if plot:
+        pareto.plot_front(study, plot, baseline)
         if args.format == "table":
             print(f"plot: {args.plot}")
     return 0
+
+
+def _plot_path(text: str) -> pathlib.Path:
+    """--plot's file: .png or .html, in a directory that exists."""
+    path = pathlib.Path(text)
+    if path.suffix not in (".png", ".html"):
+        raise CodesignError(f"--plot {text!r}: give a file ending in .png or .html")
+    if not path.parent.is_dir():
+        raise CodesignError(f"--plot {text!r}: directory {str(path.parent)!r} does not exist")
+    return path
 
 
 def _cmd_export(args) -> int:
@@ -263,6 +276,8 @@ def _cmd_export(args) -> int:
 def _cmd_train(args) -> int:
     from codesign.design import load_design, train_design
 
+    if args.inferences is not None and not args.inferences >= 0:
+        raise CodesignError(f"--inferences must be >= 0, got {args.inferences}")
     design = load_design(args.design)
     report = train_design(
         design, steps=args.steps, out_dir=args.out, inferences=args.inferences, log=_log
@@ -329,6 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--study", help="study name (default: the space's name)")
     search.add_argument("--seed", type=int, help="sampler seed (default: the file's)")
     search.add_argument("--out", help="run directory (default: runs/STUDY)")
+    search.add_argument(
+        "--force-new-study",
+        action="store_true",
+        help="delete an existing study of this name (and its trials) and start anew",
+    )
     search.set_defaults(func=_cmd_search)
 
     worker = sub.add_parser(
@@ -365,7 +385,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stop(signum, frame):
+    raise Interrupted(signum)
+
+
 def main(argv=None) -> int:
+    # A scheduler's stop (SIGTERM) is handled like Ctrl-C: trials in flight marked, lock freed.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stop) if main_thread else None
+    try:
+        return _main(argv)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv) -> int:
     try:
         args = build_parser().parse_args(argv)
         if getattr(args, "func", None) in (_cmd_pareto, _cmd_export, _cmd_worker) and not args.out:
@@ -383,9 +418,11 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # e.g. `codesign energy --json | head`
         sys.stderr.close()
         return 0
-    except KeyboardInterrupt:
-        print("codesign: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        signum = getattr(err, "signum", signal.SIGINT)
+        name = signal.Signals(signum).name
+        print(f"codesign: interrupted ({name}); run the same command to resume", file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
-"""Datasets, and the source/target class split used for transfer learning.
+"""Datasets, and the source/target split used for transfer learning.
 
 Every dataset comes back as a `Dataset` of numpy arrays split into train, validation and test,
-deterministic given a seed. Three sources are built in, none of them downloaded:
+deterministic given a seed. Sources:
 
 - ``"digits"``: scikit-learn's 8x8 handwritten digits (shipped with scikit-learn), as images of
   shape (8, 8, 1) scaled to [0, 1], split 0.7/0.15/0.15 per class.
@@ -10,15 +10,33 @@ deterministic given a seed. Three sources are built in, none of them downloaded:
   train/test split is kept, so test accuracies compare with the paper; validation examples are
   carved out of the 4000 training signals. The generated arrays are cached as an .npz file in
   ``$CODESIGN_CACHE`` (default ``~/.cache/codesign``).
-- a path to a user ``.npz`` file holding ``x`` [examples, ...features] and integer labels ``y``,
-  split 0.7/0.15/0.15 per class and standardised per feature with train-split statistics.
+- ``"cifar10"``, ``"cifar100"`` (the python pickle archive, 32x32x3), ``"mnist28"`` (MNIST),
+  ``"fashion_mnist"``, ``"kmnist"`` (IDX files, gzipped or not, 28x28x1): read from ``data_dir``
+  or ``$CODESIGN_CACHE/datasets``; where absent they are downloaded once and checked against their
+  published MD5 (unless ``$CODESIGN_OFFLINE`` is set), else the error says where to put them.
+  Pixels are scaled to [0, 1]; the official test set is kept and validation examples are carved
+  out of the training set (10%, `codesign.formats.OFFICIAL_VAL_FRACTION`).
+- a path: a user ``.npz`` file holding ``x`` [examples, ...features] and integer labels ``y``
+  (split 0.7/0.15/0.15 per class and standardised per feature with train-split statistics); a
+  CIFAR archive or its extracted folder; a folder of the four IDX files; or a folder of images with
+  one sub-folder per class (labels 0..n-1 in sorted folder-name order, pixels scaled to [0, 1],
+  split 0.7/0.15/0.15 per class).
 
 The transfer split: the search scores each candidate network by how well it *adapts*, not by how
-well it was trained from scratch. So one dataset is cut by class into two disjoint tasks: a base
-network is pretrained once on the source classes (by default digits 0-4), and each candidate
-inherits its weights and is fine-tuned briefly on the target classes (digits 5-9). Each task
-relabels its classes 0..len(classes)-1 in the order given, so the two tasks have their own output
-heads; examples keep the same train/val/test membership whichever classes are requested.
+well it was trained from scratch. A base network is pretrained once on a source task and each
+candidate inherits its weights and is fine-tuned briefly on a target task. Two ways to cut them
+from one dataset (`SPLITS`):
+
+- ``"by_class"`` (default): source and target hold disjoint classes (by default digits 0-4 and
+  5-9). Each task relabels its classes 0..len(classes)-1 in the order given, so the two tasks have
+  their own output heads; examples keep the same train/val/test membership whichever classes are
+  requested.
+- ``"by_examples"``: both tasks hold the same classes (for datasets with few classes, e.g. two or
+  three); each class's training examples are halved between source and target, and both keep the
+  one validation and test split, which pretraining never sees.
+
+``target_examples_per_class=N`` makes the target few-shot: its training split keeps N examples per
+class, chosen with the seed; its validation and test splits stay whole, so they stay honest.
 """
 
 from __future__ import annotations
@@ -36,15 +54,16 @@ import zipfile
 
 import numpy as np
 
-from codesign.errors import CodesignError
+from codesign import formats
+from codesign.formats import DataError, RawData
 
 BUILTIN_DATASETS = ("digits", "mnist1d")
+DATASET_NAMES = BUILTIN_DATASETS + tuple(formats.STANDARD_DATASETS)
+_PATH_SUFFIXES = (".npz", ".tar.gz", ".tgz", ".tar")
+SPLITS = ("by_class", "by_examples")
 SPLIT_FRACTIONS = (0.7, 0.15, 0.15)  # train, val, test, for data without an official test split
 MNIST1D_VAL_FRACTION = 0.15  # of MNIST-1D's 4000 official training signals
-
-
-class DataError(CodesignError):
-    """A dataset that cannot be loaded as asked; a ValueError whose message is one line."""
+SOURCE_SHARE = 0.5  # by_examples: share of each class's training examples given to the source
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -74,65 +93,168 @@ class Dataset:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class TransferTask:
-    """Two class-disjoint tasks cut from one dataset: pretrain on source, fine-tune on target."""
+    """Two tasks cut from one dataset: pretrain on source, fine-tune on target."""
 
     source: Dataset
     target: Dataset
 
 
 def load_dataset(
-    name: str | os.PathLike, *, seed: int = 0, classes: tuple[int, ...] | None = None
+    name: str | os.PathLike,
+    *,
+    seed: int = 0,
+    classes: tuple[int, ...] | None = None,
+    data_dir: str | os.PathLike | None = None,
 ) -> Dataset:
-    """Load "digits", "mnist1d" or a user .npz file, optionally keeping only some classes.
+    """Load a dataset by name or path (see the module docstring), optionally keeping some classes.
 
     Args:
-        name: a built-in name or a path to an .npz file with arrays ``x`` and ``y``.
-        seed: decides the train/val/test membership of each example (MNIST-1D's test set is
+        name: a name from `DATASET_NAMES` or a path to an .npz file, a CIFAR archive or folder, a
+            folder of IDX files, or an image folder with one sub-folder per class.
+        seed: decides the train/val/test membership of each example (official test sets are
             fixed); the same seed always gives the same arrays.
         classes: original labels to keep, relabelled 0..len(classes)-1 in this order.
+        data_dir: where standard datasets are looked for (default ``$CODESIGN_CACHE/datasets``).
     """
     name = os.fspath(name)
-    if name == "digits":
-        x, y = _digits()
-        parts = _split(name, x, y, classes, SPLIT_FRACTIONS, seed)
-    elif name == "mnist1d":
-        x, y, x_test, y_test = _mnist1d()
-        val = MNIST1D_VAL_FRACTION
-        train, valid, _ = _split(name, x, y, classes, (1.0 - val, val, 0.0), seed)
-        *_, test = _split(name, x_test, y_test, classes, (0.0, 0.0, 1.0), seed)
-        parts = (train, valid, test)
-    elif _looks_like_path(name):
-        x, y = _read_npz(name)
-        parts = _split(name, x, y, classes, SPLIT_FRACTIONS, seed)
-        parts = _standardise(parts)
-    else:
-        raise DataError(_unknown_name_message(name))
-    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = parts
-    num_classes = len(classes) if classes is not None else len(np.unique(y))
-    return Dataset(x_tr, y_tr, x_va, y_va, x_te, y_te, num_classes=num_classes, name=name)
+    return _dataset(name, _load_raw(name, data_dir), classes, seed)
 
 
 def transfer_split(
     name: str | os.PathLike,
     *,
-    source_classes: tuple[int, ...] = (0, 1, 2, 3, 4),
-    target_classes: tuple[int, ...] = (5, 6, 7, 8, 9),
+    source_classes: tuple[int, ...] | None = (0, 1, 2, 3, 4),
+    target_classes: tuple[int, ...] | None = (5, 6, 7, 8, 9),
     seed: int = 0,
+    split: str = "by_class",
+    target_examples_per_class: int | None = None,
+    data_dir: str | os.PathLike | None = None,
 ) -> TransferTask:
-    """Cut one dataset by class into a source task (pretraining) and a target task (fine-tune)."""
-    overlap = sorted(set(source_classes) & set(target_classes))
-    if overlap:
+    """Cut one dataset into a source task (pretraining) and a target task (fine-tune).
+
+    split="by_class" gives the two tasks disjoint classes; split="by_examples" gives both the same
+    classes (target_classes, or every class if None) and halves each class's training examples
+    between them. target_examples_per_class=N keeps N training examples per target class.
+    """
+    name = os.fspath(name)
+    if split not in SPLITS:
+        raise DataError(f"{name}: split={split!r} is not one of {', '.join(SPLITS)}")
+    if split == "by_class":
+        overlap = sorted(set(source_classes or ()) & set(target_classes or ()))
+        if overlap:
+            raise DataError(
+                f"{name}: source and target classes must be disjoint, both hold {overlap}; "
+                "for tasks that share their classes use task.split: by_examples"
+            )
+    raw = _load_raw(name, data_dir)
+    labels = np.unique(raw.y)
+    if split == "by_class":
+        for side, classes in (("source", source_classes), ("target", target_classes)):
+            if classes is None:
+                raise DataError(f"{name}: task.{side}_classes: give the classes of the {side} task")
+            _check_classes(name, tuple(classes), labels, side=side, suggest_by_examples=True)
+        source = _dataset(name, raw, tuple(source_classes), seed)
+        target = _dataset(name, raw, tuple(target_classes), seed)
+    else:
+        shared = _shared_classes(name, source_classes, target_classes)
+        if shared is not None:
+            _check_classes(name, shared, labels, side="target")
+        source, target = _halve_by_examples(_dataset(name, raw, shared, seed), seed)
+    if target_examples_per_class is not None:
+        target = _few_shot(target, target_examples_per_class, seed)
+    return TransferTask(source=source, target=target)
+
+
+def _dataset(name: str, raw: RawData, classes: tuple[int, ...] | None, seed: int) -> Dataset:
+    """Keep `classes` of a raw dataset and split it into train/val/test."""
+    if raw.x_test is None:
+        parts = _split(name, raw.x, raw.y, classes, SPLIT_FRACTIONS, seed)
+    else:
+        val = raw.val_fraction
+        train, valid, _ = _split(name, raw.x, raw.y, classes, (1.0 - val, val, 0.0), seed)
+        *_, test = _split(name, raw.x_test, raw.y_test, classes, (0.0, 0.0, 1.0), seed)
+        parts = (train, valid, test)
+    if raw.scale != 1.0:
+        parts = tuple((x / np.float32(raw.scale), y) for x, y in parts)
+    if raw.standardise:
+        parts = _standardise(parts)
+    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = parts
+    num_classes = len(classes) if classes is not None else len(np.unique(raw.y))
+    return Dataset(x_tr, y_tr, x_va, y_va, x_te, y_te, num_classes=num_classes, name=name)
+
+
+def _shared_classes(name: str, source_classes, target_classes) -> tuple[int, ...] | None:
+    """by_examples: the one class list both tasks use (None: every class)."""
+    both = source_classes is not None and target_classes is not None
+    if both and tuple(source_classes) != tuple(target_classes):
         raise DataError(
-            f"{os.fspath(name)}: source and target classes must be disjoint, both hold {overlap}"
+            f"{name}: task.source_classes: with task.split: by_examples source and target "
+            f"share their classes, but source_classes={tuple(source_classes)} and "
+            f"target_classes={tuple(target_classes)}; give task.target_classes only"
         )
-    return TransferTask(
-        source=load_dataset(name, seed=seed, classes=tuple(source_classes)),
-        target=load_dataset(name, seed=seed, classes=tuple(target_classes)),
-    )
+    classes = target_classes if target_classes is not None else source_classes
+    return None if classes is None else tuple(classes)
+
+
+def _halve_by_examples(full: Dataset, seed: int) -> tuple[Dataset, Dataset]:
+    """Split each class's training examples between source and target; val/test are shared."""
+    source_index, target_index = [], []
+    for label in range(full.num_classes):
+        members = np.flatnonzero(full.y_train == label)
+        if len(members) < 2:
+            raise DataError(
+                f"{full.name}: task.split: by_examples needs at least 2 training examples of "
+                f"class {label} (one for each task), it has {len(members)}"
+            )
+        members = np.random.default_rng([seed, label, 2]).permutation(members)
+        cut = min(max(1, round(SOURCE_SHARE * len(members))), len(members) - 1)
+        source_index.append(members[:cut])
+        target_index.append(members[cut:])
+
+    def keep(index):
+        index = np.sort(np.concatenate(index))  # keep the split's shuffled order
+        return dataclasses.replace(full, x_train=full.x_train[index], y_train=full.y_train[index])
+
+    return keep(source_index), keep(target_index)
+
+
+def _few_shot(target: Dataset, per_class: int, seed: int) -> Dataset:
+    """The target task with `per_class` training examples of each class, chosen with the seed."""
+    if not isinstance(per_class, int) or isinstance(per_class, bool) or per_class < 1:
+        raise DataError(
+            f"{target.name}: task.target_examples_per_class must be an integer >= 1, "
+            f"got {per_class!r}"
+        )
+    kept = []
+    for label in range(target.num_classes):
+        members = np.flatnonzero(target.y_train == label)
+        if len(members) < per_class:
+            raise DataError(
+                f"{target.name}: task.target_examples_per_class={per_class} but target class "
+                f"{label} has only {len(members)} training example(s)"
+            )
+        rng = np.random.default_rng([seed, label, 3])
+        kept.append(rng.choice(members, per_class, replace=False))
+    index = np.sort(np.concatenate(kept))
+    return dataclasses.replace(target, x_train=target.x_train[index], y_train=target.y_train[index])
 
 
 # ---------------------------------------------------------------------------------------------
 # Sources: raw (x, y) arrays with original labels.
+
+
+def _load_raw(name: str, data_dir: str | os.PathLike | None) -> RawData:
+    """Read a dataset by name or path, labels as in the data."""
+    if name == "digits":
+        return RawData(*_digits())
+    if name == "mnist1d":
+        return RawData(*_mnist1d(), val_fraction=MNIST1D_VAL_FRACTION)
+    if name in formats.STANDARD_DATASETS:
+        root = pathlib.Path(data_dir).expanduser() if data_dir else cache_root() / "datasets"
+        return formats.read_standard(name, root)
+    if looks_like_path(name):
+        return _read_path(name)
+    raise DataError(_unknown_name_message(name))
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:
@@ -198,17 +320,31 @@ def _save_atomically(path: pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
             os.unlink(tmp)
 
 
-def _looks_like_path(name: str) -> bool:
-    """Treat a name as a file path if it names a file, a folder or an .npz."""
-    return name.endswith(".npz") or os.sep in name or os.path.exists(name)
+def looks_like_path(name: str) -> bool:
+    """Treat a dataset name as a path if it names a file or folder, or has a path's form."""
+    return name.endswith(_PATH_SUFFIXES) or os.sep in name or "/" in name or os.path.exists(name)
 
 
 def _unknown_name_message(name: str) -> str:
     """One line listing the valid dataset names, with the closest as a suggestion."""
-    close = difflib.get_close_matches(name, BUILTIN_DATASETS, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    valid = ", ".join(repr(n) for n in BUILTIN_DATASETS)
-    return f"{name}: unknown dataset; valid names are {valid} or a path to an .npz file{hint}"
+    close = set(difflib.get_close_matches(name, DATASET_NAMES, n=3))
+    close = [n for n in DATASET_NAMES if n in close]  # in the listed order
+    hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+    valid = ", ".join(repr(n) for n in DATASET_NAMES)
+    return (
+        f"{name}: unknown dataset; valid names are {valid}, or a path to an .npz file, a CIFAR "
+        f"archive or an image folder{hint}"
+    )
+
+
+def _read_path(path: str) -> RawData:
+    """A user path: an .npz, a CIFAR archive or folder, a folder of IDX files, an image folder."""
+    p = pathlib.Path(path).expanduser()
+    if path.endswith(".npz"):
+        return RawData(*_read_npz(str(p)), standardise=True)
+    if not p.exists():
+        raise DataError(f"{path}: no such file or folder")
+    return formats.read_files(p)
 
 
 def _read_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -295,18 +431,39 @@ def _chunks(n: int, fractions: tuple[float, float, float]) -> list[slice]:
     return [slice(int(a), int(b)) for a, b in zip([0, *bounds[:-1]], bounds, strict=True)]
 
 
-def _check_classes(name: str, classes: tuple[int, ...], labels: np.ndarray) -> None:
-    """Raise DataError unless `classes` are at least two distinct labels present in the data."""
+def _check_classes(
+    name: str,
+    classes: tuple[int, ...],
+    labels: np.ndarray,
+    side: str | None = None,
+    *,
+    suggest_by_examples: bool = False,
+) -> None:
+    """Raise DataError unless `classes` are at least two distinct labels present in the data.
+
+    side ("source" or "target") names the task's key in the message; suggest_by_examples adds a
+    hint where the data has too few classes for two class-disjoint tasks.
+    """
     valid = ", ".join(str(c) for c in labels)
     if len(labels) < 2:
         raise DataError(f"{name}: needs at least 2 classes, the labels hold only {valid}")
+    where, hint = f"{name}:", ""
+    if side is not None:
+        where = f"{name}: task.{side}_classes:"
+    if suggest_by_examples and len(labels) < 4:  # two class-disjoint tasks of 2+ classes need 4
+        hint = (
+            f"; with {len(labels)} classes use task.split: by_examples (source and target "
+            "share their classes and are split by examples)"
+        )
     if len(classes) < 2:
-        raise DataError(f"{name}: classes={tuple(classes)} keeps fewer than 2 classes")
+        raise DataError(f"{where} classes={tuple(classes)} keeps fewer than 2 classes{hint}")
     if len(set(classes)) != len(classes):
-        raise DataError(f"{name}: classes={tuple(classes)} lists a class twice")
+        raise DataError(f"{where} classes={tuple(classes)} lists a class twice")
     unknown = [c for c in classes if c not in set(labels.tolist())]
     if unknown:
-        raise DataError(f"{name}: class(es) {unknown} not in the data; valid classes: {valid}")
+        raise DataError(
+            f"{where} class(es) {unknown} not in the data; valid classes: {valid}{hint}"
+        )
 
 
 def _standardise(parts):

@@ -82,13 +82,18 @@ class FoundDesign:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise CodesignError(f"{path}: not a codesign design file (no format: {FORMAT!r})")
         version = data.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise CodesignError(
-                f"{path}: design format version {version!r} is newer than this codesign reads "
+                f"{path}: format_version must be a whole number from 1 to {FORMAT_VERSION}, "
+                f"got {version!r}"
+            )
+        if version > FORMAT_VERSION:
+            raise CodesignError(
+                f"{path}: design format version {version} is newer than this codesign reads "
                 f"({FORMAT_VERSION}); upgrade codesign"
             )
         try:
-            return cls(
+            design = cls(
                 space=data["space"],
                 space_path=data.get("space_path", path),
                 candidate=Candidate.from_dict(data["candidate"]),
@@ -96,10 +101,12 @@ class FoundDesign:
                 metrics=dict(data.get("metrics", {})),
                 source=dict(data.get("source", {})),
             )
-        except (KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise CodesignError(
                 f"{path}: malformed design file ({type(err).__name__}: {err})"
             ) from None
+        design.search_space().check(design.candidate, path)  # a point of its own space
+        return design
 
 
 def _accelerator_json(acc) -> dict:
@@ -184,6 +191,8 @@ def export_design(
                 f"--trial {trial}: trial is {chosen.state.name}, not a scored design"
             )
     else:
+        if pick is not None and not pick.strip():
+            raise CodesignError("--pick is empty: give e.g. 'accuracy>=0.9:min-energy'")
         text = pick or "accuracy>=0:min-energy"
         metric, symbol, threshold, direction, goal = parse_pick(text)
         metric, goal = _metric_name(metric, text), _metric_name(goal, text)
@@ -200,6 +209,8 @@ def export_design(
         pick_of = min if direction == "min" else max
         chosen, _ = pick_of(ok, key=lambda tm: tm[1].get(goal, math.inf))
         result = result_of(chosen)
+        if result.candidate is None:
+            raise CodesignError(f"--pick {pick!r}: trial {chosen.number} holds no codesign design")
     return FoundDesign(
         space=study.user_attrs["space"],
         space_path=study.user_attrs.get("space_path", ""),
@@ -329,7 +340,8 @@ def train_design(
         "breakeven_inferences": train_j / result.energy_j,
         "dense_weights": int(sum(np.asarray(p["w"]).size for p in params)),
         "compact_weights": int(sum(c["w"].size for c in compact)),
-        "files": {"checkpoint": "checkpoint", "weights": "weights.npz"},
+        "files": {"checkpoint": "checkpoint", "weights": "weights.npz", "design": "design.json"},
     }
+    save_design(design, out / "design.json")  # the trained directory is self-contained
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

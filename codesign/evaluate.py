@@ -68,6 +68,7 @@ class Result:
     final_loss: float | None = None
     finetune_flops: float = 0.0
     diverged: bool = False
+    empty_layers: int = 0  # layers left without a single weight (width or pruning)
 
     @property
     def trained(self) -> bool:
@@ -86,9 +87,8 @@ class Result:
         return self.finetune_energy_j + inferences * self.energy_j
 
     def feasible(self, constraints: Mapping[str, float]) -> bool:
-        """On the front's terms: trained, within every budget, and not degenerate (a design
-        whose every weight was pruned costs nothing and guesses)."""
-        return self.ok and self.energy_j > 0 and all(v <= 0 for v in constraints.values())
+        """On the front's terms: trained, and every constraint met (`Problem.violations`)."""
+        return self.ok and all(v <= 0 for v in constraints.values())
 
     @property
     def fail_reason(self) -> str | None:
@@ -111,6 +111,7 @@ class Result:
             "final_loss": self.final_loss,
             "finetune_flops": self.finetune_flops if self.trained else None,
             "finetune_energy_j": self.finetune_energy_j if self.trained else None,
+            "empty_layers": self.empty_layers,
             **failure_attrs(self.fail_reason),
         }
         return {k: v for k, v in attrs.items() if v is not None}
@@ -135,6 +136,7 @@ class Result:
             final_loss=attrs.get("final_loss"),
             finetune_flops=float(attrs.get("finetune_flops", 0.0)),
             diverged=str(attrs.get("fail_reason", "")).startswith(DIVERGED),
+            empty_layers=int(attrs.get("empty_layers", 0)),
         )
 
 
@@ -165,6 +167,7 @@ def _results(report, cands: list[Candidate]) -> list[Result]:
     layers = {c: np.asarray(report.layer_j[c], np.float64) for c in COMPONENTS}
     energy = sum(v.sum(-1) for v in layers.values())
     macs = np.asarray(report.macs, np.float64)
+    empty = (np.asarray(report.layer_macs) == 0).sum(-1)
     tops = np.divide(2.0 * macs / 1e12, energy, out=np.zeros_like(energy), where=energy > 0)
     return [
         Result(
@@ -174,6 +177,7 @@ def _results(report, cands: list[Candidate]) -> list[Result]:
             tops_per_w=float(tops[i]),
             energy_layers_j={c: [float(x) for x in v[i]] for c, v in layers.items()},
             candidate=cand,
+            empty_layers=int(empty[i]),
         )
         for i, cand in enumerate(cands)
     ]
@@ -192,6 +196,9 @@ class Evaluator:
             source_classes=task.source_classes,
             target_classes=task.target_classes,
             seed=task.seed,
+            split=task.split,
+            target_examples_per_class=task.target_examples_per_class,
+            data_dir=task.data_dir,
         )
         self.spec = network_spec(problem.model, self.task.source)
         self.shapes = networks.layer_shapes(
@@ -282,13 +289,13 @@ class Evaluator:
         return _results(report, cands)
 
     def budget_energies(self, cands: list[Candidate], chunk: int = 256) -> np.ndarray:
-        """Energy per candidate, np.inf where energy, latency or tiles break a budget."""
+        """Energy per candidate, np.inf where it is not worth training (a budget broken, or a
+        layer left empty: `Problem.worth_training`)."""
         out = []
         for start in range(0, len(cands), chunk):
             results = self.estimate(cands[start : start + chunk], pad_to=chunk)
-            numbers = [np.asarray([getattr(r, k) for r in results]) for k in _BUDGETED]
-            ok = self.problem.budgets.worth_training(*numbers)
-            out.append(np.where(ok, numbers[0], np.inf))
+            worth = self.problem.worth_training
+            out.append(np.asarray([r.energy_j if worth(r) else np.inf for r in results]))
         return np.concatenate(out) if out else np.zeros(0)
 
     def population(self, cands: list[Candidate], seeds: list[int]) -> transfer.Population:
@@ -347,5 +354,3 @@ class Evaluator:
             "candidate": cand.to_dict(),
         }
 
-
-_BUDGETED = ("energy_j", "latency_s", "tiles")  # the order `Budgets.worth_training` takes

@@ -117,6 +117,7 @@ class Accelerator:
     # Added with issue 10 (each preset sets them explicitly; the defaults keep older code valid).
     gate_idle: float = 0.0  # share of idle DACs/ADCs/rows/columns/PEs switched off (0..1)
     columns_per_adc: float = 1.0  # cell columns merged (charge sharing) into one ADC conversion
+    adc_flash: float = 0.0  # ADC architecture: 0 successive approximation (SAR), 1 flash
     digital_slice_bits: float = 8.0  # activation bits a digital PE takes per cycle (1: bit-serial)
     batch: float = 1.0  # inferences per weight fetch: weight reads and re-programming amortised
     node_nm: float = 22.0  # technology node the chip is built in
@@ -146,9 +147,18 @@ def with_tile(acc: Accelerator, rows, cols, *, keep_area: bool = True) -> Accele
 
 
 def adc_energy_j(bits, acc: Accelerator):
-    """Energy per ADC conversion: linear in bits below the knee, ~4x per bit above it."""
+    """Energy per ADC conversion: linear in bits below the knee, ~4x per bit above it.
+
+    `adc_j_per_bit` is one comparator decision with its share of the converter (ZigZag-IMC's
+    100 fF * Vdd^2 per bit of a SAR ADC, which decides once per bit). A flash ADC decides with
+    2^b - 1 comparators at once (Razavi, "The flash ADC", IEEE Solid-State Circuits Magazine 9(3),
+    2017), so it pays 2^b - 1 decisions instead of b; `adc_flash` blends the two (0 SAR, 1 flash).
+    ASSUMPTION: a flash comparator decision costs what one SAR bit cycle costs. The noise term
+    (4x per bit above the knee) is the same for both.
+    """
     t = acc.energy
-    e = t.adc_j_per_bit * (bits + t.adc_knee_bits * 4.0 ** (bits - t.adc_knee_bits))
+    decisions = (1.0 - acc.adc_flash) * bits + acc.adc_flash * (2.0**bits - 1.0)
+    e = t.adc_j_per_bit * (decisions + t.adc_knee_bits * 4.0 ** (bits - t.adc_knee_bits))
     return e * tech_scale(acc)
 
 

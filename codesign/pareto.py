@@ -56,16 +56,16 @@ def _signed(study, trial) -> np.ndarray:
 
 
 def front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Feasible non-dominated trials, sorted by energy."""
+    """Feasible non-dominated trials, sorted by energy (ties kept: the same set as Optuna's
+    `study.best_trials`)."""
     trials = [t for t in study.get_trials(deepcopy=False) if feasible(t)]
     points = [_signed(study, t) for t in trials]
-    keep = []
-    for i, p in enumerate(points):
-        dominated = any(np.all(q <= p) and np.any(q < p) for j, q in enumerate(points) if j != i)
-        duplicate = any(np.array_equal(q, p) for q in points[:i])
-        if not dominated and not duplicate:
-            keep.append(trials[i])
-    return sorted(keep, key=lambda t: result_of(t).energy_j)
+    keep = [
+        trial
+        for trial, p in zip(trials, points, strict=True)
+        if not any(np.all(q <= p) and np.any(q < p) for q in points)
+    ]
+    return sorted(keep, key=lambda t: (result_of(t).energy_j, t.number))
 
 
 def hypervolume(points, reference_energy_j: float, reference_accuracy: float = 0.0) -> float:
@@ -169,8 +169,8 @@ def plot_front(
     show each trial's design on hover.
     """
     path = pathlib.Path(path)
-    trials = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-    trained = [t for t in trials if (r := result_of(t)) is not None and r.trained]
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED")]
+    trained = [t for t in trials if (r := result_of(t)) is not None and r.ok]
     best = front(study)
     energy = lambda ts: [result_of(t).energy_j for t in ts]  # noqa: E731
     acc = lambda ts: [result_of(t).accuracy for t in ts]  # noqa: E731
@@ -233,8 +233,11 @@ def plot_front(
             label=baseline["label"],
             zorder=4,
         )
-    ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    if trained or baseline:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    else:
+        ax.text(0.5, 0.5, "no trained trial yet", ha="center", transform=ax.transAxes)
     ax.set_xlabel("energy per inference (J)")
     ax.set_ylabel("accuracy (target validation)")
     ax.set_title(title)

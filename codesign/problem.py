@@ -11,8 +11,6 @@ import dataclasses
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from codesign.hardware import Accelerator, with_tile
 from codesign.presets import DEFAULT_PRESET, get_preset
 
@@ -41,12 +39,15 @@ OBJECTIVES = {
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-    """The data: a dataset split by class into a source (pretraining) and a target task."""
+    """The data: a dataset cut into a source (pretraining) and a target (fine-tune) task."""
 
-    dataset: str = "digits"  # digits | mnist1d | path/to/file.npz
-    source_classes: tuple[int, ...] = (0, 1, 2, 3, 4)
-    target_classes: tuple[int, ...] = (5, 6, 7, 8, 9)
+    dataset: str = "digits"  # a name in codesign.data.DATASET_NAMES, or a file or folder path
+    source_classes: tuple[int, ...] | None = (0, 1, 2, 3, 4)  # None: every class (by_examples)
+    target_classes: tuple[int, ...] | None = (5, 6, 7, 8, 9)
     seed: int = 0
+    split: str = "by_class"  # by_class (disjoint classes) | by_examples (shared classes)
+    target_examples_per_class: int | None = None  # few-shot target: N training examples a class
+    data_dir: str | None = None  # where standard datasets are (default $CODESIGN_CACHE/datasets)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,28 +88,21 @@ class Budgets:
     def accuracy_floor(self) -> float:
         return self.min_accuracy or 0.0
 
-    def violations(self, energy_j, latency_s, tiles, accuracy=None) -> dict:
-        """Constraint values per budget set (> 0 means violated); numbers or arrays.
+    def violations(self, result: Result) -> dict[str, float]:
+        """Constraint values per budget set (> 0 means violated).
 
         An untrained design (accuracy None) counts as accuracy 0 against min_accuracy.
         """
         out = {}
         if self.max_energy_j is not None:
-            out["max_energy_j"] = np.asarray(energy_j) / self.max_energy_j - 1.0
+            out["max_energy_j"] = result.energy_j / self.max_energy_j - 1.0
         if self.max_latency_s is not None:
-            out["max_latency_s"] = np.asarray(latency_s) / self.max_latency_s - 1.0
+            out["max_latency_s"] = result.latency_s / self.max_latency_s - 1.0
         if self.max_tiles is not None:
-            out["max_tiles"] = np.asarray(tiles, np.float64) - self.max_tiles
+            out["max_tiles"] = float(result.tiles) - self.max_tiles
         if self.min_accuracy is not None:
-            out["min_accuracy"] = self.min_accuracy - (0.0 if accuracy is None else accuracy)
+            out["min_accuracy"] = self.min_accuracy - (result.accuracy or 0.0)
         return out
-
-    def worth_training(self, energy_j, latency_s, tiles) -> np.ndarray:
-        """Energy, latency and tiles within budget (accuracy is not known yet)."""
-        ok = np.ones(np.shape(energy_j), bool)
-        for value in self.violations(energy_j, latency_s, tiles, accuracy=1.0).values():
-            ok &= np.asarray(value) <= 0
-        return ok
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,10 +147,14 @@ class Problem:
         return [values[o] for o in self.objectives]
 
     def violations(self, result: Result) -> dict[str, float]:
-        v = self.budgets.violations(
-            result.energy_j, result.latency_s, result.tiles, result.accuracy
-        )
-        return {k: float(x) for k, x in v.items()}
+        """Every constraint a design must meet (> 0 means violated): the budgets, and no layer
+        left without a weight (such a network computes a constant: it costs little and guesses).
+        Every Optuna client reads these as the trial's constraints."""
+        return {**self.budgets.violations(result), "empty_layers": float(result.empty_layers)}
+
+    def worth_training(self, result: Result) -> bool:
+        """Every constraint that is known before training (all but min_accuracy) is met."""
+        return all(v <= 0 for k, v in self.violations(result).items() if k != "min_accuracy")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,19 @@ from codesign.energy import COMPONENTS, Design, estimate_energy, peak_tops_per_w
 from codesign.hardware import Accelerator
 from codesign.pruning import GRANULARITIES
 
-__all__ = ["energy_summary", "format_energy", "format_joules"]
+__all__ = ["energy_summary", "format_energy", "format_joules", "format_preset", "peak_or_none"]
+
+
+def peak_or_none(acc: Accelerator) -> float | None:
+    """Peak TOPS/W of one full analog tile; None on a chip without analog tiles (no such tile)."""
+    return float(peak_tops_per_w(acc)) if float(acc.tiles) > 0 else None
+
+
+def format_preset(name: str, acc: Accelerator, source: str) -> str:
+    """One line of `codesign energy --list-presets`: name, peak tile efficiency, source."""
+    peak = peak_or_none(acc)
+    label = "no analog tiles" if peak is None else f"peak {peak:7.0f} TOPS/W (one full tile)"
+    return f"{name:<20} {label:<35} {source}"
 
 
 def energy_summary(
@@ -61,7 +73,7 @@ def energy_summary(
         "total_j": float(report.energy_j),
         "macs": float(report.macs),
         "tops_per_w": float(report.tops_per_w),
-        "peak_tops_per_w": float(peak_tops_per_w(acc)),
+        "peak_tops_per_w": peak_or_none(acc),
         "latency_s": float(report.latency_s),
         "tiles_used": int(report.tiles_used),
         "chip_tiles": int(acc.tiles),
@@ -114,9 +126,10 @@ def format_energy(summary: dict) -> str:
     ]
     for r in [header, *rows]:
         lines.append("  ".join(str(c).rjust(w) for c, w in zip(r, widths, strict=True)))
+    peak = summary["peak_tops_per_w"]
     lines += [
         f"total {format_joules(total)} per inference, {summary['tops_per_w']:.3g} TOPS/W effective "
-        f"(peak tile {summary['peak_tops_per_w']:.0f}), "
+        f"({'no analog tiles' if peak is None else f'peak tile {peak:.0f}'}), "
         f"latency {summary['latency_s'] * 1e6:.3g} us, "
         f"{summary['tiles_used']}/{summary['chip_tiles']} tiles, "
         f"programming once {format_joules(summary['program_once_j'])}",
@@ -131,6 +144,6 @@ def format_energy(summary: dict) -> str:
     shrink = max(summary["layers"], key=lambda layer: layer["d_energy_d_width_j_per_unit"])
     move = min(summary["layers"], key=lambda layer: layer["d_energy_d_analog_fraction_j"])
     lines.append(f"shrink first: {shrink['name']} (largest saving per unit of width)")
-    if move["d_energy_d_analog_fraction_j"] < 0:
+    if summary["chip_tiles"] > 0 and move["d_energy_d_analog_fraction_j"] < 0:
         lines.append(f"move to analog first: {move['name']} (largest saving per analog share)")
     return "\n".join(lines)

@@ -27,12 +27,16 @@ from codesign.space import SearchSpace
 __all__ = ["check_counts", "run_search"]
 
 
+MAX_BATCH = 1024  # candidates per batch: one compiled population of that size must fit in memory
+MAX_TRIALS = 1_000_000
+
+
 def check_counts(trials: int | None, batch: int | None) -> None:
-    """Reject a negative trial count or an empty batch before any work starts."""
-    if trials is not None and trials < 0:
-        raise CodesignError(f"--trials must be >= 0, got {trials}")
-    if batch is not None and batch < 1:
-        raise CodesignError(f"--batch must be >= 1, got {batch}")
+    """Reject a trial count or batch size out of range before any work starts."""
+    if trials is not None and not 0 <= trials <= MAX_TRIALS:
+        raise CodesignError(f"--trials must be in [0, {MAX_TRIALS}], got {trials}")
+    if batch is not None and not 1 <= batch <= MAX_BATCH:
+        raise CodesignError(f"--batch must be in [1, {MAX_BATCH}], got {batch}")
 
 
 def _proposals(space, study, evaluator, want: int, rng, reference_energy_j) -> list[dict]:
@@ -54,6 +58,21 @@ def _proposals(space, study, evaluator, want: int, rng, reference_energy_j) -> l
     )
 
 
+def _evaluate(space, evaluator, storage, study, asked, cands, seeds, batch) -> list:
+    """Results of a batch: energy for all, a fine-tune for those worth training."""
+    estimates = evaluator.estimate(cands)
+    results = [dataclasses.replace(r, seed=s) for r, s in zip(estimates, seeds, strict=True)]
+    train = [i for i, r in enumerate(results) if space.problem.worth_training(r)]
+    if train:
+        with studies.heartbeats(study, storage, asked):
+            trained = evaluator.evaluate(
+                [cands[i] for i in train], [seeds[i] for i in train], chunk=batch
+            )
+        for i, result in zip(train, trained, strict=True):
+            results[i] = result
+    return results
+
+
 def run_search(
     space: SearchSpace,
     *,
@@ -67,70 +86,64 @@ def run_search(
     progress: Callable | None = None,
     log: Callable | None = None,
     recover_stale: bool = True,
+    force_new_study: bool = False,
 ):
     """Run (or resume) the study until it holds `trials` finished trials; returns the study."""
     trials = space.trials if trials is None else trials
     batch = space.batch if batch is None else batch
     check_counts(trials, batch)
     out_dir = pathlib.Path(out_dir or pathlib.Path("runs") / (study_name or space.name))
+    evaluator = space.evaluator(cache_dir=cache_dir, log=log)  # bad data fails before any write
     storage = studies.storage_for(storage, out_dir)
-    study = studies.open_study(space, storage, study_name, seed)
+    study = studies.open_study(space, storage, study_name, seed, force_new=force_new_study)
     if study.user_attrs.get("target_trials") != trials:
         study.set_user_attr("target_trials", trials)  # what `codesign worker` aims for
-    evaluator = space.evaluator(cache_dir=cache_dir, log=log)
     base_seed = study.user_attrs.get("seed", 0)
     started = time.perf_counter()
     done_at_start = studies.counts(study)[0]
     screened = space.sampler.name == "energy-aware"
-    reference_energy_j = None
+    reference_j = None
     if screened:
         reference = evaluator.budget_energies([evaluator.dense_digital(space.tiles[0])])[0]
-        reference_energy_j = float(reference) if np.isfinite(reference) else None
+        reference_j = float(reference) if np.isfinite(reference) else None
     worker = studies.worker_id()
     # Ask/tell with heartbeats is what we want; Optuna's heartbeat helpers warn about it.
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     while True:
-        # Asking: under the journal's lock (one fsync), so workers sharing a study claim at most
-        # `trials` in total; dead workers' trials are recovered first.
-        with storage_batch(storage):
-            if recover_stale:
-                studies.recover_stale_trials(study, storage, log)
-                optuna.storages.fail_stale_trials(study)  # RDB heartbeats; no-op otherwise
-            finished, running = studies.counts(study)
-            want = min(batch, trials - finished - running)
-            if want <= 0:
-                break
-            if screened:  # under the lock: workers see each other's pending trials
-                rng = np.random.default_rng([base_seed, len(study.get_trials(deepcopy=False))])
-                for params in _proposals(space, study, evaluator, want, rng, reference_energy_j):
-                    studies.enqueue(study, params)
-            asked = [study.ask() for _ in range(want)]
-            for t in asked:
-                t.set_user_attr("worker", worker)
-            asked = studies.drop_surplus(study, asked, trials)
-            cands = [space.suggest(t) for t in asked]
-        if not asked:
-            continue
-        seeds = [base_seed * 1_000_003 + t.number for t in asked]
-        estimates = evaluator.estimate(cands)
-        results = [dataclasses.replace(r, seed=s) for r, s in zip(estimates, seeds, strict=True)]
-        budgets = space.problem.budgets
-        train = [
-            i
-            for i, r in enumerate(results)
-            if budgets.worth_training(r.energy_j, r.latency_s, r.tiles)
-        ]
-        if train:
-            with studies.heartbeats(study, storage, asked):
-                trained = evaluator.evaluate(
-                    [cands[i] for i in train], [seeds[i] for i in train], chunk=batch
-                )
-            for i, result in zip(train, trained, strict=True):
-                results[i] = result
-        with storage_batch(storage):  # telling: one fsync
-            for trial, result in zip(asked, results, strict=True):
-                studies.tell(study, trial, space.problem, result)
+        asked: list = []
+        try:
+            # Asking: under the journal's lock (one fsync), so workers sharing a study claim at
+            # most `trials` in total; dead workers' trials are recovered first. SIGINT and SIGTERM
+            # wait for the end of a storage phase, so a stop never cuts one in half.
+            with studies.uninterrupted(), storage_batch(storage):
+                if recover_stale:
+                    studies.recover_stale_trials(study, storage, log)
+                    optuna.storages.fail_stale_trials(study)  # RDB heartbeats; else a no-op
+                finished, running = studies.counts(study)
+                want = min(batch, trials - finished - running)
+                if want <= 0:
+                    break
+                if screened:  # under the lock: workers see each other's pending trials
+                    rng = np.random.default_rng([base_seed, len(study.get_trials(deepcopy=False))])
+                    for params in _proposals(space, study, evaluator, want, rng, reference_j):
+                        studies.enqueue(study, params)
+                asked = [study.ask() for _ in range(want)]
+                for t in asked:
+                    t.set_user_attr("worker", worker)
+                asked = studies.drop_surplus(study, asked, trials)
+                cands = [space.suggest(t) for t in asked]
+            if not asked:
+                continue
+            seeds = [base_seed * 1_000_003 + t.number for t in asked]
+            results = _evaluate(space, evaluator, storage, study, asked, cands, seeds, batch)
+            with studies.uninterrupted(), storage_batch(storage):  # telling: one fsync
+                for trial, result in zip(asked, results, strict=True):
+                    studies.tell(study, trial, space.problem, result)
+        except KeyboardInterrupt:  # SIGINT, or SIGTERM (the CLI raises it): resume redoes these
+            with studies.uninterrupted(), storage_batch(storage):
+                studies.release(study, asked, "interrupted: the search was stopped")
+            raise
         if progress:
             progress(study, done_at_start, trials, time.perf_counter() - started)
     if trials and "baseline" not in study.user_attrs:

@@ -4,7 +4,10 @@ A search space file has these sections (every key optional unless marked; see
 `search_spaces/digits_mlp.yaml` for a commented example):
 
     name: digits_mlp                     # study name (default: the file name)
-    task:       dataset (digits | mnist1d | path/to/data.npz), source_classes, target_classes, seed
+    task:       dataset (a name in codesign.data.DATASET_NAMES, or a path to an .npz, a CIFAR
+                archive, a folder of IDX files or of class sub-folders of images), data_dir,
+                split (by_class | by_examples), source_classes, target_classes,
+                target_examples_per_class, seed
     model:      family (mlp | cnn), widths (maximum hidden widths; a cnn's 3 conv channel counts)
     pretrain:   steps, learning_rate, batch_size
     finetune:   steps, learning_rate, batch_size, eval_draws
@@ -24,9 +27,7 @@ valid choices.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import difflib
 import math
 import pathlib
 from typing import Any
@@ -34,7 +35,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from codesign.data import BUILTIN_DATASETS
+from codesign.checks import choice, fail, int_list, override, parse_tile, section, typed
+from codesign.data import DATASET_NAMES, SPLITS, looks_like_path
 from codesign.errors import CodesignError
 from codesign.evaluate import Evaluator
 from codesign.hardware import Accelerator
@@ -103,6 +105,20 @@ class Dimension:
             low, high = min(self.choices), max(self.choices)
             return [(float(value) - low) / ((high - low) or 1.0)]
         return [1.0 / math.sqrt(2.0) if value == c else 0.0 for c in self.choices]
+
+    def contains(self, value) -> bool:
+        """Whether value is a point of this dimension (tiles compared as (rows, cols))."""
+        if self.choices is not None:
+            if self.is_tile:
+                tiles = [parse_tile(c, "search.tile", "") for c in self.choices]
+                pair = isinstance(value, list | tuple) and len(value) == 2
+                return pair and tuple(value) in tiles
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if self.is_int and value != int(value):
+            return False
+        return math.isfinite(value) and self.low - 1e-9 <= value <= self.high + 1e-9
 
     def suggest(self, trial, name: str):
         if self.choices is not None:
@@ -199,6 +215,28 @@ class SearchSpace:
             adc_bits=int(values("adc_bits", 1)[0]),
         )
 
+    def check(self, candidate: Candidate, where: str) -> None:
+        """Raise unless the candidate is a point of this space (one line naming the field)."""
+        model = self.problem.model
+        counts = {"widths": model.num_hidden, "tile": None, "adc_bits": None}
+        for key, dim in self.dims.items():
+            value = getattr(candidate, key)
+            count = counts.get(key, model.num_layers)
+            if count is not None and not isinstance(value, list | tuple):
+                raise CodesignError(f"{where}: candidate.{key} must be a list of {count} values")
+            values = [value] if count is None else list(value)
+            if count is not None and len(values) != count:
+                raise CodesignError(
+                    f"{where}: candidate.{key} has {len(values)} values; this space's model "
+                    f"needs {count}"
+                )
+            for v in values:
+                if not dim.contains(v):
+                    raise CodesignError(
+                        f"{where}: candidate.{key} = {v!r} is not a point of the design's search "
+                        f"space ({_describe(dim)})"
+                    )
+
     def suggest(self, trial) -> Candidate:
         """Ask an Optuna trial for its params, then build the candidate (Optuna stays here).
 
@@ -209,6 +247,12 @@ class SearchSpace:
         return self.candidate({name: dims[name].suggest(trial, name) for name in order})
 
 
+def _describe(dim: Dimension) -> str:
+    if dim.choices is not None:
+        return "choices: " + ", ".join(map(str, dim.choices))
+    return f"{dim.low:g}..{dim.high:g}"
+
+
 def load_space(path: str | pathlib.Path) -> SearchSpace:
     """Read and validate a search space YAML file."""
     path = pathlib.Path(path)
@@ -216,6 +260,8 @@ def load_space(path: str | pathlib.Path) -> SearchSpace:
         raise CodesignError(f"{path}: no such search space file")
     try:
         data = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise CodesignError(f"{path}: not a text (UTF-8) file; a search space is YAML") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -227,110 +273,51 @@ def load_space(path: str | pathlib.Path) -> SearchSpace:
 # --- validation helpers ---
 
 
-def _fail(path: str, key: str, message: str):
-    raise CodesignError(f"{path}: {key}: {message}")
-
-
-def _section(data: Any, key: str, path: str, allowed: tuple[str, ...]) -> dict:
-    section = {} if data is None else data
-    if not isinstance(section, dict):
-        _fail(path, key, f"must be a mapping with keys {', '.join(allowed)}")
-    for name in section:
-        if name not in allowed:
-            close = difflib.get_close_matches(str(name), allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            full = f"{key}.{name}" if key else str(name)
-            _fail(path, full, f"unknown key{hint}; valid keys: {', '.join(allowed)}")
-    return section
-
-
-def _typed(section: dict, key: str, where: str, path: str, kind, default, low=None, high=None):
-    value = section.get(key, default)
-    full = f"{where}.{key}" if where else key
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if kind is float and isinstance(value, str):
-        with contextlib.suppress(ValueError):  # YAML reads 1e-6 as a string
-            value = float(value)
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        _fail(path, full, f"must be {kind.__name__}, got {value!r}")
-    if low is not None and value < low or high is not None and value > high:
-        _fail(path, full, f"must lie in [{low}, {high}], got {value!r}")
-    return value
-
-
-def _choice(value, key: str, path: str, valid) -> str:
-    if value not in valid:
-        close = difflib.get_close_matches(str(value), [str(v) for v in valid], n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        _fail(path, key, f"unknown value {value!r}{hint}; valid: {', '.join(map(str, valid))}")
-    return value
-
-
-def parse_tile(value, key: str, path: str) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return (value, value)
-    if isinstance(value, str):
-        parts = value.lower().split("x")
-        if len(parts) == 2 and all(p.isdigit() and int(p) > 0 for p in parts):
-            return (int(parts[0]), int(parts[1]))
-    _fail(path, key, f"{value!r} is not a tile size: an int (square) or 'ROWSxCOLS'")
-
-
-def _int_list(value, key: str, path: str, low: int = 0) -> tuple[int, ...]:
-    if not isinstance(value, list) or not value:
-        _fail(path, key, f"must be a non-empty list of integers, got {value!r}")
-    for v in value:
-        if not isinstance(v, int) or isinstance(v, bool) or v < low:
-            _fail(path, key, f"must hold integers >= {low}, got {v!r}")
-    return tuple(value)
-
-
 def _dimension(spec, key: str, path: str, *, kind, low=None, high=None, choices=None) -> Dimension:
     """Parse one searched dimension: a fixed value, {choices: [...]}, or {low, high, step}."""
     full = f"search.{key}"
     if not isinstance(spec, dict):
         spec = {"choices": [spec]}
-    spec = _section(spec, full, path, ("choices", "low", "high", "step", "per_layer"))
-    per_layer = _typed(spec, "per_layer", full, path, bool, False)
+    spec = section(spec, full, path, ("choices", "low", "high", "step", "per_layer"))
+    per_layer = typed(spec, "per_layer", full, path, bool, False)
     if "choices" in spec:
         if any(k in spec for k in ("low", "high", "step")):
-            _fail(path, full, "give either choices or low/high/step, not both")
+            fail(path, full, "give either choices or low/high/step, not both")
         values = spec["choices"]
         if not isinstance(values, list) or not values:
-            _fail(path, f"{full}.choices", "must be a non-empty list")
+            fail(path, f"{full}.choices", "must be a non-empty list")
         checked = []
         for v in values:
             if choices is not None:
-                checked.append(_choice(v, f"{full}.choices", path, choices))
+                checked.append(choice(v, f"{full}.choices", path, choices))
             elif key == "tile":
                 parse_tile(v, f"{full}.choices", path)
                 checked.append(v if isinstance(v, str) else int(v))
             else:
                 wrapper = {"v": v}
-                checked.append(_typed(wrapper, "v", f"{full}.choices", path, kind, None, low, high))
+                checked.append(typed(wrapper, "v", f"{full}.choices", path, kind, None, low, high))
         return Dimension(
             choices=tuple(checked), is_int=kind is int, per_layer=per_layer, is_tile=key == "tile"
         )
     if choices is not None or key == "tile":
-        _fail(path, full, "takes choices: [...], not a range")
+        fail(path, full, "takes choices: [...], not a range")
     if "low" not in spec or "high" not in spec:
-        _fail(path, full, "a range needs both low and high (or give choices: [...])")
-    lo = _typed(spec, "low", full, path, kind, None, low, high)
-    hi = _typed(spec, "high", full, path, kind, None, low, high)
+        fail(path, full, "a range needs both low and high (or give choices: [...])")
+    lo = typed(spec, "low", full, path, kind, None, low, high)
+    hi = typed(spec, "high", full, path, kind, None, low, high)
     if lo > hi:
-        _fail(path, full, f"empty range: low {lo} > high {hi}")
+        fail(path, full, f"empty range: low {lo} > high {hi}")
     step = spec.get("step")
     if step is not None:
-        step = _typed(spec, "step", full, path, kind, None)
+        step = typed(spec, "step", full, path, kind, None)
         if step <= 0:
-            _fail(path, f"{full}.step", f"must be > 0, got {step}")
+            fail(path, f"{full}.step", f"must be > 0, got {step}")
     return Dimension(low=lo, high=hi, step=step, is_int=kind is int, per_layer=per_layer)
 
 
 def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
     """Validate a parsed YAML document (a dict) into a `SearchSpace`."""
-    top = _section(
+    top = section(
         data,
         "",
         path,
@@ -350,62 +337,96 @@ def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
             "batch",
         ),
     )
-    name = _typed(top, "name", "", path, str, pathlib.Path(path).stem)
+    name = typed(top, "name", "", path, str, pathlib.Path(path).stem)
 
-    t = _section(
-        top.get("task"), "task", path, ("dataset", "source_classes", "target_classes", "seed")
+    t = section(
+        top.get("task"),
+        "task",
+        path,
+        (
+            "dataset",
+            "data_dir",
+            "split",
+            "source_classes",
+            "target_classes",
+            "target_examples_per_class",
+            "seed",
+        ),
     )
-    dataset = _typed(t, "dataset", "task", path, str, "digits")
-    if not dataset.endswith(".npz"):
-        _choice(dataset, "task.dataset", path, BUILTIN_DATASETS + ("<file>.npz",))
-    elif (
-        not (pathlib.Path(path).parent / dataset).is_file() and not pathlib.Path(dataset).is_file()
-    ):
-        _fail(path, "task.dataset", f"no such file {dataset!r}")
+    dataset = typed(t, "dataset", "task", path, str, "digits")
+    if dataset not in DATASET_NAMES:
+        if not looks_like_path(dataset):
+            choice(dataset, "task.dataset", path, DATASET_NAMES + ("<file>.npz", "<folder>"))
+        beside = pathlib.Path(path).parent / dataset  # relative to the space file, else to here
+        if beside.exists():
+            dataset = str(beside.resolve())
+        elif not pathlib.Path(dataset).expanduser().exists():
+            fail(path, "task.dataset", f"no such file or folder {dataset!r}")
+    split = choice(t.get("split", "by_class"), "task.split", path, SPLITS)
+    given = {
+        key: int_list(t[key], f"task.{key}", path)
+        for key in ("source_classes", "target_classes")
+        if key in t
+    }
+    if split == "by_class":
+        source_classes = given.get("source_classes", Task.source_classes)
+        target_classes = given.get("target_classes", Task.target_classes)
+    elif len(set(given.values())) > 1:
+        fail(
+            path,
+            "task.source_classes",
+            "with task.split: by_examples source and target share their classes; "
+            "give task.target_classes only",
+        )
+    else:  # by_examples: one class list for both tasks, every class if none is given
+        source_classes = target_classes = next(iter(given.values()), None)
+    few_shot = t.get("target_examples_per_class")
+    if few_shot is not None and (type(few_shot) is not int or few_shot < 1):
+        fail(path, "task.target_examples_per_class", f"must be an integer >= 1, got {few_shot!r}")
+    data_dir = t.get("data_dir")
+    if data_dir is not None:
+        data_dir = typed(t, "data_dir", "task", path, str, None)
     task = Task(
         dataset=dataset,
-        source_classes=_int_list(
-            t.get("source_classes", list(Task.source_classes)), "task.source_classes", path
-        ),
-        target_classes=_int_list(
-            t.get("target_classes", list(Task.target_classes)), "task.target_classes", path
-        ),
-        seed=_typed(t, "seed", "task", path, int, 0, 0),
+        source_classes=source_classes,
+        target_classes=target_classes,
+        seed=typed(t, "seed", "task", path, int, 0, 0),
+        split=split,
+        target_examples_per_class=few_shot,
+        data_dir=data_dir,
     )
-    if len(task.target_classes) < 2:
-        _fail(path, "task.target_classes", "needs at least 2 classes")
+    if target_classes is not None and len(target_classes) < 2:
+        fail(path, "task.target_classes", "needs at least 2 classes")
 
-    m = _section(top.get("model"), "model", path, ("family", "widths"))
-    family = _choice(m.get("family", "mlp"), "model.family", path, FAMILIES)
+    m = section(top.get("model"), "model", path, ("family", "widths"))
+    family = choice(m.get("family", "mlp"), "model.family", path, FAMILIES)
     default_widths = list(Model.widths) if family == "mlp" else [32, 32, 32]
     model = Model(
         family=family,
-        widths=_int_list(m.get("widths", default_widths), "model.widths", path, low=1),
+        widths=int_list(m.get("widths", default_widths), "model.widths", path, low=1),
     )
     if family == "cnn" and len(model.widths) != 3:
-        _fail(path, "model.widths", "a cnn has 3 conv layers: give 3 channel counts")
+        fail(path, "model.widths", "a cnn has 3 conv layers: give 3 channel counts")
 
     def training(key, steps, lr, batch, extra=()):
-        s = _section(top.get(key), key, path, ("steps", "learning_rate", "batch_size", *extra))
+        s = section(top.get(key), key, path, ("steps", "learning_rate", "batch_size", *extra))
         return Training(
-            steps=_typed(s, "steps", key, path, int, steps, 1),
-            learning_rate=_typed(s, "learning_rate", key, path, float, lr, 1e-8, 10.0),
-            batch_size=_typed(s, "batch_size", key, path, int, batch, 1),
-            eval_draws=_typed(s, "eval_draws", key, path, int, 3, 1, 100),
+            steps=typed(s, "steps", key, path, int, steps, 1),
+            learning_rate=typed(s, "learning_rate", key, path, float, lr, 1e-8, 10.0),
+            batch_size=typed(s, "batch_size", key, path, int, batch, 1),
+            eval_draws=typed(s, "eval_draws", key, path, int, 3, 1, 100),
         )
 
     pretrain = training("pretrain", 500, 3e-3, 64)
     finetune = training("finetune", 100, 3e-3, 64, ("eval_draws",))
 
-    h = _section(top.get("hardware"), "hardware", path, ("preset", "overrides"))
-    preset = _choice(h.get("preset", DEFAULT_PRESET), "hardware.preset", path, tuple(PRESETS))
+    h = section(top.get("hardware"), "hardware", path, ("preset", "overrides"))
+    preset = choice(h.get("preset", DEFAULT_PRESET), "hardware.preset", path, tuple(PRESETS))
     fields = [f.name for f in dataclasses.fields(Accelerator) if f.name not in ("energy", "name")]
-    overrides = _section(h.get("overrides"), "hardware.overrides", path, tuple(fields))
-    overrides = {
-        k: _typed(overrides, k, "hardware.overrides", path, float, None, 0.0) for k in overrides
-    }
+    overrides = section(h.get("overrides"), "hardware.overrides", path, tuple(fields))
+    overrides = {k: override(overrides, k, path) for k in overrides}
 
-    s = _section(top.get("search"), "search", path, _SEARCHED)
+    s = section(top.get("search"), "search", path, _SEARCHED)
     widest = max(model.widths)
     dims = {
         "widths": _dimension(
@@ -433,26 +454,26 @@ def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
         "adc_bits": _dimension(s.get("adc_bits", 6), "adc_bits", path, kind=int, low=1, high=16),
     }
     if float(get_preset(preset).tiles) == 0 and dims["analog_fraction"].fixed != 0.0:
-        _fail(path, "search.analog_fraction", f"preset {preset!r} has no analog tiles; use 0")
+        fail(path, "search.analog_fraction", f"preset {preset!r} has no analog tiles; use 0")
 
     objectives = top.get("objectives", ["energy", "accuracy"])
     if not isinstance(objectives, list) or not objectives:
-        _fail(path, "objectives", f"must be a list from {', '.join(OBJECTIVES)}")
+        fail(path, "objectives", f"must be a list from {', '.join(OBJECTIVES)}")
     for o in objectives:
-        _choice(o, "objectives", path, tuple(OBJECTIVES))
+        choice(o, "objectives", path, tuple(OBJECTIVES))
     if "energy" not in objectives or "accuracy" not in objectives:
-        _fail(path, "objectives", "must include energy and accuracy")
+        fail(path, "objectives", "must include energy and accuracy")
     if len(set(objectives)) != len(objectives):
-        _fail(path, "objectives", "lists an objective twice")
+        fail(path, "objectives", "lists an objective twice")
 
-    b = _section(top.get("budgets"), "budgets", path, _BUDGETS)
-    budgets = Budgets(**{k: _typed(b, k, "budgets", path, float, None, 0.0) for k in b})
+    b = section(top.get("budgets"), "budgets", path, _BUDGETS)
+    budgets = Budgets(**{k: typed(b, k, "budgets", path, float, None, 0.0) for k in b})
 
-    sm = _section(top.get("sampler"), "sampler", path, ("name", "seed", "population_size"))
+    sm = section(top.get("sampler"), "sampler", path, ("name", "seed", "population_size"))
     sampler = Sampler(
-        name=_choice(sm.get("name", Sampler.name), "sampler.name", path, SAMPLERS),
-        seed=_typed(sm, "seed", "sampler", path, int, 0, 0),
-        population_size=_typed(sm, "population_size", "sampler", path, int, 16, 2),
+        name=choice(sm.get("name", Sampler.name), "sampler.name", path, SAMPLERS),
+        seed=typed(sm, "seed", "sampler", path, int, 0, 0),
+        population_size=typed(sm, "population_size", "sampler", path, int, 16, 2),
     )
     problem = Problem(
         task=task,
@@ -463,7 +484,7 @@ def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
         overrides=overrides,
         budgets=budgets,
         objectives=tuple(objectives),
-        lifecycle_inferences=_typed(top, "lifecycle_inferences", "", path, float, 1e6, 1.0),
+        lifecycle_inferences=typed(top, "lifecycle_inferences", "", path, float, 1e6, 1.0),
     )
     return SearchSpace(
         path=path,
@@ -471,7 +492,7 @@ def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
         problem=problem,
         dims=dims,
         sampler=sampler,
-        trials=_typed(top, "trials", "", path, int, 40, 1),
-        batch=_typed(top, "batch", "", path, int, 8, 1, 1024),
+        trials=typed(top, "trials", "", path, int, 40, 1),
+        batch=typed(top, "batch", "", path, int, 8, 1, 1024),
         raw=dict(top),
     )

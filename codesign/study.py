@@ -13,8 +13,12 @@ slots (failed as surplus), heartbeats on RDB storages.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
+import json
 import os
 import pathlib
+import signal
 import socket
 import threading
 import time
@@ -48,6 +52,7 @@ JOURNAL_NAME = "study.journal"
 # a trial silent for 3 intervals is failed by the next worker that asks, and its candidate retried.
 HEARTBEAT_S = 20
 COMPLETE, FAIL = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL
+PRUNED = optuna.trial.TrialState.PRUNED
 RUNNING, WAITING = optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING
 
 
@@ -69,6 +74,7 @@ def storage_for(storage, out_dir: str | pathlib.Path):
     if storage:
         if storage.endswith(".journal") or storage.endswith(".log"):
             return _journal(pathlib.Path(storage))
+        storage = _with_installed_driver(storage)
         try:
             with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -86,13 +92,29 @@ def storage_for(storage, out_dir: str | pathlib.Path):
     out = pathlib.Path(out_dir)
     if out.exists() and not out.is_dir():
         raise CodesignError(f"--out {str(out)!r} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    return _journal(out / JOURNAL_NAME)
+    return _journal(out / JOURNAL_NAME, flag="--out")
 
 
-def _journal(path: pathlib.Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return BatchedJournalStorage(str(path))
+def _journal(path: pathlib.Path, flag: str = "--storage"):
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return BatchedJournalStorage(str(path))
+    except OSError as err:
+        raise CodesignError(f"{flag} {str(path.parent)!r}: {err.strerror or err}") from None
+    except (ValueError, KeyError, TypeError) as err:  # JSON/Unicode decode errors are ValueErrors
+        why = type(err).__name__
+        raise CodesignError(f"{path}: not an Optuna journal ({why}); nothing changed") from None
+
+
+def _with_installed_driver(url: str) -> str:
+    """A plain postgresql:// URL names SQLAlchemy's default driver (psycopg 3 in SQLAlchemy 2.1,
+    psycopg2 before); use whichever of the two is installed."""
+    from importlib.util import find_spec
+
+    plain = url.startswith("postgresql://")
+    if plain and find_spec("psycopg") is None and find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
 
 
 def sampler_for(space: SearchSpace, seed: int):
@@ -121,11 +143,27 @@ def sampler_for(space: SearchSpace, seed: int):
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def open_study(space: SearchSpace, storage, study_name: str | None = None, seed: int | None = None):
-    """Create the study, or load it when it exists (resume)."""
+def open_study(
+    space: SearchSpace,
+    storage,
+    study_name: str | None = None,
+    seed: int | None = None,
+    *,
+    force_new: bool = False,
+):
+    """Create the study, or load it when it exists (resume) and was made with the same space.
+
+    `force_new` deletes an existing study of that name first.
+    """
     seed = space.sampler.seed if seed is None else seed
+    name = study_name or space.name
+    exists = name in {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    if exists and force_new:
+        optuna.delete_study(study_name=name, storage=storage)
+    elif exists:
+        check_same_space(optuna.load_study(study_name=name, storage=storage), space)
     study = optuna.create_study(
-        study_name=study_name or space.name,
+        study_name=name,
         storage=storage,
         directions=space.problem.directions,
         sampler=sampler_for(space, seed),
@@ -139,6 +177,7 @@ def open_study(space: SearchSpace, storage, study_name: str | None = None, seed:
         study.set_user_attr("space", space.raw)
         study.set_user_attr("space_path", space.path)
         study.set_user_attr("seed", seed)
+        study.set_user_attr("space_hash", space_hash(space))
     return study
 
 
@@ -169,26 +208,37 @@ def result_of(trial: optuna.trial.FrozenTrial) -> Result | None:
 
 
 def scored(trial: optuna.trial.FrozenTrial) -> Result | None:
-    """The result of a COMPLETE trial that was trained to a finite accuracy, else None."""
-    result = result_of(trial) if trial.state == COMPLETE else None
+    """The result of a finished trial that was trained to a finite accuracy (feasible or not),
+    else None."""
+    result = result_of(trial) if trial.state in (COMPLETE, PRUNED) else None
     return result if result is not None and result.ok else None
 
 
 def feasible(trial: optuna.trial.FrozenTrial) -> bool:
-    """Complete, trained, within every budget, not degenerate (`Result.feasible`)."""
-    result = scored(trial)
+    """Complete, trained, and every constraint met (`Result.feasible`)."""
+    result = scored(trial) if trial.state == COMPLETE else None
     return result is not None and result.feasible(trial.constraints)
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, problem: Problem, result: Result) -> None:
-    """Store a result in its trial and finish it: COMPLETE with objective values and budget
-    constraints (over budget before training: accuracy 0), or FAIL if the fine-tune diverged."""
-    for key, value in result.to_attrs().items():
+    """Store a result in its trial, with its constraint values, and finish it.
+
+    COMPLETE with its objective values when every constraint is met; PRUNED when one is not
+    (over a budget, so never trained, or below the accuracy budget, or a layer left empty), so
+    that every Optuna client (`optuna best-trials`, optuna-dashboard, whose front ignores
+    constraints) keeps it off the front, as codesign does; FAIL when the fine-tune diverged.
+    """
+    violations = problem.violations(result)
+    broken = [key for key, value in violations.items() if value > 0]
+    reason = result.fail_reason or (f"infeasible: {', '.join(broken)}" if broken else None)
+    for key, value in {**result.to_attrs(), **failure_attrs(reason)}.items():
         trial.set_user_attr(key, value)
-    for key, value in problem.violations(result).items():
+    for key, value in violations.items():
         trial.set_constraint(key, value)
     if result.trained and not result.ok:
         study.tell(trial, state=FAIL)
+    elif broken:
+        study.tell(trial, state=PRUNED)
     else:
         study.tell(trial, problem.objective_values(result))
 
@@ -223,9 +273,9 @@ def history(trials, names) -> tuple[list, list[dict], list[dict]]:
 
 
 def _counts_towards_total(trial: optuna.trial.FrozenTrial) -> bool:
-    """Complete, or failed on its own (diverged). Not a trial whose worker died (its candidate
-    is asked again) nor a surplus trial."""
-    if trial.state == COMPLETE:
+    """Complete, pruned as infeasible, or failed on its own (diverged). Not a trial whose worker
+    died (its candidate is asked again) nor a surplus trial."""
+    if trial.state in (COMPLETE, PRUNED):
         return True
     result = result_of(trial) if trial.state == FAIL else None
     return result is not None and result.diverged
@@ -273,10 +323,46 @@ def recover_stale_trials(study, storage, log=None, stale_after_s: float = 3600.0
         for key, value in failure_attrs("stale: process died").items():
             storage.set_trial_user_attr(trial_id, key, value)
         study.tell(trial.number, state=FAIL)
-        study.enqueue_trial(trial.params, skip_if_exists=False)
+        enqueue(study, trial.params)
     if stale and log:
         log(f"recovered {len(stale)} interrupted trial(s); their candidates are re-asked")
     return len(stale)
+
+
+@contextlib.contextmanager
+def uninterrupted():
+    """Hold SIGINT and SIGTERM until the block ends, then deliver them.
+
+    Storage phases (ask, tell) run inside it, so a stop never cuts a batch of journal writes in
+    half: the signal arrives between phases, where the search can mark its trials interrupted.
+    Outside the main thread (signals go to the main thread only) it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = []
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: held.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in held[:1]:
+            signal.raise_signal(sig)
+
+
+def release(study, trials, reason: str) -> None:
+    """Fail trials this process asked but will not finish, and queue their params again."""
+    for trial in trials:
+        if study.get_trials(deepcopy=False)[trial.number].state != RUNNING:
+            continue
+        for key, value in failure_attrs(reason).items():
+            trial.set_user_attr(key, value)
+        study.tell(trial, state=FAIL)
+        enqueue(study, trial.params)
 
 
 def drop_surplus(study, asked: list, trials: int) -> list:
@@ -331,3 +417,49 @@ def heartbeats(study, storage, trials):
     finally:
         stop.set()
         thread.join()
+
+
+# --- the space a study was made with ---
+
+
+def _canonical(space: SearchSpace) -> dict:
+    """What decides a trial's numbers: the problem and the searched dimensions (not the trial
+    count, batch size or sampler, which a resume may change)."""
+    dims = {key: dataclasses.asdict(dim) for key, dim in space.dims.items()}
+    return json.loads(json.dumps({**dataclasses.asdict(space.problem), "search": dims}))
+
+
+def space_hash(space: SearchSpace) -> str:
+    text = json.dumps(_canonical(space), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _changes(old, new, where: str = "") -> list[str]:
+    """'key.path: old -> new' for every leaf that differs between two canonical spaces."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [
+            change
+            for key in sorted(set(old) | set(new))
+            for change in _changes(old.get(key), new.get(key), f"{where}.{key}" if where else key)
+        ]
+    return [] if old == new else [f"{where}: {old!r} -> {new!r}"]
+
+
+def check_same_space(study: optuna.Study, space: SearchSpace) -> None:
+    """Raise unless `space` evaluates trials as the study's own space did."""
+    stored = study.user_attrs.get("space")
+    if stored is None or study.user_attrs.get("space_hash") == space_hash(space):
+        return
+    try:
+        before = _canonical(parse_space(stored, study.user_attrs.get("space_path", "<study>")))
+    except CodesignError:
+        before = {}
+    changes = _changes(before, _canonical(space))
+    if not changes:
+        return
+    shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
+    raise CodesignError(
+        f"study {study.study_name!r} was made with another search space ({shown}); "
+        "resume with the original file, or start anew with --study NEW_NAME "
+        "(or --force-new-study to delete this study's trials)"
+    )

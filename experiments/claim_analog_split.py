@@ -26,11 +26,17 @@ included):
 - the break-even K of each chip: analog energy per output column per position over the digital
   energy per MAC.
 
-Accuracy is not evaluated here: which layers tolerate analog noise (first and last layers are
-known to be sensitive) is measured by experiments/claim_analog_vs_digital.py and the search.
+Accuracy sensitivity, on the realistic setting (search_spaces/mnist1d_cnn.yaml: the MNIST-1D
+CNN on `hybrid-22nm` at its 256 x 256 tile, ADC bits of the preset): the search's own evaluator
+(`space.evaluator().evaluate`) fine-tunes and scores, under analog noise, the all-analog design
+and the designs with ONE layer moved to digital (first, last), over several seeds; per layer we
+report the change of test accuracy (mean and spread over seeds) next to the change of energy
+per inference (from the trained masks).
 
-    PYTHONPATH=. python experiments/claim_analog_split.py           # ~80 s on 2 cores
-    PYTHONPATH=. python experiments/claim_analog_split.py --quick   # two networks, ~40 s
+    PYTHONPATH=. python experiments/claim_analog_split.py --out experiments/results  # committed
+    PYTHONPATH=. python experiments/claim_analog_split.py --quick   # one setting, CNN, ~35 s CPU
+
+Results go to a temporary directory unless --out is given.
 """
 
 from __future__ import annotations
@@ -39,7 +45,11 @@ import argparse
 import dataclasses
 import json
 import pathlib
+import subprocess
+import sys
+import tempfile
 import time
+from importlib import metadata
 
 import numpy as np
 
@@ -52,6 +62,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
 GRID = 32  # analog fractions k / GRID
 ANALOG = ("adc", "dac", "array", "accumulate")
+SPACE = ROOT / "search_spaces" / "mnist1d_cnn.yaml"  # the realistic setting for accuracy
 
 
 def settings() -> dict:
@@ -77,6 +88,80 @@ def settings() -> dict:
     }
 
 
+def accuracy_sensitivity(quick: bool) -> dict:
+    """Fine-tune and score all-analog and one-layer-digital designs (first, last) over seeds.
+
+    Quick mode shortens pretraining and fine-tuning (accuracies indicative only)."""
+    from codesign.problem import Candidate
+    from codesign.space import load_space
+
+    space = load_space(SPACE)
+    problem = space.problem
+    if quick:
+        pre = dataclasses.replace(problem.pretrain, steps=150)
+        problem = dataclasses.replace(problem, pretrain=pre)
+        space = dataclasses.replace(space, problem=problem).with_finetune(steps=10, eval_draws=1)
+    seeds = [0, 1] if quick else [0, 1, 2, 3]
+    evaluator = space.evaluator()
+    layers = len(evaluator.shapes)
+    acc = space.accelerator()
+    tile = (int(acc.tile_rows), int(acc.tile_cols))
+    splits = {
+        "all analog": (1.0,) * layers,
+        "first layer digital": (0.0,) + (1.0,) * (layers - 1),
+        "last layer digital": (1.0,) * (layers - 1) + (0.0,),
+    }
+    if not quick:
+        splits["all digital"] = (0.0,) * layers
+    cands, names = [], []
+    for name, fractions in splits.items():
+        for _ in seeds:
+            names.append(name)
+            cands.append(
+                Candidate(
+                    widths=tuple(problem.model.widths),
+                    sparsity=(0.0,) * layers,
+                    granularity=("unstructured",) * layers,
+                    analog_fraction=fractions,
+                    tile=tile,
+                    adc_bits=int(acc.adc_bits),
+                )
+            )
+    results = evaluator.evaluate(cands, seeds * len(splits), chunk=len(cands))
+    rows = {}
+    for name, fractions in splits.items():
+        rs = [r for n, r in zip(names, results, strict=True) if n == name]
+        test = np.asarray([r.test_accuracy for r in rs])
+        rows[name] = {
+            "analog_fraction": list(fractions),
+            "test_accuracy": test.tolist(),
+            "test_accuracy_mean": float(test.mean()),
+            "test_accuracy_std": float(test.std(ddof=1)) if len(test) > 1 else 0.0,
+            "digital_test_accuracy_mean": float(np.mean([r.digital_test_accuracy for r in rs])),
+            "energy_j": float(np.mean([r.energy_j for r in rs])),
+        }
+    base = rows["all analog"]
+    base_test = np.asarray(base["test_accuracy"])
+    for row in rows.values():
+        delta = np.asarray(row["test_accuracy"]) - base_test  # paired by seed
+        row["accuracy_change"] = float(delta.mean())
+        row["accuracy_change_std"] = float(delta.std(ddof=1)) if len(delta) > 1 else 0.0
+        row["energy_change"] = row["energy_j"] / base["energy_j"] - 1.0
+    return {
+        "space": str(SPACE.relative_to(ROOT)),
+        "preset": problem.preset,
+        "tile": list(tile),
+        "adc_bits": int(acc.adc_bits),
+        "layers": [
+            f"{s.name or i}: {s.rows}x{s.out_units}" for i, s in enumerate(evaluator.shapes)
+        ],
+        "seeds": seeds,
+        "pretrain_steps": problem.pretrain.steps,
+        "finetune_steps": space.problem.finetune.steps,
+        "designs": rows,
+    }
+
+
 def networks(quick: bool) -> dict:
     from codesign.networks import NetworkSpec, chain, default_spec, layer_shapes
 
@@ -89,7 +174,7 @@ def networks(quick: bool) -> dict:
         "mnist1d_mlp (40-100-100-5)": chain([40, 100, 100, 5]),
     }
     if quick:
-        nets = dict(list(nets.items())[:2])
+        nets = dict(list(nets.items())[:1])
     return nets
 
 
@@ -228,8 +313,6 @@ def verdict(results: dict) -> dict:
         f"{'every' if ordered else 'NOT every'} digital layer has fewer rows than the analog ones "
         f"of its network. Uniform splits (every layer one way) on {len(uniform)} pairs, all "
         f"MLPs whose layers have K >= 40 ({'; '.join(f'{s}: {n} all {w}' for s, n, w in uniform)})."
-        " Energy only: the accuracy sensitivity of first/last layers to analog noise is not "
-        "weighed here."
     )
     return {"verdict": word, "holds": word == "holds", "reason": reason}
 
@@ -268,33 +351,85 @@ def plot(results: dict, path: pathlib.Path) -> None:
     plt.close(fig)
 
 
+def accuracy_verdict(sens: dict) -> str:
+    """One sentence: per layer moved to digital, the accuracy change against the seeds' spread."""
+    base = sens["designs"]["all analog"]
+    parts = []
+    for name, row in sens["designs"].items():
+        if name == "all analog":
+            continue
+        change, spread = row["accuracy_change"], row["accuracy_change_std"]
+        n = len(sens["seeds"])
+        significant = abs(change) > 2 * spread / np.sqrt(n)  # ~95% on the paired mean
+        parts.append(
+            f"{name}: test accuracy {change:+.3f} (paired std {spread:.3f} over {n} seeds, "
+            f"{'beyond' if significant else 'within'} noise), energy {row['energy_change']:+.1%}"
+        )
+    return (
+        f"Accuracy sensitivity on {sens['space']} ({sens['preset']}, all-analog test accuracy "
+        f"{base['test_accuracy_mean']:.3f} +- {base['test_accuracy_std']:.3f}): " + "; ".join(parts)
+    )
+
+
+def _git_sha() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _versions() -> dict:
+    out = {"python": sys.version.split()[0]}
+    for package in ("jax", "flax", "optax", "numpy", "codesign"):
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            out[package] = None
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="two networks, for CI")
-    parser.add_argument("--out", default=str(RESULTS), help="output directory")
+    parser.add_argument(
+        "--quick", action="store_true", help="one setting, the CNN, short fine-tune (tests)"
+    )
+    parser.add_argument("--out", help="output directory (default: a temporary one)")
+    parser.add_argument("--no-accuracy", action="store_true", help="energy model only")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     results = {}
-    for setting, acc in settings().items():
+    chips = settings()
+    if args.quick:
+        chips = {"hybrid-22nm": chips["hybrid-22nm"]}
+    for setting, acc in chips.items():
         results[setting] = {
-            "break_even_k": {p: break_even_k(acc, p) for p in (1, 64)},
+            "break_even_k": {p: break_even_k(acc, p) for p in ((64,) if args.quick else (1, 64))},
             "networks": {
                 net: per_layer(shapes, acc) for net, shapes in networks(args.quick).items()
             },
         }
     checks = verdict(results)
+    sensitivity = None if args.no_accuracy else accuracy_sensitivity(args.quick)
+    if sensitivity is not None:
+        checks["accuracy"] = accuracy_verdict(sensitivity)
+        checks["reason"] += " " + checks["accuracy"] + "."
     summary = {
         "claim": "analog_split",
         "seed_claim": CLAIM,
         "mode": "quick" if args.quick else "full",
         **checks,
         "results": results,
+        "accuracy_sensitivity": sensitivity,
+        "git_sha": _git_sha(),
+        "versions": _versions(),
         "runtime_s": 0.0,
     }
     for setting, r in results.items():
         print(
-            f"{setting}: analog beats digital from K = {r['break_even_k'][1]:.0f} rows at 1 "
-            f"position, K = {r['break_even_k'][64]:.0f} at 64 positions"
+            f"{setting}: analog beats digital from K = "
+            + ", ".join(f"{k:.0f} rows at {p} positions" for p, k in r["break_even_k"].items())
         )
         for net, n in r["networks"].items():
             print(
@@ -312,8 +447,18 @@ def main(argv: list[str] | None = None) -> dict:
                     f"{row['all_digital_j'] * 1e9:.3g} nJ (mac {d['digital_mac'] * 1e9:.2g}, "
                     f"sram {d['sram'] * 1e9:.2g})"
                 )
+    if sensitivity is not None:
+        print(f"accuracy sensitivity, seeds {sensitivity['seeds']}:")
+        for name, row in sensitivity["designs"].items():
+            print(
+                f"  {name:<20} test acc {row['test_accuracy_mean']:.3f} +- "
+                f"{row['test_accuracy_std']:.3f} (change {row['accuracy_change']:+.3f} +- "
+                f"{row['accuracy_change_std']:.3f})  energy {row['energy_j'] * 1e9:.3g} nJ "
+                f"({row['energy_change']:+.1%})"
+            )
+        print(checks["accuracy"])
     print(f"verdict: {checks['verdict']} - {checks['reason']}")
-    out = pathlib.Path(args.out)
+    out = pathlib.Path(args.out) if args.out else pathlib.Path(tempfile.mkdtemp())
     out.mkdir(parents=True, exist_ok=True)
     plot(results, out / "claim_analog_split.png")
     summary["runtime_s"] = round(time.perf_counter() - start, 2)

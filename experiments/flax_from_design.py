@@ -41,23 +41,22 @@ class MLP(nnx.Module):
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("weights", help="weights.npz written by codesign train")
-    parser.add_argument("--design", help="design.json (default: read from report.json)")
+    parser.add_argument(
+        "--design",
+        help="design.json the weights were trained from (default: the design.json that codesign "
+        "train wrote beside weights.npz); without one, only the layer shapes are printed",
+    )
     args = parser.parse_args(argv)
+    beside = pathlib.Path(args.weights).with_name("design.json")
+    args.design = args.design or (str(beside) if beside.is_file() else None)
 
     layers = load_compact_weights(args.weights)
     model = MLP(layers, nnx.Rngs(0))
     result = {"layers": [list(l["w"].shape) for l in layers]}
     report = pathlib.Path(args.weights).with_name("report.json")
     if args.design:
-        from codesign import data
-
-        space = load_design(args.design).search_space()
-        task = data.transfer_split(
-            space.problem.task.dataset,
-            source_classes=space.problem.task.source_classes,
-            target_classes=space.problem.task.target_classes,
-            seed=space.problem.task.seed,
-        )
+        # The design's own task split (few-shot and shared-class settings included).
+        task = load_design(args.design).search_space().evaluator().task
         logits = model(jnp.asarray(task.target.x_test))
         hits = np.argmax(logits, -1) == task.target.y_test
         result["digital_test_accuracy"] = float(np.mean(hits))

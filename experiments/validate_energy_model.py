@@ -8,9 +8,13 @@
     ZigZag's "mac energy") are compared per layer, and the rankings of layers and workloads.
     Where codesign deliberately differs -- a chip that cannot gate idle converters -- the ungated
     figure is reported beside it with the extra term it adds.
-(b) Published CIM macros, each a `macro-*` preset (paper geometry, precision, node and supply;
-    ZigZag's 28 nm technology constants moved there by `tech_scale`, nothing fitted to the
-    reported figure): modelled TOPS/W of one fully used tile against the paper's.
+(b) Published CIM macros, each a `macro-*` preset (paper geometry, precision, ADC type, node and
+    supply; ZigZag's 28 nm technology constants moved there by `tech_scale`, nothing fitted to the
+    reported figure): modelled TOPS/W of one fully used tile against the paper's. AnIA (CICC
+    2021), Sinangil et al. (JSSC 2021, 4-bit flash ADCs) and the 65 nm ISCAS 2022 macro (flash
+    ADCs) use ZigZag's constants only; Jia et al. (JSSC 2020) takes its capacitor-array energy
+    from the paper's own breakdown (Table I), so it checks the model's counting and ZigZag's
+    ADC, not an independent array constant. Each row carries `constants` saying which.
 (c) Directions where the references agree: more ADC bits cost more, a larger array costs less per
     MAC on a large layer, pruning half the columns inside one tile saves about half on a gating
     chip (ZigZag: 47%).
@@ -323,6 +327,10 @@ def macros() -> list[dict]:
                 "modelled_tops_w": modelled,
                 "error": modelled / reported - 1.0,
                 "breakdown_share": {c: float(report.components_j[c]) / joules for c in ARRAY_SIDE},
+                "constants": "ZigZag-IMC 28 nm"
+                if acc.energy == get_preset("zigzag-aimc-28nm").energy
+                else "ZigZag-IMC 28 nm, array energy from the paper's breakdown",
+                "adc": "flash" if float(acc.adc_flash) == 1.0 else "SAR",
             }
         )
     return out

@@ -80,6 +80,28 @@ def test_list_presets(capsys):
     assert main(["energy", "--list-presets"]) == 0
     out = capsys.readouterr().out
     assert "ania-22nm" in out and "Horowitz" in out and "TOPS/W" in out
+    lines = {line.split()[0]: line for line in out.splitlines()}
+    # A chip without analog tiles has no tile to quote a peak for.
+    for name in ("digital-int8-45nm", "zigzag-dimc-28nm"):
+        assert "no analog tiles" in lines[name] and "TOPS/W" not in lines[name]
+    assert "peak" in lines["hybrid-22nm"] and "no analog tiles" not in lines["hybrid-22nm"]
+
+
+def test_all_digital_chip_gets_no_analog_peak_or_advice(capsys):
+    argv = ["energy", "--layers", "64x256,256x10", "--preset", "digital-int8-45nm", "--analog", "0"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "no analog tiles" in out and "peak tile" not in out
+    assert "move to analog" not in out and "shrink first" in out
+    assert main([*argv, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["peak_tops_per_w"] is None
+
+
+def test_hybrid_chip_still_advises_moving_to_analog(capsys):
+    argv = ["energy", "--layers", "64x256,256x256", "--analog", "0"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "peak tile" in out and "move to analog first" in out
 
 
 @pytest.mark.parametrize(

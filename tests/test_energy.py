@@ -492,3 +492,19 @@ def test_analog_digital_split_is_a_real_choice(preset):
     split = total([0.0, 1.0, 1.0, 1.0])
     assert split < 0.97 * min(total([1.0] * 4), total([0.0] * 4))
     assert total([1.0, 1.0, 1.0, 1.0]) < total([1.0, 0.0, 1.0, 1.0])  # K = 96 stays analog
+
+
+def test_flash_adcs_pay_one_decision_per_level():
+    # Sinangil's and the ISCAS 2022 macro's 4-bit flash ADCs decide with 15 comparators where a
+    # SAR ADC decides 4 times: below the noise knee their conversions cost 15/4 of a SAR's.
+    from codesign.hardware import adc_energy_j
+
+    flash = get_preset("macro-sinangil-7nm")
+    sar = dataclasses.replace(flash, adc_flash=0.0)
+    knee = flash.energy.adc_knee_bits
+    noise = knee * 4.0 ** (4 - knee)
+    ratio = float(adc_energy_j(4.0, flash) / adc_energy_j(4.0, sar))
+    assert ratio == pytest.approx((15 + noise) / (4 + noise), rel=1e-5)
+    # Only the two macros whose papers say "flash" have flash ADCs; every other preset is unchanged.
+    flash_presets = {name for name, acc in PRESETS.items() if float(acc.adc_flash) != 0.0}
+    assert flash_presets == {"macro-sinangil-7nm", "macro-iscas22-65nm"}

@@ -62,11 +62,11 @@ CASES = {
     ),
     "negative trial count": (
         lambda e, t: ["search", str(e["space"]), "--out", str(e["run"]), "--trials", "-3"],
-        "--trials must be >= 0",
+        "--trials must be in [0, ",
     ),
     "zero batch": (
         lambda e, t: ["search", str(e["space"]), "--out", str(e["run"]), "--batch", "0"],
-        "--batch must be >= 1",
+        "--batch must be in [1, ",
     ),
     "unknown trial": (
         lambda e, t: ["export", "--out", str(e["run"]), "--trial", "99"],
@@ -173,7 +173,7 @@ def test_diverged_candidate_becomes_a_failed_trial_and_the_search_goes_on(tmp_pa
     study = search.run_search(space, out_dir=tmp_path / "run")
     states = [t.state.name for t in study.trials]
     assert states[0] == "FAIL" and "diverged" in study.trials[0].user_attrs["fail_reason"]
-    assert states.count("COMPLETE") == 5 and len(states) == 6
+    assert sum(s in ("COMPLETE", "PRUNED") for s in states) == 5 and len(states) == 6
 
 
 def test_same_seed_gives_the_same_front(tmp_path):

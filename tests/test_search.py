@@ -19,6 +19,7 @@ from codesign.cli import main
 from codesign.evaluate import Evaluator, Result
 from codesign.space import load_space
 
+FINISHED = ("COMPLETE", "PRUNED")  # pruned: infeasible (a constraint broken), still finished
 TINY = {
     "name": "tiny",
     "task": {"dataset": "digits", "seed": 0},
@@ -140,19 +141,19 @@ def test_resume_never_recomputes_and_recovers_interrupted_trials(tmp_path):
     study = search.run_search(space, trials=6, out_dir=run)
     states = [t.state.name for t in study.trials]
     # The live worker's trial still counts: 5 completed here + 1 it is finishing = 6.
-    assert states.count("COMPLETE") == 5
+    assert sum(s in FINISHED for s in states) == 5
     assert study.trials[alive.number].state.name == "RUNNING"
     assert study.trials[dead.number].state.name == "FAIL"
     assert study.trials[dead.number].user_attrs["fail_reason"].startswith("stale")
     redone = [t for t in study.trials if t.number > dead.number and t.params == dead.params]
-    assert redone and redone[0].state.name == "COMPLETE"
+    assert redone and redone[0].state.name in FINISHED
     for number, values in first.items():
         assert study.trials[number].values == values  # never recomputed
     again = search.run_search(space, trials=6, out_dir=run)
     assert len(again.trials) == len(study.trials), "nothing left to do: no new trial"
     # The other worker finishes its trial: the study holds its 6.
     study.tell(alive.number, [1e-9, 0.5])
-    assert [t.state.name for t in study.trials].count("COMPLETE") == 6
+    assert sum(t.state.name in FINISHED for t in study.trials) == 6
 
 
 def test_energy_aware_sampler_proposes_every_candidate(tmp_path):
@@ -179,9 +180,9 @@ def test_over_budget_candidates_spend_no_finetune(tmp_path, monkeypatch):
     study = search.run_search(space, out_dir=tmp_path / "run")
     skipped = [t for t in study.trials if t.user_attrs["skipped_training"]]
     assert skipped, "the budget must exclude some candidates"
-    for t in skipped:
-        assert t.constraints["max_tiles"] > 0
-        assert t.values[1] == 0.0
+    for t in skipped:  # over budget: pruned as infeasible, with its constraint values
+        assert t.constraints["max_tiles"] > 0 or t.constraints["empty_layers"] > 0
+        assert t.state.name == "PRUNED" and t.values is None
     trained_tiles = {json.dumps(c.to_dict()) for c in trained}
     for t in skipped:
         assert json.dumps(t.user_attrs["candidate"]) not in trained_tiles
@@ -249,7 +250,7 @@ def test_every_sampler_runs_a_tiny_search(sampler, tmp_path):
     data = {**TINY, "sampler": {"name": sampler, "seed": 0, "population_size": 2}, "trials": 4}
     space = load_space(_write(tmp_path, data))
     study = search.run_search(space, batch=2, out_dir=tmp_path / "run")
-    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    assert all(t.state.name in FINISHED for t in study.trials) and len(study.trials) == 4
     expected = {"random": "Random", "tpe": "TPE", "nsga2": "NSGAII", "gp": "GP"}[sampler]
     assert type(study.sampler).__name__ == f"{expected}Sampler"
     assert pareto.front(study), "a front from 4 trained trials"
@@ -271,3 +272,31 @@ def test_evaluation_api_without_optuna(tmp_path):
         assert result.energy_j == pytest.approx(estimate.energy_j, rel=1e-6)
         assert result.tiles == estimate.tiles
         assert Result.from_attrs(result.to_attrs()) == result  # the trial attribute round trip
+
+
+def test_degenerate_designs_are_infeasible_to_every_client_and_still_cost_energy(
+    tmp_path, monkeypatch
+):
+    """A design that prunes a layer away entirely computes a constant: it is never trained, told
+    PRUNED with its `empty_layers` constraint (so no Optuna client puts it on a front), and it
+    still pays for moving its activations (SRAM), not 0 J."""
+    search_dims = {**TINY["search"], "sparsity": 0.95, "granularity": "block", "tile": 64}
+    search_dims["analog_fraction"] = 1.0  # every block on tiles: the estimate sees it empty
+    space = load_space(_write(tmp_path, {**TINY, "search": search_dims, "trials": 3}))
+    trained, original = [], Evaluator.evaluate
+
+    def spy(self, cands, seeds, chunk=None):
+        trained.extend(cands)
+        return original(self, cands, seeds, chunk)
+
+    monkeypatch.setattr(Evaluator, "evaluate", spy)
+    study = search.run_search(space, out_dir=tmp_path / "run")
+    assert [c.sparsity for c in trained] == [(0.0,) * 3], "only the dense baseline is trained"
+    for t in study.trials:
+        assert t.state.name == "PRUNED" and t.constraints["empty_layers"] > 0
+        assert "empty_layers" in t.user_attrs["fail_reason"]
+        assert t.user_attrs["energy_j"] > 0
+        assert t.user_attrs["energy_j"] == pytest.approx(
+            sum(t.user_attrs["energy_layers_j"]["sram"])
+        )
+    assert study.best_trials == [] and pareto.front(study) == []

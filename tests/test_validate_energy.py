@@ -68,12 +68,12 @@ def test_analog_over_digital_ratio_matches_zigzag(validation):
     )
 
 
-def test_published_macros_are_reported_against_their_papers(validation):
+def test_published_macros_within_25pct_of_their_papers(validation):
     macros = {m["preset"]: m for m in validation["macros"]}
     assert len(macros) >= 4
     for m in macros.values():
         assert m["modelled_tops_w"] > 0 and m["reported_tops_w"] > 0
         assert m["error"] == pytest.approx(m["modelled_tops_w"] / m["reported_tops_w"] - 1)
-    # AnIA, with ZigZag-IMC's own geometry for it, lands within 25% of its 1,050 TOPS/W.
-    assert abs(macros["macro-ania-22nm"]["error"]) <= 0.25
+        assert abs(m["error"]) <= 0.25, m["preset"]  # issue 10's acceptance
+    assert validation["macros_within_25pct"] == 1.0
     assert validation["macros_max_error"] == max(abs(m["error"]) for m in macros.values())

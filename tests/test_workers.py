@@ -30,8 +30,20 @@ def _cli(*argv):
     return [sys.executable, "-m", "codesign.cli", *argv]
 
 
-def _study(run):
-    return optuna.load_study(study_name="tiny", storage=studies.storage_for(None, run))
+FINISHED = ("COMPLETE", "PRUNED")  # pruned: infeasible (a constraint broken), still finished
+
+
+def _study(run, timeout: float = 60.0):
+    """The study in run/, waiting while another process has made the file but not yet the study
+    record (a reader can open the journal between the two)."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            return optuna.load_study(study_name="tiny", storage=studies.storage_for(None, run))
+        except KeyError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 POSTGRES = os.environ.get("CODESIGN_TEST_POSTGRES")
@@ -84,7 +96,7 @@ def test_three_workers_share_one_study_exactly(tmp_path, backend):
     for w in workers:
         assert w.wait(timeout=600) == 0, w.stderr.read()
     trials = optuna.load_study(study_name=name, storage=storage).trials
-    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    complete = [t for t in trials if t.state.name in FINISHED]
     assert len(complete) == 30
     numbers = [t.number for t in trials]
     assert len(set(numbers)) == len(numbers)
@@ -113,7 +125,7 @@ def test_killed_worker_is_recovered_without_recomputing(tmp_path):
             continue
         trials = _study(run).trials
         running = [t.number for t in trials if t.state.name == "RUNNING"]
-        complete = {t.number: t.values for t in trials if t.state.name == "COMPLETE"}
+        complete = {t.number: t.values for t in trials if t.state.name in FINISHED}
         if complete and running:
             os.killpg(proc.pid, signal.SIGKILL)
             killed_running, done_before = running, complete
@@ -128,14 +140,14 @@ def test_killed_worker_is_recovered_without_recomputing(tmp_path):
         == 0
     )
     trials = _study(run).trials
-    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    complete = [t for t in trials if t.state.name in FINISHED]
     assert len(complete) == 9
     for number in killed_running:
         killed = trials[number]
         assert killed.state.name == "FAIL"
         assert killed.user_attrs["fail_reason"].startswith("stale")
         assert any(
-            t.params == killed.params and t.state.name == "COMPLETE"
+            t.params == killed.params and t.state.name in FINISHED
             for t in trials
             if t.number > number
         ), "the killed trial's candidate is asked again"
