@@ -1,5 +1,6 @@
 """`pareto.hypervolume` and `pareto.front` against values computed by hand."""
 
+import dataclasses
 import math
 
 import optuna
@@ -56,13 +57,16 @@ def test_front_is_the_feasible_nondominated_set_sorted_by_energy():
         _result(3e-9, 0.90),  # 0: front
         _result(1e-9, 0.80),  # 1: front (cheapest)
         _result(2e-9, 0.70),  # 2: dominated by 1
-        _result(3e-9, 0.90),  # 3: duplicate of 0: kept once
+        _result(3e-9, 0.90),  # 3: a tie with 0: kept, as in Optuna's best_trials
         _result(5e-9, 0.95),  # 4: front
         _result(4e-9, 0.85),  # 5: dominated by 0
-        _result(0.0, 0.99),  # 6: fully pruned, costs nothing: never on the front
+        # 6: a layer left without a weight computes a constant: never on the front
+        dataclasses.replace(_result(1e-10, 0.99), empty_layers=1),
     ]
-    front = pareto.front(_study(results))
-    assert [t.number for t in front] == [1, 0, 4]
+    study = _study(results)
+    front = pareto.front(study)
+    assert [t.number for t in front] == [1, 0, 3, 4]
+    assert sorted(t.number for t in study.best_trials) == [0, 1, 3, 4]
 
 
 def test_front_drops_untrained_and_over_budget_trials():
