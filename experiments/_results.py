@@ -33,9 +33,11 @@ def _git(*args: str) -> str | None:
 
 
 def git_sha() -> str:
-    """HEAD's commit, with '-dirty' when tracked files under codesign/ or experiments/ differ."""
+    """HEAD's commit, with '-dirty' when tracked code (codesign/, experiments/ but its results)
+    differs from it."""
     sha = _git("rev-parse", "HEAD") or "unknown"
-    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", "codesign", "experiments")
+    code = ("codesign", "experiments", ":(exclude)experiments/results")
+    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", *code)
     return sha + ("-dirty" if dirty else "")
 
 
