@@ -226,6 +226,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--checkpoints", type=int, nargs="+", default=[10, 25, 50, 100])
     parser.add_argument("--runs", help="JSON-lines file of finished runs (default: temporary)")
     parser.add_argument("--resume", action="store_true", help="reuse the runs in --runs")
+    parser.add_argument(
+        "--summarise-only", action="store_true", help="run nothing: summarise the runs in --runs"
+    )
     parser.add_argument("--quick", action="store_true", help="2 samplers, 1 seed, 8 trials")
     parser.add_argument("--out", help="output directory (default: results/, quick: temporary)")
     args = parser.parse_args(argv)
@@ -258,7 +261,7 @@ def main(argv=None) -> dict:
         transfer.enable_compilation_cache(workdir / "xla")  # one engine compile for all runs
         for seed in args.seeds:  # seeds outermost: a cut-short run has whole seeds
             for sampler in args.samplers:
-                if (sampler, seed) in done:
+                if (sampler, seed) in done or args.summarise_only:
                     continue
                 r = run(space, sampler, seed, args.trials, workdir, timer)
                 runs.append(r)
