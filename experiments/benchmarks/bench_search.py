@@ -229,6 +229,7 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--summarise-only", action="store_true", help="run nothing: summarise the runs in --runs"
     )
+    parser.add_argument("--note", help="stored in the JSON (e.g. where the runs were made)")
     parser.add_argument("--quick", action="store_true", help="2 samplers, 1 seed, 8 trials")
     parser.add_argument("--out", help="output directory (default: results/, quick: temporary)")
     args = parser.parse_args(argv)
@@ -283,6 +284,7 @@ def main(argv=None) -> dict:
         **summary,
         GOAL: goal(summary["samplers"]),
         "energy_model_compile_s_once": round(energy_compile_s, 2),
+        "note": args.note,
         **_results.finish(stamp),
         "runs": runs,
     }
