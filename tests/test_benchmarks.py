@@ -68,3 +68,15 @@ def test_bench_search_summaries_from_fixed_trajectories():
     assert goal["met"] is False and goal["ratio"] == 1.0
     assert bench.trials_to(b, 0.5, ref_e, ref_acc) == 1
     assert bench.trials_to(a, 0.4, ref_e, ref_acc) == 2
+
+
+@pytest.mark.slow
+def test_bench_search_quick(tmp_path, monkeypatch):
+    """Two samplers, one seed, 8 trials, as a user runs --quick: nothing written to the repo."""
+    result = run_quick(_load("bench_search").main, "bench_search", tmp_path, monkeypatch)
+    assert set(result["samplers"]) == {"energy-aware", "random"}
+    for s in result["samplers"].values():
+        # More trials never shrink a front's hypervolume.
+        assert s["hv_mean"]["8"] >= s["hv_mean"]["4"]
+    assert result["reference_accuracy"] == 0.5  # digits_mlp's min_accuracy budget
+    assert len(result["runs"]) == 2 and all(len(r["trajectory"]) == 8 for r in result["runs"])
