@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import pathlib
+import sys
 import time
 
 import numpy as np
@@ -35,6 +35,9 @@ CLAIM = (
 )
 SEED_RATIO = 10.0
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import _results  # noqa: E402
+
 RESULTS = ROOT / "experiments" / "results"  # wherever the script is run from
 SPACES = {
     "digits_mlp": "search_spaces/digits_mlp.yaml",
@@ -207,9 +210,10 @@ def plot(networks: dict, path: pathlib.Path) -> None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="digits only, short fine-tune")
-    parser.add_argument("--out", default=str(RESULTS), help="output directory")
+    parser.add_argument("--out", help="output directory (default: results/, quick: temporary)")
     parser.add_argument("--no-accuracy", action="store_true", help="energy model only")
     args = parser.parse_args(argv)
+    stamp = _results.stamp("quick" if args.quick else "full")
     start = time.perf_counter()
 
     from codesign.hardware import with_tile
@@ -313,11 +317,11 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{found['all_analog_energy_j'] * 1e9:.3g} nJ)"
             )
     print(f"verdict: {checks['verdict']} - {checks['reason']}")
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _results.out_dir(args.out, args.quick, "claim_analog_vs_digital")
     plot(networks, out / "claim_analog_vs_digital.png")
     summary["runtime_s"] = round(time.perf_counter() - start, 2)
-    (out / "claim_analog_vs_digital.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary.update(_results.finish(stamp))
+    _results.write(summary, out, "claim_analog_vs_digital")
     print(f"runtime {summary['runtime_s']} s ({summary['mode']} mode)")
     return summary
 

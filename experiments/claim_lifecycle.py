@@ -29,8 +29,8 @@ pruned, analog design is cheaper per inference and so takes longer to amortise i
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
+import sys
 import time
 
 import numpy as np
@@ -38,6 +38,9 @@ import numpy as np
 CLAIM = "After about a million inferences, inference energy surpasses training energy."
 SEED_BREAKEVEN = 1e6
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import _results  # noqa: E402
+
 RESULTS = ROOT / "experiments" / "results"  # wherever the script is run from
 SPACES = {
     "digits_mlp": "search_spaces/digits_mlp.yaml",
@@ -169,8 +172,9 @@ def plot(networks: dict, path: pathlib.Path) -> None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="digits only, short fine-tune")
-    parser.add_argument("--out", default=str(RESULTS), help="output directory")
+    parser.add_argument("--out", help="output directory (default: results/, quick: temporary)")
     args = parser.parse_args(argv)
+    stamp = _results.stamp("quick" if args.quick else "full")
     start = time.perf_counter()
     from codesign.hardware import TRAINING_J_PER_FLOP
     from codesign.space import load_space
@@ -201,8 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"{net['pretrain_energy_j']:.3g} J"
         )
     print(f"verdict: {checks['verdict']} - {checks['reason']}")
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _results.out_dir(args.out, args.quick, "claim_lifecycle")
     plot(networks, out / "claim_lifecycle.png")
     summary = {
         "claim": "lifecycle",
@@ -214,7 +217,8 @@ def main(argv: list[str] | None = None) -> dict:
         **checks,
         "runtime_s": round(time.perf_counter() - start, 2),
     }
-    (out / "claim_lifecycle.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary.update(_results.finish(stamp))
+    _results.write(summary, out, "claim_lifecycle")
     print(f"runtime {summary['runtime_s']} s ({summary['mode']} mode)")
     return summary
 

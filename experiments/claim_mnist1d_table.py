@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import pathlib
+import sys
 import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import _results  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"  # wherever the script is run from
 
@@ -81,8 +84,9 @@ def plot(ours: dict, paper: dict, mode: str, path: pathlib.Path) -> None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the baselines' --quick, for CI")
-    parser.add_argument("--out", default=str(RESULTS), help="output directory")
+    parser.add_argument("--out", help="output directory (default: results/, quick: temporary)")
     args = parser.parse_args(argv)
+    stamp = _results.stamp("quick" if args.quick else "full")
     start = time.perf_counter()
     module = _baselines()
     result = module.main(["--quick"] if args.quick else [])
@@ -90,8 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
     ours = {m: float(result[f"{m}_test_acc"]) for m in paper}
     checks = verdict(ours, paper)
     mode = "quick" if args.quick else "full"
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _results.out_dir(args.out, args.quick, "claim_mnist1d_table")
     plot(ours, paper, mode, out / "claim_mnist1d_table.png")
     print(f"{'model':<6} {'paper':>7} {'ours':>7} {'gap':>7}")
     for m in paper:
@@ -108,7 +111,8 @@ def main(argv: list[str] | None = None) -> dict:
         **checks,
         "runtime_s": round(time.perf_counter() - start, 2),
     }
-    (out / "claim_mnist1d_table.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary.update(_results.finish(stamp))
+    _results.write(summary, out, "claim_mnist1d_table")
     print(f"runtime {summary['runtime_s']} s ({mode} mode)")
     return summary
 

@@ -29,8 +29,8 @@ chosen sparsity are reported beside it.
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
+import sys
 import time
 
 import numpy as np
@@ -38,6 +38,9 @@ import numpy as np
 from codesign.energy import counts_from_masks, estimate_energy
 from codesign.evaluate import Candidate
 from codesign.space import load_space
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import _results  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SPACE = ROOT / "search_spaces" / "digits_mlp.yaml"
@@ -78,8 +81,9 @@ def _energy(evaluator, cand: Candidate, masks, analog: float) -> float:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI smoke run (< 1 min)")
-    parser.add_argument("--out", default=str(ROOT / "experiments" / "results"))
+    parser.add_argument("--out", help="output directory (default: results/, quick: temporary)")
     args = parser.parse_args(argv)
+    stamp = _results.stamp("quick" if args.quick else "full")
     started = time.perf_counter()
     space = _space(args.quick)
     sparsities = [0.0, 0.3, 0.6, 0.9] if args.quick else [round(0.1 * i, 1) for i in range(10)]
@@ -211,7 +215,8 @@ def main(argv=None) -> dict:
         "reason": reason,
     }
     report["runtime_s"] = time.perf_counter() - started
-    _write(report, pathlib.Path(args.out))
+    report.update(_results.finish(stamp))
+    _write(report, _results.out_dir(args.out, args.quick, NAME))
     _print(report)
     return report
 
@@ -260,7 +265,7 @@ def _write(report: dict, out: pathlib.Path) -> None:
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{NAME}.json").write_text(json.dumps(report, indent=2))
+    _results.write(report, out, NAME)
     fig, (ax_acc, ax_e) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
     styles = {"all-digital": "-", "hybrid": "--"}
     for chip, per_gran in report["results"].items():

@@ -26,11 +26,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import pathlib
+import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import _results  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"  # wherever the script is run from
 
@@ -162,13 +165,13 @@ def plot(result: dict, path: pathlib.Path) -> None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="widths 1..64, for CI")
-    parser.add_argument("--out", default=str(RESULTS), help="output directory")
+    parser.add_argument("--out", help="output directory (default: results/, quick: temporary)")
     args = parser.parse_args(argv)
+    stamp = _results.stamp("quick" if args.quick else "full")
     start = time.perf_counter()
     result = sweep(64 if args.quick else 256)
     checks = verdict(result)
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _results.out_dir(args.out, args.quick, "claim_tile_alignment")
     summary = {
         "claim": "tile_alignment",
         "seed_claim": CLAIM,
@@ -196,7 +199,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"verdict: {checks['verdict']} - {checks['reason']}")
     plot(result, out / "claim_tile_alignment.png")
     summary["runtime_s"] = round(time.perf_counter() - start, 2)
-    (out / "claim_tile_alignment.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary.update(_results.finish(stamp))
+    _results.write(summary, out, "claim_tile_alignment")
     print(f"runtime {summary['runtime_s']} s ({summary['mode']} mode)")
     return summary
 

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import pathlib
+import sys
 import time
 
 import jax
@@ -38,6 +38,9 @@ import optax
 from codesign import networks, transfer
 from codesign.hardware import TRAINING_J_PER_FLOP
 from codesign.space import load_space
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import _results  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SPACE = ROOT / "search_spaces" / "digits_mlp.yaml"
@@ -91,8 +94,9 @@ def steps_to(curve: np.ndarray, target: float, every: int) -> int | None:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI smoke run (< 30 s)")
-    parser.add_argument("--out", default=str(ROOT / "experiments" / "results"))
+    parser.add_argument("--out", help="output directory (default: results/, quick: temporary)")
     args = parser.parse_args(argv)
+    stamp = _results.stamp("quick" if args.quick else "full")
     started = time.perf_counter()
     steps, every = (200, 10) if args.quick else (1500, 5)
     seeds = [0, 1] if args.quick else [0, 1, 2, 3, 4]
@@ -213,7 +217,8 @@ def main(argv=None) -> dict:
         "reason": reason,
     }
     report["runtime_s"] = time.perf_counter() - started
-    _write(report, pathlib.Path(args.out))
+    report.update(_results.finish(stamp))
+    _write(report, _results.out_dir(args.out, args.quick, NAME))
     _print(report)
     return report
 
@@ -248,7 +253,7 @@ def _write(report: dict, out: pathlib.Path) -> None:
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{NAME}.json").write_text(json.dumps(report, indent=2))
+    _results.write(report, out, NAME)
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     c = report["curves"]
     flops = np.asarray(c["steps"]) * report["flops_per_step"]

@@ -1,7 +1,13 @@
-"""Benchmark scripts run and report what they measured (tiny sizes; figures not judged)."""
+"""Benchmark scripts run and report what they measured, consistently (tiny sizes; the figures
+themselves are judged against the committed JSON by test_readme_figures.py)."""
 
 import importlib.util
+import json
 import pathlib
+
+import pytest
+
+from tests.test_experiments_a import run_quick
 
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "benchmarks"
 
@@ -13,10 +19,64 @@ def _load(name):
     return module
 
 
-def test_bench_energy_reports_throughput(capsys):
-    result = _load("bench_energy").main(
-        ["--candidates", "2000", "--repeats", "1", "--baseline-sample", "5"]
-    )
-    assert result["bench"] == "energy" and result["candidates_per_s"] > 0
+def test_bench_energy_reports_throughput(capsys, tmp_path, monkeypatch):
+    result = _load("bench_energy").main(["--quick", "--out", str(tmp_path)])
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert last.startswith('{"bench": "energy"')
+    assert json.loads(last) == result
+    assert json.loads((tmp_path / "bench_energy.json").read_text()) == result
+    # Without --out, a quick run leaves the repository (and its committed JSON) alone.
+    (tmp_path / "q").mkdir()
+    quick = run_quick(_load("bench_energy").main, "bench_energy", tmp_path / "q", monkeypatch)
+    assert quick["candidates"] == 2000
+    # The reported speedup is the ratio of the two reported rates (rounding aside).
+    assert result["speedup_vs_loop"] == pytest.approx(
+        result["candidates_per_s"] / result["loop_candidates_per_s"], rel=0.05, abs=0.1
+    )
+    assert result["candidates"] == 2000 and result["mode"] == "quick"
+
+
+def test_bench_search_summaries_from_fixed_trajectories():
+    """Hypervolume, test hypervolume and trials-to-95% on hand-made runs, no training."""
+    bench = _load("bench_search")
+    ref_e, ref_acc = 1.0, 0.5
+    # Run a: one design at 0.1 J with 0.9 val / 0.7 test accuracy at trial 2 (trial 1 infeasible).
+    a = [None, [0.1, 0.9, 0.7]]
+    # Run b: 0.01 J at 0.8 val / 0.8 test at trial 1; then a dominated design.
+    b = [[0.01, 0.8, 0.8], [0.1, 0.7, 0.9]]
+    assert bench.hv_val(a, 1, ref_e, ref_acc) == 0.0
+    assert bench.hv_val(a, 2, ref_e, ref_acc) == pytest.approx(1 * 0.4)  # 1 decade x 0.4
+    assert bench.hv_val(b, 2, ref_e, ref_acc) == pytest.approx(2 * 0.3)
+    # Test hypervolume reads the test accuracy of the validation front only: b's second design
+    # is dominated on validation, so its 0.9 test accuracy does not count.
+    assert bench.hv_test(b, 2, ref_e, ref_acc) == pytest.approx(2 * 0.3)
+    assert bench.hv_test(a, 2, ref_e, ref_acc) == pytest.approx(1 * 0.2)
+    runs = [
+        {"sampler": "energy-aware", "seed": 0, "trials": 2, "reference_energy_j": ref_e,
+         "overhead_s": 0.0, "trajectory": b},
+        {"sampler": "random", "seed": 0, "trials": 2, "reference_energy_j": ref_e,
+         "overhead_s": 0.0, "trajectory": a},
+    ]  # fmt: skip
+    summary = bench.summarise(runs, [1, 2], ref_acc)
+    # Pooled front: (0.01, 0.8) and (0.1, 0.9): 1 x 0.3 + 1 x 0.4.
+    assert summary["reference_hv"] == pytest.approx(0.7)
+    ours, theirs = summary["samplers"]["energy-aware"], summary["samplers"]["random"]
+    assert ours["hv_mean"]["2"] == pytest.approx(0.6)
+    # Neither reaches 0.95 x 0.7 = 0.665: counted as trials + 1.
+    assert ours["trials_to_95pct"] == {"per_seed": [None], "reached": 0, "mean": 3.0}
+    assert theirs["trials_to_95pct"]["mean"] == 3.0
+    goal = bench.goal(summary["samplers"])
+    assert goal["met"] is False and goal["ratio"] == 1.0
+    assert bench.trials_to(b, 0.5, ref_e, ref_acc) == 1
+    assert bench.trials_to(a, 0.4, ref_e, ref_acc) == 2
+
+
+@pytest.mark.slow
+def test_bench_search_quick(tmp_path, monkeypatch):
+    """Two samplers, one seed, 8 trials, as a user runs --quick: nothing written to the repo."""
+    result = run_quick(_load("bench_search").main, "bench_search", tmp_path, monkeypatch)
+    assert set(result["samplers"]) == {"energy-aware", "random"}
+    for s in result["samplers"].values():
+        # More trials never shrink a front's hypervolume.
+        assert s["hv_mean"]["8"] >= s["hv_mean"]["4"]
+    assert result["reference_accuracy"] == 0.5  # digits_mlp's min_accuracy budget
+    assert len(result["runs"]) == 2 and all(len(r["trajectory"]) == 8 for r in result["runs"])

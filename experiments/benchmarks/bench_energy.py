@@ -3,7 +3,8 @@
 Each candidate has its own widths, analog fractions, sparsities, pruning granularities, tile
 size and ADC bits; all are evaluated by one jit-compiled, vmapped call of the model. The baseline
 in the same run is the same model called one candidate at a time (jitted, no vmap) on a sample.
-Last line: JSON, {"bench": "energy", "candidates_per_s": ..., ...}.
+Last line: JSON, {"bench": "energy", "candidates_per_s": ..., ...}; also written to
+`results/bench_energy.json` (`--quick`: a temporary directory unless `--out` is given).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import pathlib
+import sys
 import time
 
 import jax
@@ -21,6 +24,10 @@ from codesign.energy import GRANULARITIES, Design, estimate_energy, estimate_ene
 from codesign.networks import chain
 from codesign.presets import get_preset
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+import _results  # noqa: E402
+
+NAME = "bench_energy"
 NETWORK = chain([784, 512, 512, 256, 10])
 
 
@@ -52,7 +59,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--candidates", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--baseline-sample", type=int, default=200)
+    parser.add_argument("--quick", action="store_true", help="2,000 candidates, CI smoke")
+    parser.add_argument("--out", help="output directory (default: results/, quick: temporary)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.candidates, args.repeats, args.baseline_sample = 2000, 1, 5
+    stamp = _results.stamp("quick" if args.quick else "full")
 
     designs, accs = random_population(args.candidates)
     start = time.perf_counter()
@@ -89,7 +101,9 @@ def main(argv=None) -> dict:
         "speedup_vs_loop": round(per_s / loop_per_s, 1),
         "compile_s": round(compile_s, 3),
         "device": str(jax.devices()[0]),
+        **_results.finish(stamp),
     }
+    _results.write(result, _results.out_dir(args.out, args.quick, NAME), NAME)
     print(
         f"vmapped + jitted: {per_s:,.0f} candidates/s ({args.candidates:,} per call, best of "
         f"{args.repeats}; first call incl. compile {compile_s:.2f} s)"

@@ -5,7 +5,8 @@ is `codesign search`, the others `codesign worker` on the same storage; the wall
 the first start to the last exit, so every process's start-up and compilation is included. The
 pretrained base is made once beforehand (it is cached on disk and shared by all runs). PostgreSQL
 is measured when `--postgres URL` is given or CODESIGN_TEST_POSTGRES is set (`.ci/postgres.sh`
-starts a local server). Last line: JSON with trials per minute for each configuration.
+starts a local server). Last line: JSON with trials per minute for each configuration; also
+written to `results/bench_workers.json` (`--quick`: 8 trials, a temporary directory).
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ import optuna
 from codesign import study as studies
 from codesign.space import load_space
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+import _results  # noqa: E402
+
+NAME = "bench_workers"
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
@@ -69,7 +74,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--trials", type=int, default=48)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--postgres", default=os.environ.get("CODESIGN_TEST_POSTGRES"))
+    parser.add_argument("--quick", action="store_true", help="8 trials, 1 and 2 workers")
+    parser.add_argument("--out", help="output directory (default: results/, quick: temporary)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.trials = 8
+    started = _results.stamp("quick" if args.quick else "full")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     _ = load_space(args.space).evaluator().engine  # pretrain (or load) the base once
@@ -96,6 +106,8 @@ def main(argv=None) -> dict:
                     f"{backend:>8}, {n} worker(s): {args.trials} trials in {seconds:6.1f} s "
                     f"= {per_min:6.1f} trials/min"
                 )
+    result.update(_results.finish(started))
+    _results.write(result, _results.out_dir(args.out, args.quick, NAME), NAME)
     print(json.dumps(result))
     return result
 

@@ -1,0 +1,95 @@
+"""`pareto.hypervolume` and `pareto.front` against values computed by hand."""
+
+import dataclasses
+import math
+
+import optuna
+import pytest
+
+from codesign import pareto
+from codesign import study as studies
+from codesign.evaluate import Result
+from codesign.problem import Budgets, Problem
+
+
+def test_hypervolume_of_a_staircase_by_hand():
+    # Reference 1 J and accuracy 0. Points at 1e-3 J (0.6), 1e-2 J (0.8), 1e-1 J (0.9):
+    # strips in log10 energy of 1 decade each: 0.6 + 0.8 + 0.9.
+    points = [(1e-3, 0.6), (1e-2, 0.8), (1e-1, 0.9)]
+    assert pareto.hypervolume(points, 1.0) == pytest.approx(2.3)
+    # Reference accuracy 0.5 removes a 3-decade x 0.5 strip.
+    assert pareto.hypervolume(points, 1.0, 0.5) == pytest.approx(2.3 - 1.5)
+    # Order does not matter; a dominated point (more energy, less accuracy) adds nothing.
+    assert pareto.hypervolume([*reversed(points), (1e-1, 0.7)], 1.0) == pytest.approx(2.3)
+
+
+def test_hypervolume_ignores_points_outside_the_reference_box():
+    assert pareto.hypervolume([], 1.0) == 0.0
+    assert pareto.hypervolume([(2.0, 0.9)], 1.0) == 0.0  # more energy than the reference
+    assert pareto.hypervolume([(1e-2, 0.4)], 1.0, 0.5) == 0.0  # below the accuracy floor
+    assert pareto.hypervolume([(0.0, 0.9)], 1.0) == 0.0  # zero energy: a degenerate design
+    # Half a decade: log10(1 / 10**-0.5) = 0.5.
+    assert pareto.hypervolume([(10**-0.5, 0.8)], 1.0, 0.2) == pytest.approx(0.5 * 0.6)
+
+
+def _result(energy_j, accuracy, test_accuracy=None):
+    return Result(
+        energy_j=energy_j,
+        latency_s=1e-6,
+        tiles=1,
+        tops_per_w=1.0,
+        energy_layers_j={},
+        accuracy=accuracy,
+        test_accuracy=test_accuracy,
+    )
+
+
+def _study(results, problem=None):
+    problem = problem or Problem()
+    study = optuna.create_study(directions=problem.directions)
+    for result in results:
+        studies.tell(study, study.ask(), problem, result)
+    return study
+
+
+def test_front_is_the_feasible_nondominated_set_sorted_by_energy():
+    results = [
+        _result(3e-9, 0.90),  # 0: front
+        _result(1e-9, 0.80),  # 1: front (cheapest)
+        _result(2e-9, 0.70),  # 2: dominated by 1
+        _result(3e-9, 0.90),  # 3: a tie with 0: kept, as in Optuna's best_trials
+        _result(5e-9, 0.95),  # 4: front
+        _result(4e-9, 0.85),  # 5: dominated by 0
+        # 6: a layer left without a weight computes a constant: never on the front
+        dataclasses.replace(_result(1e-10, 0.99), empty_layers=1),
+    ]
+    study = _study(results)
+    front = pareto.front(study)
+    assert [t.number for t in front] == [1, 0, 3, 4]
+    assert sorted(t.number for t in study.best_trials) == [0, 1, 3, 4]
+
+
+def test_front_drops_untrained_and_over_budget_trials():
+    problem = Problem(budgets=Budgets(max_energy_j=4e-9, min_accuracy=0.75))
+    results = [
+        _result(1e-9, None),  # 0: never trained (over a budget before training)
+        _result(2e-9, 0.70),  # 1: below the accuracy budget
+        _result(3e-9, 0.80),  # 2: front
+        _result(5e-9, 0.99),  # 3: over the energy budget
+    ]
+    front = pareto.front(_study(results, problem))
+    assert [t.number for t in front] == [2]
+
+
+def test_report_hypervolume_matches_the_hand_value(tmp_path):
+    study = _study([_result(1e-9, 0.8), _result(1e-8, 0.9)])
+    study.set_user_attr("baseline", {"label": "dense all-digital", "energy_j": 1e-7})
+    text, baseline = pareto.report(study)
+    # Two decades: 1 x 0.8 + 1 x 0.9.
+    expected = 1.7
+    assert baseline["energy_j"] == 1e-7
+    assert f"{expected:.4g}" in text.splitlines()[-1]
+    rows = pareto.front_rows(study)
+    assert math.isclose(
+        pareto.hypervolume([(r["energy_j"], r["accuracy"]) for r in rows], 1e-7), expected
+    )

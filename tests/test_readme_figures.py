@@ -1,0 +1,233 @@
+"""Every figure quoted in README.md's "Measured figures" (and the co-design headline) and in
+experiments/README.md's claims table is rendered here from the committed JSON it comes from, and
+must appear in the README verbatim; every number in those cells must be one of them."""
+
+import json
+import pathlib
+import re
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "experiments" / "results"
+SAMPLERS = ("energy-aware", "random-filtered", "tpe", "nsga2", "gp", "random")
+
+
+def _json(name: str) -> dict:
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+def _pct(x: float) -> str:
+    return f"{x:.1%}"
+
+
+# --- README.md ---
+
+
+def energy_row() -> str:
+    e = _json("bench_energy")
+    return (
+        f"{e['candidates_per_s'] / 1e6:.2f} million candidates/s; a one-candidate jitted loop: "
+        f"{e['loop_candidates_per_s']:,}/s"
+    )
+
+
+def finetune_row() -> str:
+    f = _json("bench_finetune")
+    cnn = f["engine_flops_mnist1d_cnn"]
+    return (
+        f"cold (compile included): naive {f['naive_per_s']:.3f}, one-compile "
+        f"{f['competent_per_s']:.3f}, engine {f['engine_per_s']:.3f} candidates/s: the engine "
+        f"{f['speedup_vs_naive']}x the naive loop and {f['speedup_vs_competent']}x the "
+        f"one-compile loop ({f['speedup_vs_competent_run_only']}x run only, "
+        f"{f['speedup_vs_competent_warm']}x with a warm cache); on the MNIST-1D CNN the engine "
+        f"runs at {_pct(cnn['executed_fraction_of_peak'])} of the peak matmul FLOP/s measured "
+        f"in the same run ({f['peak_matmul_flops_per_s'] / 1e9:.0f} GFLOP/s)"
+    )
+
+
+def _hv(s: dict, key: str, n: str) -> str:
+    return f"{s[f'{key}_mean'][n]:.2f} +- {s[f'{key}_sd'][n]:.2f}"
+
+
+def search_row() -> str:
+    b = _json("bench_search")
+    n = str(max(b["checkpoints"]))
+    cells = "; ".join(
+        f"{name} [{len(s['seeds'])} seeds] {_hv(s, 'hv', n)} / {_hv(s, 'test_hv', n)}"
+        for name, s in b["samplers"].items()
+    )
+    goal = b["goal_3x_fewer_trials"]
+    ours = b["samplers"]["energy-aware"]["trials_to_95pct"]["mean"]
+    best = goal["best_optuna_sampler"]
+    theirs = b["samplers"][best]["trials_to_95pct"]["mean"]
+    return (
+        f"after {n} trials, validation / test: {cells}; trials to 95% "
+        f"of the pooled front: energy-aware {ours}, {best} {theirs} ({b['trials'] + 1} = not "
+        f"reached within {b['trials']} trials)"
+    )
+
+
+def overhead_row() -> str:
+    s = _json("bench_search")["samplers"]
+    return (
+        f"energy-aware {s['energy-aware']['overhead_ms_per_trial']} ms, random "
+        f"{s['random']['overhead_ms_per_trial']} ms"
+    )
+
+
+def workers_row() -> str:
+    w = _json("bench_workers")
+    return (
+        f"journal: {w['journal_1w_trials_per_min']} trials/min with 1 worker, "
+        f"{w['journal_2w_trials_per_min']} with 2"
+    )
+
+
+def mnist1d_row() -> str:
+    m = _json("claim_mnist1d_table")["our_test_acc"]
+    return f"MLP {_pct(m['mlp'])}, CNN {_pct(m['cnn'])} test accuracy"
+
+
+def codesign_headline() -> str:
+    c = _json("claim_codesign")
+    s = c["searches"]["codesign"]
+    return (
+        f"co-design picks save {_pct(s['energy_saving']['mean'])} (sd "
+        f"{_pct(s['energy_saving']['sd'])}, {s['picked']} of {s['runs']} seeds) of the energy "
+        f"of the dense 128x128 all-digital net, with a test accuracy loss of "
+        f"{s['test_loss']['mean']:+.3f} against it (sd {s['test_loss']['sd']:.3f})"
+    )
+
+
+def codesign_references() -> str:
+    r = _json("claim_codesign")["reference_savings"]
+    return (
+        f"the same dense net all-analog already saves {_pct(r['dense_all_analog'])} and the "
+        f"best small all-digital net {_pct(r['best_small_all_digital'])}"
+    )
+
+
+def goals_text() -> str:
+    f, b = _json("bench_finetune"), _json("bench_search")
+    g = b["goal_3x_fewer_trials"]
+
+    def met(ok):
+        return "met" if ok else "not met"
+
+    return (
+        f"the engine is {f['speedup_vs_competent']}x the one-compile loop (goal 2x: "
+        f"{met(f['goals']['engine_2x_competent'])}) and runs at "
+        f"{_pct(f['engine_flops_fraction_of_peak'])} of peak matmul FLOP/s on the MNIST-1D CNN "
+        f"(goal 20%: {met(f['goals']['engine_20pct_of_peak'])}); the energy-aware sampler "
+        f"reaches 95% of the pooled front's hypervolume in {g['ratio']}x fewer trials than the "
+        f"best Optuna sampler, {g['best_optuna_sampler']} (goal 3x: {met(g['met'])}, runs of "
+        f"{b['trials']} trials)"
+    )
+
+
+README_FIGURES = (
+    goals_text,
+    energy_row,
+    finetune_row,
+    search_row,
+    overhead_row,
+    *((workers_row,) if (RESULTS / "bench_workers.json").exists() else ()),
+    mnist1d_row,
+    codesign_headline,
+    codesign_references,
+)
+
+# --- experiments/README.md ---
+
+
+def claim_cells() -> dict[str, str]:
+    """Claim number -> the figures its "we measured" cell quotes."""
+    cells = {}
+    p = _json("claim_pruning")["results"]["all-digital"]
+    cells["1"] = ", ".join(
+        f"{g} {p[g]['macs_removed']:.0%} / {p[g]['energy_removed_all_digital']:.0%}"
+        for g in ("unstructured", "row", "column", "block")
+    )
+    a = _json("claim_analog_vs_digital")
+    nets = a["networks"]
+    cells["2"] = (
+        f"{nets['digits_mlp']['ratio_digital_over_analog']:.1f}x (digits MLP), "
+        f"{nets['mnist1d_mlp']['ratio_digital_over_analog']:.1f}x (MNIST-1D MLP); compute only, "
+        f"per MAC: {a['compute_only_per_mac']['ratio']:.1f}x"
+    )
+    t = _json("claim_tile_alignment")
+    cells["3"] = (
+        f"{t['analog_ratio_20_vs_16']:.2f}x the analog energy per MAC of a 16x16 layer; "
+        f"{t['total_ratio_20_vs_16']:.2f}x in total"
+    )
+    tr = _json("claim_transfer")
+    reach = {m: tr["methods"][m]["reach"] for m in ("transfer", "scratch")}
+    key = next(iter(reach["transfer"]))
+    cells["4"] = (
+        f"to reach {reach['transfer'][key]['target_accuracy']:.3f} validation accuracy: "
+        f"fine-tuning from the base {reach['transfer'][key]['steps']} steps vs from scratch "
+        f"{reach['scratch'][key]['steps']} steps"
+    )
+    searches = _json("claim_codesign")["searches"]
+    one_sided = ", ".join(
+        f"{k.replace('_', '-')} search {_pct(searches[k]['energy_saving']['mean'])} (test loss "
+        f"{searches[k]['test_loss']['mean']:+.3f})"
+        for k in ("software_only", "hardware_only")
+    )
+    cells["5"] = (
+        f"{codesign_headline()}; with no search, {codesign_references()}; one-sided: {one_sided}"
+    )
+    life = _json("claim_lifecycle")["networks"]
+    values = [d for n in life.values() for d in n["designs"].values()]
+    ft = [d["breakeven_finetune_only"] for d in values]
+    pre = [d["breakeven_with_pretraining"] for d in values]
+    cells["6"] = (
+        f"break-even inferences: {min(ft):.1e} to {max(ft):.1e} counting the fine-tune only, "
+        f"{min(pre):.1e} to {max(pre):.1e} with the base's pretraining"
+    )
+    cells["7"] = mnist1d_row()
+    return cells
+
+
+# --- the checks ---
+
+
+def _section(text: str, heading: str) -> str:
+    start = text.index(heading)
+    end = text.find("\n## ", start + len(heading))
+    return text[start : end if end > 0 else None]
+
+
+def _numbers(text: str) -> list[str]:
+    """Numeric tokens: 6.65, 1,234, 99.2%, 2.5e6 (not digits inside names like 128x128)."""
+    return re.findall(r"(?<![\w.])\d[\d,]*(?:\.\d+)?(?:e[+-]?\d+)?", text)
+
+
+def _table_cells(section: str, column: int) -> list[str]:
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    return [row.split(" | ")[column] for row in rows[1:] if not row.startswith("|---")]
+
+
+@pytest.mark.parametrize("figure", README_FIGURES, ids=lambda f: f.__name__)
+def test_readme_quotes_the_committed_figure(figure):
+    assert figure() in (ROOT / "README.md").read_text()
+
+
+def test_every_number_in_readme_measured_figures_is_from_json():
+    section = _section((ROOT / "README.md").read_text(), "## Measured figures")
+    rendered = " ".join(f() for f in README_FIGURES)
+    for cell in _table_cells(section, -1):
+        for number in _numbers(cell):
+            assert number in rendered, (number, cell)
+
+
+def test_experiments_readme_quotes_the_committed_figures():
+    text = (ROOT / "experiments" / "README.md").read_text()
+    cells = claim_cells()
+    rows = [line for line in _section(text, "| claim").splitlines() if line.startswith("| ")]
+    measured = {row[2 : row.index(".")]: row.split(" | ")[2] for row in rows[1:]}
+    for number, figures in cells.items():  # claims 1-7 (8, the split, has its own JSON test)
+        assert figures in measured[number], number
+        for token in _numbers(measured[number]):
+            assert token in figures, (number, token)
