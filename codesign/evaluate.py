@@ -361,4 +361,3 @@ class Evaluator:
             "test_accuracy": result.test_accuracy,
             "candidate": cand.to_dict(),
         }
-

@@ -129,19 +129,38 @@ CASES = {
     ),
     # --- changed space on resume ---
     "resume with narrower widths": (
-        lambda e, t: ["search", _space_with(t, model={"family": "mlp", "widths": [8, 8]},
-                                            search={**TINY["search"], "widths": 8}),
-                      "--out", str(e["run"]), "--study", "tiny"],
+        lambda e, t: [
+            "search",
+            _space_with(
+                t, model={"family": "mlp", "widths": [8, 8]}, search={**TINY["search"], "widths": 8}
+            ),
+            "--out",
+            str(e["run"]),
+            "--study",
+            "tiny",
+        ],
         "was made with another search space (model.widths: [16, 16] -> [8, 8]",
     ),  # fmt: skip
     "resume with another dataset": (
-        lambda e, t: ["search", _space_with(t, task={"dataset": "mnist1d", "seed": 0}),
-                      "--out", str(e["run"]), "--study", "tiny"],
+        lambda e, t: [
+            "search",
+            _space_with(t, task={"dataset": "mnist1d", "seed": 0}),
+            "--out",
+            str(e["run"]),
+            "--study",
+            "tiny",
+        ],
         "task.dataset",
     ),  # fmt: skip
     "resume with another preset": (
-        lambda e, t: ["search", _space_with(t, hardware={"preset": "ania-22nm"}),
-                      "--out", str(e["run"]), "--study", "tiny"],
+        lambda e, t: [
+            "search",
+            _space_with(t, hardware={"preset": "ania-22nm"}),
+            "--out",
+            str(e["run"]),
+            "--study",
+            "tiny",
+        ],
         "preset: 'hybrid-22nm' -> 'ania-22nm'",
     ),  # fmt: skip
     # --- pareto / export / worker ---
@@ -352,7 +371,7 @@ def test_hostile_input_is_one_clean_line(name, existing, tmp_path, capsys):  # n
 VALUES = st.one_of(
     st.none(),
     st.booleans(),
-    st.integers(-10**12, 10**12),
+    st.integers(-(10**12), 10**12),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=8),
     st.lists(st.integers(-3, 300), max_size=4),
@@ -418,8 +437,12 @@ DESIGN_KEYS = [
 ]  # fmt: skip
 
 
-@settings(max_examples=DESIGN_EXAMPLES, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=DESIGN_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(key=st.sampled_from(DESIGN_KEYS), value=VALUES)  # fmt: skip
 def test_any_design_json_loads_as_a_point_of_its_space_or_is_refused(key, value, tmp_path):
     path = pathlib.Path(_design_file(tmp_path, **{key: value}))

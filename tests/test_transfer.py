@@ -36,8 +36,17 @@ def engine(spec, task, cache):
     return transfer.Engine(spec, task, FT, PRE, cache_dir=cache)
 
 
-def _cand(widths=(32, 32), sparsity=0.0, granularity="unstructured", analog=0.5, tile=(16, 16),
-          adc=8, dac=8, seed=0, layers=3):
+def _cand(
+    widths=(32, 32),
+    sparsity=0.0,
+    granularity="unstructured",
+    analog=0.5,
+    tile=(16, 16),
+    adc=8,
+    dac=8,
+    seed=0,
+    layers=3,
+):
     return {
         "widths": list(widths),
         "sparsity": [sparsity] * layers,
@@ -70,8 +79,9 @@ def test_base_is_cached_and_reloaded(spec, task, cache, engine):
 
 
 def test_base_units_are_sorted_most_important_first(spec, engine):
-    importance = networks.unit_importance(spec, (*engine.base, {"w": np.zeros((32, 5)),
-                                                                "b": np.zeros(5)}))
+    importance = networks.unit_importance(
+        spec, (*engine.base, {"w": np.zeros((32, 5)), "b": np.zeros(5)})
+    )
     # Inherited widths keep a prefix, so the first units must be the heaviest incoming ones.
     incoming = np.sum(np.asarray(engine.base[0]["w"]) ** 2, axis=0)
     assert incoming[:8].mean() > incoming[-8:].mean()
@@ -133,20 +143,30 @@ def test_masks_match_the_mask_maker_on_each_unpadded_layer(engine):
 
 
 def test_flops_follow_the_kept_weights(engine):
-    out = engine.evaluate_population(transfer.Population.stack(
-        [_cand(widths=(32, 32)), _cand(widths=(8, 8)), _cand(widths=(32, 32), sparsity=0.5)]
-    ), chunk=6)
+    out = engine.evaluate_population(
+        transfer.Population.stack(
+            [_cand(widths=(32, 32)), _cand(widths=(8, 8)), _cand(widths=(32, 32), sparsity=0.5)]
+        ),
+        chunk=6,
+    )
     full, narrow, sparse = out["finetune_flops"]
     assert narrow < 0.5 * full
     assert sparse == pytest.approx(0.5 * full, rel=0.02)
 
 
 def test_noise_off_16_bit_analog_matches_digital(spec, task, engine):
-    quiet = transfer.Engine(spec, task, dataclasses.replace(FT, noise=False), PRE,
-                            base_params=(*engine.base, None))
-    out = quiet.evaluate_population(transfer.Population.stack([
-        _cand(analog=0.0, adc=16, dac=16), _cand(analog=1.0, adc=16, dac=16),
-    ]), chunk=6)
+    quiet = transfer.Engine(
+        spec, task, dataclasses.replace(FT, noise=False), PRE, base_params=(*engine.base, None)
+    )
+    out = quiet.evaluate_population(
+        transfer.Population.stack(
+            [
+                _cand(analog=0.0, adc=16, dac=16),
+                _cand(analog=1.0, adc=16, dac=16),
+            ]
+        ),
+        chunk=6,
+    )
     # The same fine-tuned weights, read through 16-bit converters vs an exact digital product.
     analog, digital = out["test_accuracy"][1], out["digital_test_accuracy"][1]
     assert abs(digital - analog) <= 0.005
@@ -155,8 +175,14 @@ def test_noise_off_16_bit_analog_matches_digital(spec, task, engine):
 
 
 def test_two_bit_adcs_cost_accuracy(engine):
-    out = engine.evaluate_population(transfer.Population.stack([
-        _cand(analog=1.0, adc=8), _cand(analog=1.0, adc=2),
-    ]), chunk=6)
+    out = engine.evaluate_population(
+        transfer.Population.stack(
+            [
+                _cand(analog=1.0, adc=8),
+                _cand(analog=1.0, adc=2),
+            ]
+        ),
+        chunk=6,
+    )
     good, coarse = out["val_accuracy"]
     assert good - coarse > 0.2
