@@ -305,13 +305,18 @@ def test_batch_equals_one_by_one_and_compiles_once():
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
-def test_every_preset_gives_a_positive_finite_report(name):
+def test_every_preset_accounts_for_every_mac_and_joule(name):
+    """Each preset's report is consistent: the dense network's MACs all counted, the components
+    adding up to the total, and TOPS/W = 2 ops per MAC over that total."""
     acc = get_preset(name)
     analog = 0.0 if float(acc.tiles) == 0 else 0.5
     report = E.estimate_energy(NET, E.Design.dense(NET, analog), acc)
-    assert np.isfinite(float(report.energy_j)) and float(report.energy_j) > 0
-    assert float(report.latency_s) > 0
-    assert float(report.tops_per_w) > 0
+    total = float(report.energy_j)
+    assert np.isfinite(total) and total > 0 and float(report.latency_s) > 0
+    assert float(report.macs) == sum(layer.macs for layer in NET)
+    parts = sum(float(v) for v in report.components_j.values())
+    assert parts == pytest.approx(total, rel=1e-6)
+    assert float(report.tops_per_w) == pytest.approx(2 * float(report.macs) / total / 1e12)
 
 
 def test_unknown_preset_names_the_valid_ones():
