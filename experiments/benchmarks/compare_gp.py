@@ -13,6 +13,7 @@ Last line: JSON. `--quick`: one seed, 10 trials.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.metadata
 import importlib.util
 import json
@@ -26,7 +27,7 @@ import time
 import numpy as np
 import optuna
 
-from codesign import pareto, screening
+from codesign import pareto, screening, search
 from codesign.space import load_space
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -154,8 +155,13 @@ def run_variant(space, gp_class, seed: int, trials: int, workdir: pathlib.Path):
     screening.GaussianProcess = clock.timed(gp_class)
     screening.propose = clock.around(original[1])
     try:
-        study, _, _ = bench_search.run(
-            space, "energy-aware", seed, trials, workdir / gp_class.__name__, bench_search._Timer()
+        sampler = dataclasses.replace(space.sampler, name="energy-aware", seed=seed)
+        study = search.run_search(
+            dataclasses.replace(space, sampler=sampler),
+            trials=trials,
+            out_dir=workdir / gp_class.__name__ / f"energy-aware-{seed}",
+            study_name=f"energy-aware-{seed}",
+            cache_dir=workdir / "bases",
         )
     finally:
         screening.GaussianProcess, screening.propose = original
