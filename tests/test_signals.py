@@ -60,7 +60,7 @@ def _finished(trials) -> dict:
 
 
 def test_sigterm_at_random_points_then_resume(tmp_path):
-    total = 150  # more than 20 short runs finish, so every one of the 20 stops lands mid-search
+    total = 2000  # far more than 20 short runs finish: every one of the 20 stops lands mid-search
     space = {**TINY, "trials": total, "batch": 3, "finetune": {**TINY["finetune"], "steps": 200}}
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
     env, rng = _env(tmp_path), random.Random(0)
@@ -70,9 +70,9 @@ def test_sigterm_at_random_points_then_resume(tmp_path):
         storage = _journal(journal)
         return _trials(storage, "tiny") if storage else []
 
-    def start():
+    def start(*flags):
         return subprocess.Popen(
-            _cli("search", "space.yaml", "--out", "run"),  # relative, as the README writes it
+            _cli("search", "space.yaml", "--out", "run", *flags),  # relative, as in the README
             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
 
@@ -93,7 +93,8 @@ def test_sigterm_at_random_points_then_resume(tmp_path):
         seen = now
         assert len(now) < total, "the search finished before its 20th stop"
     assert len(claims) == 20
-    proc = start()
+    total = len(seen) + 6  # the resume finishes the study at a total it can reach in a test
+    proc = start("--trials", str(total))
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
     trials = read()
