@@ -14,7 +14,8 @@ import signal
 import sys
 import threading
 
-from codesign.errors import CodesignError, Interrupted
+from codesign import errors
+from codesign.errors import CodesignError
 
 EXIT_USAGE = 2
 
@@ -385,19 +386,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _stop(signum, frame):
-    raise Interrupted(signum)
+def _unraisable(unraisable) -> None:
+    """Python drops a stop raised in a gc callback and prints a traceback; the search raises it
+    again at its next phase boundary (errors.check_stop), so the traceback is only noise."""
+    if not isinstance(unraisable.exc_value, errors.Interrupted):
+        sys.__unraisablehook__(unraisable)
 
 
 def main(argv=None) -> int:
     # A scheduler's stop (SIGTERM) is handled like Ctrl-C: trials in flight marked, lock freed.
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _stop) if main_thread else None
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = [signal.signal(sig, errors.stop) for sig in signals] if main_thread else []
+    hook, sys.unraisablehook = sys.unraisablehook, _unraisable
     try:
         return _main(argv)
     finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = hook
+        errors.clear_stops()
+        for sig, handler in zip(signals, previous, strict=False):  # none off the main thread
+            signal.signal(sig, handler)
 
 
 def _main(argv) -> int:

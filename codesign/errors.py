@@ -1,4 +1,5 @@
-"""The one user-facing error type: the CLI prints its message as one line and exits with code 2."""
+"""The one user-facing error type: the CLI prints its message as one line and exits with code 2;
+and the stop by signal, which the search also checks for between its phases."""
 
 
 class CodesignError(ValueError):
@@ -11,3 +12,24 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signum: int):
         super().__init__(signum)
         self.signum = signum
+
+
+_stops: list[int] = []  # signals received by `stop` in this process, until `clear_stops`
+
+
+def stop(signum, frame=None):
+    """Signal handler: raise `Interrupted`, and remember the signal. Python prints and drops an
+    exception raised while it runs a garbage-collection callback or a `__del__` (JAX has both);
+    `check_stop` raises it again at the search's next phase boundary."""
+    _stops.append(signum)
+    raise Interrupted(signum)
+
+
+def check_stop() -> None:
+    """Raise `Interrupted` if `stop` ran since the last `clear_stops`."""
+    if _stops:
+        raise Interrupted(_stops[0])
+
+
+def clear_stops() -> None:
+    _stops.clear()

@@ -20,7 +20,7 @@ import optuna
 
 from codesign import screening
 from codesign import study as studies
-from codesign.errors import CodesignError
+from codesign.errors import CodesignError, check_stop
 from codesign.journal import batch as storage_batch
 from codesign.space import SearchSpace
 
@@ -113,6 +113,7 @@ def run_search(
     while True:
         asked: list = []
         try:
+            check_stop()  # a stop whose raise Python dropped (in a gc callback) ends it here
             # Asking: under the journal's lock (one fsync), so workers sharing a study claim at
             # most `trials` in total; dead workers' trials are recovered first. SIGINT and SIGTERM
             # wait for the end of a storage phase, so a stop never cuts one in half.

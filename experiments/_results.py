@@ -5,10 +5,12 @@ the versions of the packages that decide its numbers, its mode, and the machine 
 average at start and end: timings on a shared machine are only comparable within one run).
 Full runs write into `experiments/results/`; `--quick` runs (smoke tests) write into a fresh
 temporary directory unless `--out` is given, so they never overwrite the committed results.
+`compilation_cache` gives a benchmark its own persistent XLA cache and then puts JAX's back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -19,6 +21,30 @@ import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
+
+
+@contextlib.contextmanager
+def compilation_cache(path: pathlib.Path, min_compile_s: float = 0.5):
+    """A persistent compilation cache at `path` for the block (min_compile_s 0 keeps every
+    program, also small ones JAX skips by default), then JAX's settings as they were: a cache
+    left pointing into a deleted temporary directory breaks every later compile's write."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache as cache
+
+    from codesign import transfer
+
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+    saved = {name: getattr(jax.config, name) for name in names}
+    transfer.enable_compilation_cache(path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_s)
+    try:
+        yield
+    finally:
+        cache.reset_cache()
+        for name, value in saved.items():
+            jax.config.update(name, value)
+
+
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "optuna", "numpy", "scipy", "scikit-learn", "torch")
 
 

@@ -5,8 +5,10 @@ import importlib.util
 import json
 import pathlib
 
+import jax
 import pytest
 
+from codesign.evaluate import Evaluator
 from tests.test_experiments_a import run_quick
 
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "benchmarks"
@@ -72,8 +74,11 @@ def test_bench_search_summaries_from_fixed_trajectories():
 
 @pytest.mark.slow
 def test_bench_search_quick(tmp_path, monkeypatch):
-    """Two samplers, one seed, 8 trials, as a user runs --quick: nothing written to the repo."""
+    """Two samplers, one seed, 8 trials, as a user runs --quick: nothing written to the repo,
+    and JAX's compilation cache and the evaluator left as they were for what runs next."""
+    before = (jax.config.jax_compilation_cache_dir, Evaluator.evaluate)
     result = run_quick(_load("bench_search").main, "bench_search", tmp_path, monkeypatch)
+    assert (jax.config.jax_compilation_cache_dir, Evaluator.evaluate) == before
     assert set(result["samplers"]) == {"energy-aware", "random"}
     for s in result["samplers"].values():
         # More trials never shrink a front's hypervolume.

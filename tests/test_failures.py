@@ -1,7 +1,10 @@
 """Hostile inputs and failing candidates: one line, exit code 2, and no damage to a study."""
 
 import dataclasses
+import gc
 import json
+import signal
+import sys
 
 import jax
 import numpy as np
@@ -9,7 +12,7 @@ import optuna
 import pytest
 import yaml
 
-from codesign import data, networks, search, transfer
+from codesign import data, errors, networks, search, transfer
 from codesign import study as studies
 from codesign.cli import main
 from codesign.design import FORMAT, FORMAT_VERSION
@@ -174,6 +177,35 @@ def test_diverged_candidate_becomes_a_failed_trial_and_the_search_goes_on(tmp_pa
     states = [t.state.name for t in study.trials]
     assert states[0] == "FAIL" and "diverged" in study.trials[0].user_attrs["fail_reason"]
     assert sum(s in ("COMPLETE", "PRUNED") for s in states) == 5 and len(states) == 6
+
+
+def test_a_stop_python_drops_in_a_gc_callback_still_ends_the_search(tmp_path, monkeypatch):
+    # A signal handler's raise that lands in a garbage-collection callback (JAX registers one) is
+    # printed and dropped by Python; the search must still stop, at its next phase boundary.
+    space = parse_space({**TINY, "trials": 12, "batch": 3}, str(tmp_path / "space.yaml"))
+    original, calls, dropped = Evaluator.evaluate, [], []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: dropped.append(u.exc_type))
+
+    def dropped_stop(phase, info):
+        gc.callbacks.remove(dropped_stop)
+        errors.stop(signal.SIGTERM)
+
+    def evaluate(self, cands, seeds, chunk):
+        calls.append(len(cands))
+        gc.callbacks.append(dropped_stop)
+        gc.collect()  # Python: "Exception ignored in: <function dropped_stop ...>"
+        return original(self, cands, seeds, chunk)
+
+    monkeypatch.setattr(Evaluator, "evaluate", evaluate)
+    try:
+        with pytest.raises(errors.Interrupted):
+            search.run_search(space, out_dir=tmp_path / "run")
+    finally:
+        errors.clear_stops()
+    assert dropped == [errors.Interrupted] and calls == [3]
+    storage = studies.storage_for(None, tmp_path / "run")
+    states = [t.state.name for t in optuna.load_study(study_name="tiny", storage=storage).trials]
+    assert len(states) == 3 and set(states) <= {"COMPLETE", "PRUNED"}  # that batch kept, no more
 
 
 def test_same_seed_gives_the_same_front(tmp_path):

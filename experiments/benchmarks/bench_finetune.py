@@ -38,7 +38,6 @@ speedup_vs_competent and engine_flops_fraction_of_peak (the MNIST-1D CNN, execut
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import functools
 import json
@@ -54,7 +53,6 @@ import numpy as np
 import optax
 import optuna
 from flax import nnx
-from jax.experimental.compilation_cache import compilation_cache
 
 from codesign import analog, data, networks, pruning, transfer
 from codesign.energy import GRANULARITIES
@@ -245,25 +243,6 @@ def run_engine(n: int, seed: int, engine: transfer.Engine, chunk: int | None = N
     return cands, out, time.perf_counter() - start
 
 
-@contextlib.contextmanager
-def _compilation_cache(path: pathlib.Path):
-    """A persistent compilation cache at `path` that keeps every program (also the naive loop's
-    small ones: JAX's default skips programs compiled in under a second), then JAX's settings
-    as they were."""
-    saved = {
-        name: getattr(jax.config, name)
-        for name in ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
-    }
-    transfer.enable_compilation_cache(path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    try:
-        yield
-    finally:
-        compilation_cache.reset_cache()
-        for name, value in saved.items():
-            jax.config.update(name, value)
-
-
 # --- the hardware limit: peak matmul FLOP/s, and the FLOPs a population program executes ---
 
 
@@ -382,7 +361,7 @@ def main(argv=None) -> dict:
                 "engine": lambda: run_engine(n, args.seed, population),
             }
 
-        with _compilation_cache(pathlib.Path(tmp) / "xla"):
+        with _results.compilation_cache(pathlib.Path(tmp) / "xla", min_compile_s=0.0):
             jax.clear_caches()
             outs = {}
             # cold: nothing compiled, in memory or on disk; run: the same again, all compiled

@@ -40,7 +40,7 @@ import time
 import numpy as np
 import optuna
 
-from codesign import pareto, screening, search, transfer
+from codesign import pareto, screening, search
 from codesign.evaluate import Evaluator
 from codesign.space import load_space
 
@@ -251,15 +251,17 @@ def main(argv=None) -> dict:
     energy_compile_s = time.perf_counter() - start
 
     timer = _Timer()
-    Evaluator.evaluate = timer.wrap(Evaluator.evaluate)
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = pathlib.Path(tmp)
+    with contextlib.ExitStack() as stack:
+        workdir = pathlib.Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        stack.enter_context(_results.compilation_cache(workdir / "xla"))  # one engine compile
+        evaluate = Evaluator.evaluate
+        Evaluator.evaluate = timer.wrap(evaluate)
+        stack.callback(setattr, Evaluator, "evaluate", evaluate)
         runs_path = pathlib.Path(args.runs) if args.runs else workdir / "runs.jsonl"
         runs = []
         if args.resume and runs_path.exists():
             runs = [json.loads(line) for line in runs_path.read_text().splitlines() if line]
         done = {(r["sampler"], r["seed"]) for r in runs if r["trials"] == args.trials}
-        transfer.enable_compilation_cache(workdir / "xla")  # one engine compile for all runs
         for seed in args.seeds:  # seeds outermost: a cut-short run has whole seeds
             for sampler in args.samplers:
                 if (sampler, seed) in done or args.summarise_only:
