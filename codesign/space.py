@@ -36,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from codesign import transfer
 from codesign.checks import choice, fail, int_list, override, parse_tile, section, typed
 from codesign.data import DATASET_NAMES, SPLITS, looks_like_path
 from codesign.dimensions import Dimension, parse_dimension
@@ -99,9 +100,16 @@ class SearchSpace:
         )
 
     def evaluator(self, *, cache_dir=None, log=None) -> Evaluator:
-        """The space's evaluator (its smallest tile bounds the engine's row tiles)."""
+        """The space's evaluator (its smallest tile bounds the engine's row tiles). Data and a
+        `pretrain.checkpoint` that does not fit the model fail here, before any study is written."""
         min_rows = min(rows for rows, _ in self.tiles)
-        return Evaluator(self.problem, min_tile_rows=min_rows, cache_dir=cache_dir, log=log)
+        evaluator = Evaluator(self.problem, min_tile_rows=min_rows, cache_dir=cache_dir, log=log)
+        if self.problem.model.checkpoint:
+            try:
+                transfer.load_checkpoint(evaluator.spec, self.problem.model.checkpoint)
+            except CodesignError as err:
+                raise CodesignError(f"{self.path}: {err}") from None
+        return evaluator
 
     def param_names(self) -> dict[str, list[str]]:
         """Optuna parameter names per searched dimension (fixed dimensions have none)."""

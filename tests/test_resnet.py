@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from codesign import data, design, networks, pruning, transfer
+from codesign.cli import main
 from codesign.errors import CodesignError
 from codesign.evaluate import Candidate
 from codesign.space import load_space, parse_space
@@ -117,6 +118,10 @@ def npz_1d(tmp_path_factory):
 
 
 def _space(path, npz, pretrain=None, **model):
+    return parse_space(_raw(path, npz, pretrain, **model), str(path))
+
+
+def _raw(path, npz, pretrain=None, **model):
     raw = yaml.safe_load(pathlib.Path(path).read_text())
     raw["task"]["dataset"] = str(npz)
     raw["model"].update(model)
@@ -124,7 +129,7 @@ def _space(path, npz, pretrain=None, **model):
         raw["search"]["widths"] = {"low": 1, "high": max(model["widths"]), "per_layer": True}
     raw["pretrain"] = pretrain or {"steps": 30, "batch_size": 32}
     raw["finetune"] = {"steps": 6, "batch_size": 16, "eval_draws": 1}
-    return parse_space(raw, str(path))
+    return raw
 
 
 def test_mnist1d_resnet_space_loads():
@@ -229,7 +234,7 @@ def test_pretrained_resnet_base_is_cached_per_depth(npz_1d):
     assert len(keys) == 2
 
 
-def test_pretrained_checkpoint_replaces_pretraining(npz_1d, tmp_path):
+def test_pretrained_checkpoint_replaces_pretraining(npz_1d, tmp_path, capsys):
     """`pretrain: {checkpoint}` loads your own base (here an .npz of codesign's [K, N] layers),
     sorts its units and pretrains nothing; a file whose shapes do not match is one line."""
     spec = networks.NetworkSpec("resnet", (40, 1), 5, (8, 16, 16), depth=8)
@@ -255,9 +260,14 @@ def test_pretrained_checkpoint_replaces_pretraining(npz_1d, tmp_path):
 
     bad = tmp_path / "bad.npz"
     np.savez(bad, **{**arrays, "layer3_w": np.zeros((5, 16), np.float32)})
-    space = _space(space_file, npz_1d, {"checkpoint": str(bad)}, widths=[8, 16, 16])
-    with pytest.raises(CodesignError, match=r"layer3_w \(stage1.block0.conv1\) has shape") as err:
-        _ = space.evaluator(cache_dir=tmp_path / "bases").engine
-    assert "\n" not in str(err.value) and "(24, 16)" in str(err.value)
+    raw = _raw(space_file, npz_1d, {"checkpoint": str(bad)}, widths=[8, 16, 16])
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(raw))
+    # From the command line: one line naming the file, key and shapes; no study written.
+    code = main(["search", str(tmp_path / "space.yaml"), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{tmp_path / 'space.yaml'}: pretrain.checkpoint: {bad}: layer3_w " in err
+    assert "(stage1.block0.conv1) has shape (5, 16), the model needs (24, 16)" in err
+    assert not (tmp_path / "run").exists()
     with pytest.raises(CodesignError, match="pretrain.checkpoint: no such file"):
         _space(space_file, npz_1d, {"checkpoint": str(tmp_path / "none.npz")})
