@@ -26,13 +26,15 @@ built, as in a new process reading the persistent cache). The headline rates are
 The engine's achieved FLOP/s is compared with this machine's peak matmul FLOP/s, measured in the
 same run (a large float32 `jnp.dot`): "executed" counts the training matmuls the program does
 (maximum widths: masks zero the pruned weights, they do not skip them), "useful" the kept
-weights' training FLOPs (`finetune_flops`). Measured on this digits MLP and on the MNIST-1D CNN
-space (`search_spaces/mnist1d_cnn.yaml`, engine only; a short pretraining, as accuracy does not
-change FLOP/s). Noise draws differ between the naive and the other paths, so their accuracies
+weights' training FLOPs (`finetune_flops`). Measured on this digits MLP, on the MNIST-1D CNN
+space (`search_spaces/mnist1d_cnn.yaml`) and on the MNIST-1D ResNet-8 space
+(`search_spaces/mnist1d_resnet.yaml`), the latter two engine only, with candidates/s cold
+(compile included) and compiled, after a short pretraining (accuracy does not change FLOP/s). Noise draws differ between the naive and the other paths, so their accuracies
 agree only on average (reported as the mean absolute gap in validation accuracy).
 
 Last line: JSON with naive_per_s, competent_per_s, engine_per_s, speedup_vs_naive,
-speedup_vs_competent and engine_flops_fraction_of_peak (the MNIST-1D CNN, executed FLOPs).
+speedup_vs_competent and engine_flops_fraction_of_peak (the MNIST-1D CNN, executed FLOPs),
+resnet_engine_per_s (cold) and resnet_flops_fraction_of_peak (executed).
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ NAME = "bench_finetune"
 MAX_WIDTHS = (128, 128)
 TILES = (32, 64, 128, 256)  # square analog tiles, rows = cols, in cells
 PRETRAIN = transfer.PretrainConfig(steps=600)
-CNN_SPACE = pathlib.Path(__file__).resolve().parents[2] / "search_spaces" / "mnist1d_cnn.yaml"
+SPACES = pathlib.Path(__file__).resolve().parents[2] / "search_spaces"
+CNN_SPACE, RESNET_SPACE = SPACES / "mnist1d_cnn.yaml", SPACES / "mnist1d_resnet.yaml"
 # Every path compiles with the engine's flags (on CPU: LLVM -O1).
 JIT = functools.partial(jax.jit, compiler_options=transfer._compiler_options())
 
@@ -271,9 +274,12 @@ def executed_flops(engine: transfer.Engine, candidates: int) -> float:
 
 
 def engine_flops(engine: transfer.Engine, population, peak: float) -> dict:
-    """The engine's FLOP/s on a population (compiled first, then timed) against the peak."""
+    """The engine's candidates/s and FLOP/s on a population (compiled first, then timed again)
+    against the peak."""
     n = population.size
-    engine.evaluate_population(population)  # compile
+    start = time.perf_counter()
+    engine.evaluate_population(population)  # compile and run
+    cold_s = time.perf_counter() - start
     start = time.perf_counter()
     out = engine.evaluate_population(population)
     run_s = time.perf_counter() - start
@@ -283,7 +289,10 @@ def engine_flops(engine: transfer.Engine, population, peak: float) -> dict:
         "candidates": n,
         "steps": engine.config.steps,
         "batch_size": engine.config.batch_size,
+        "cold_s": round(cold_s, 3),
         "run_s": round(run_s, 3),
+        "cold_per_s": round(n / cold_s, 4),
+        "run_per_s": round(n / run_s, 4),
         "executed_flops_per_s": executed,
         "useful_flops_per_s": useful,
         "executed_fraction_of_peak": round(executed / peak, 4),
@@ -291,12 +300,12 @@ def engine_flops(engine: transfer.Engine, population, peak: float) -> dict:
     }
 
 
-def cnn_engine_flops(candidates: int, steps: int | None, pretrain_steps: int, peak, cache_dir):
-    """`engine_flops` on random candidates of the MNIST-1D CNN space."""
+def space_engine_flops(space_file, candidates: int, steps, pretrain_steps: int, peak, cache_dir):
+    """`engine_flops` on random candidates of a search space (MNIST-1D CNN or ResNet)."""
     from codesign.evaluate import Evaluator
     from codesign.space import load_space
 
-    space = load_space(CNN_SPACE)
+    space = load_space(space_file)
     problem = space.problem
     problem = dataclasses.replace(
         problem, pretrain=dataclasses.replace(problem.pretrain, steps=pretrain_steps)
@@ -309,7 +318,7 @@ def cnn_engine_flops(candidates: int, steps: int | None, pretrain_steps: int, pe
     evaluator = Evaluator(problem, min_tile_rows=min_rows, cache_dir=cache_dir)
     params = space.sample_params(np.random.default_rng(0), candidates)
     population = evaluator.population([space.candidate(p) for p in params], list(range(candidates)))
-    return {"space": CNN_SPACE.name, **engine_flops(evaluator.engine, population, peak)}
+    return {"space": space_file.name, **engine_flops(evaluator.engine, population, peak)}
 
 
 def _timed(fn):
@@ -326,6 +335,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cnn-candidates", type=int, default=12, help="MNIST-1D CNN FLOP/s run")
     parser.add_argument(
+        "--resnet-candidates", type=int, default=8, help="MNIST-1D ResNet-8 candidates/s run"
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="3 candidates, 10 steps, short pretraining (CI smoke)"
     )
     parser.add_argument("--cache-dir", help="pretrained bases (default: a temporary directory)")
@@ -335,7 +347,7 @@ def main(argv=None) -> dict:
     pretrain = transfer.PretrainConfig(steps=100) if args.quick else PRETRAIN
     cnn_steps, cnn_pretrain = 50, 300  # FLOP/s only: a short fine-tune, a rough base
     if args.quick:
-        args.candidates, args.steps, args.cnn_candidates = 3, 10, 0
+        args.candidates, args.steps, args.cnn_candidates, args.resnet_candidates = 3, 10, 0, 0
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     task = data.transfer_split("digits")
@@ -376,9 +388,15 @@ def main(argv=None) -> dict:
         peak = peak_matmul_flops(512 if args.quick else 2048)
         population = transfer.Population.stack(outs["engine"][0])
         mlp_flops = engine_flops(engine(), population, peak)
-        cnn_flops = None
+        cnn_flops = resnet_flops = None
         if args.cnn_candidates:
-            cnn_flops = cnn_engine_flops(args.cnn_candidates, cnn_steps, cnn_pretrain, peak, tmp)
+            cnn_flops = space_engine_flops(
+                CNN_SPACE, args.cnn_candidates, cnn_steps, cnn_pretrain, peak, tmp
+            )
+        if args.resnet_candidates:
+            resnet_flops = space_engine_flops(
+                RESNET_SPACE, args.resnet_candidates, cnn_steps, cnn_pretrain, peak, tmp
+            )
 
     naive_cands, naive = outs["naive"]
     if not (naive_cands == outs["competent"][0] == outs["engine"][0]):
@@ -427,6 +445,11 @@ def main(argv=None) -> dict:
         "peak_matmul_flops_per_s": peak,
         "engine_flops_digits_mlp": mlp_flops,
         "engine_flops_mnist1d_cnn": cnn_flops,
+        "engine_flops_mnist1d_resnet": resnet_flops,
+        "resnet_engine_per_s": resnet_flops["cold_per_s"] if resnet_flops else None,
+        "resnet_flops_fraction_of_peak": (
+            resnet_flops["executed_fraction_of_peak"] if resnet_flops else None
+        ),
         "naive_mean_val_accuracy": round(float(naive_val.mean()), 4),
         "engine_mean_val_accuracy": round(float(engine_val.mean()), 4),
         "mean_abs_val_accuracy_gap": round(gap, 4),
@@ -448,11 +471,13 @@ def main(argv=None) -> dict:
         f"run only, {result['speedup_vs_competent_warm']}x warm"
     )
     print(f"peak matmul: {peak / 1e9:.1f} GFLOP/s")
-    for label, f in (("digits MLP", mlp_flops), ("MNIST-1D CNN", cnn_flops or {})):
+    flops = (("digits MLP", mlp_flops), ("MNIST-1D CNN", cnn_flops), ("ResNet-8", resnet_flops))
+    for label, f in flops:
         if not f:
             continue
         print(
-            f"engine on {label}: {f['executed_flops_per_s'] / 1e9:.2f} GFLOP/s executed "
+            f"engine on {label}: {f['cold_per_s']:.3f} candidates/s cold, {f['run_per_s']:.3f} "
+            f"compiled; {f['executed_flops_per_s'] / 1e9:.2f} GFLOP/s executed "
             f"({f['executed_fraction_of_peak']:.1%} of peak), "
             f"{f['useful_flops_per_s'] / 1e9:.2f} useful ({f['useful_fraction_of_peak']:.1%})"
         )
