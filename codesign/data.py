@@ -161,7 +161,7 @@ def transfer_split(
             _check_classes(name, shared, labels, side="target")
         source, target = _halve_by_examples(_dataset(name, raw, shared, seed), seed)
     if target_examples_per_class is not None:
-        target = _few_shot(target, target_examples_per_class, seed)
+        target = few_shot(target, target_examples_per_class, seed)
     return TransferTask(source=source, target=target)
 
 
@@ -218,7 +218,7 @@ def _halve_by_examples(full: Dataset, seed: int) -> tuple[Dataset, Dataset]:
     return keep(source_index), keep(target_index)
 
 
-def _few_shot(target: Dataset, per_class: int, seed: int) -> Dataset:
+def few_shot(target: Dataset, per_class: int, seed: int) -> Dataset:
     """The target task with `per_class` training examples of each class, chosen with the seed."""
     if not isinstance(per_class, int) or isinstance(per_class, bool) or per_class < 1:
         raise DataError(

@@ -2,7 +2,6 @@
 the by_examples split. Every file here is tiny and synthetic, written in the real format; nothing
 is ever downloaded (CODESIGN_OFFLINE is set and urlopen is replaced where a download is tested)."""
 
-import dataclasses
 import gzip
 import hashlib
 import io
@@ -17,7 +16,7 @@ from PIL import Image
 
 from codesign import formats
 from codesign.cli import main
-from codesign.data import DataError, load_dataset, transfer_split
+from codesign.data import DataError, few_shot, load_dataset, transfer_split
 from codesign.errors import CodesignError
 from codesign.space import parse_space
 
@@ -473,39 +472,29 @@ def test_bad_task_keys_are_one_line(task, says):
     assert str(info.value).startswith("s.yaml: ") and says in str(info.value), str(info.value)
 
 
-@pytest.mark.slow  # ~20 s: pretraining and train_curves compile
-def test_few_shot_works_with_claim_transfers_use_of_the_evaluator(tmp_path):
-    """experiments/claim_transfer.py: evaluator -> base network -> train_curves on the target."""
+@pytest.mark.slow  # ~15 s: pretraining and one compile of both runs
+def test_claim_transfer_few_shot_mode(tmp_path, monkeypatch):
+    """experiments/claim_transfer.py --examples-per-class: each seed trains on its own draw of N
+    examples per target class; validation and test stay whole; its own JSON name."""
     import importlib.util
     import pathlib
 
-    import jax
-
-    from codesign import networks, transfer
+    from tests.test_experiments_a import run_quick
 
     script = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "claim_transfer.py"
     spec = importlib.util.spec_from_file_location("claim_transfer", script)
     claim = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(claim)
-    space = parse_space(
-        {
-            "task": {"dataset": "digits", "target_examples_per_class": 4},
-            "model": {"widths": [16, 16]},
-            "pretrain": {"steps": 20},
-        }
-    )
-    evaluator = space.evaluator()
-    task = evaluator.task
-    assert len(task.target.y_train) == 20 and len(task.target.y_val) > 100
-    base, _ = transfer.load_or_pretrain(evaluator.spec, task.source, evaluator.pretrain)
-    head_spec = dataclasses.replace(evaluator.spec, num_classes=task.target.num_classes)
-    fresh = networks.init_params(head_spec, jax.random.PRNGKey(0))
-    stacked = jax.tree.map(lambda x: x[None], (*base[:-1], fresh[-1]))
-    accs, test = claim.train_curves(
-        head_spec, stacked, task.target, steps=20, every=10, learning_rate=3e-3,
-        batch_size=8, seeds=[0],
-    )  # fmt: skip
-    assert accs.shape == (1, 2) and 0.0 <= float(test[0]) <= 1.0
+    full = transfer_split("digits").target
+    name = "claim_transfer_few_shot"
+    report = run_quick(claim.main, name, tmp_path, monkeypatch, ["--examples-per-class", "4"])
+    assert report["claim"] == name and report["examples_per_class"] == 4
+    assert report["train_examples"] == 20 and report["val_examples"] == len(full.y_val)
+    # different draws and initialisations per seed: the seeds' test accuracies differ
+    for method in report["methods"].values():
+        assert len(set(method["final_test_accuracy_per_seed"])) == len(report["seeds"]) == 2
+    draws = [few_shot(full, 4, s).x_train for s in report["seeds"]]
+    assert not np.array_equal(draws[0], draws[1])
 
 
 # --- acceptance: few-class datasets search, export and train end to end ---
