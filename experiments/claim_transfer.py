@@ -191,8 +191,15 @@ def main(argv=None) -> dict:
         ratio = amortise = None
     else:
         scratch_flops = s["flops"] if s["steps"] is not None else steps * flops_per_step
-        scratch_txt = f"{s['steps']} steps" if s["steps"] is not None else f"> {steps} steps"
+        never = s["steps"] is None  # then scratch's cost is a lower bound: "at least", "at most"
+        best_scratch = methods["scratch"]["best_val_accuracy"]
+        scratch_txt = (
+            f"never within {steps} steps (its best: {best_scratch:.3f})"
+            if never
+            else f"{s['steps']} steps"
+        )
         ratio = scratch_flops / t["flops"]
+        fewer = f"{'at least ' if never else ''}{ratio:.1f}x fewer FLOPs"
         saved = scratch_flops - t["flops"]
         amortise = math.ceil(pretrain_flops / saved) if saved > 0 else None
         head = f"to {target_txt}: transfer {t['steps']} steps vs scratch {scratch_txt}"
@@ -201,12 +208,12 @@ def main(argv=None) -> dict:
             reason = f"{head}; transfer is not cheaper even without pretraining"
         elif t["flops"] + pretrain_flops < scratch_flops:
             verdict = "holds"
-            reason = f"{head} ({ratio:.1f}x fewer FLOPs), cheaper even with pretraining included"
+            reason = f"{head} ({fewer}), cheaper even with pretraining included"
         else:
             verdict = "partly"
             reason = (
-                f"{head} ({ratio:.1f}x fewer FLOPs), but the base's pretraining "
-                f"({pre.steps} steps) costs more than one target saves: it pays off from "
+                f"{head} ({fewer}), but the base's pretraining ({pre.steps} steps) costs more "
+                f"than one target saves: it pays off from {'at most ' if never else ''}"
                 f"{amortise} target tasks on"
             )
     other = [

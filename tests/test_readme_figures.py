@@ -169,6 +169,7 @@ def claim_cells() -> dict[str, str]:
         f"fine-tuning from the base {reach['transfer'][key]['steps']} steps vs from scratch "
         f"{reach['scratch'][key]['steps']} steps"
     )
+    cells["4b"] = few_shot_cell()
     searches = _json("claim_codesign")["searches"]
     one_sided = ", ".join(
         f"{k.replace('_', '-')} search {_pct(searches[k]['energy_saving']['mean'])} (test loss "
@@ -188,6 +189,26 @@ def claim_cells() -> dict[str, str]:
     )
     cells["7"] = mnist1d_row()
     return cells
+
+
+def few_shot_cell() -> str:
+    f = _json("claim_transfer_few_shot")
+    m = f["methods"]
+    t, s = (m[k]["reach"][next(iter(m[k]["reach"]))] for k in ("transfer", "scratch"))
+    scratch = f"{s['steps']} steps" if s["steps"] else f"never within {f['steps']} steps"
+
+    def test(k):
+        return f"{m[k]['final_test_accuracy']:.3f} +- {m[k]['final_test_accuracy_sd']:.3f}"
+
+    return (
+        f"{f['examples_per_class']} training examples per target class, {len(f['seeds'])} seeds "
+        f"(a new draw each): to reach {t['target_accuracy']:.3f} validation accuracy, "
+        f"fine-tuning from the base {t['steps']} steps vs from scratch {scratch} (its best "
+        f"{m['scratch']['best_val_accuracy']:.3f}); test accuracy after {f['steps']} steps "
+        f"{test('transfer')} vs {test('scratch')}; the base's pretraining "
+        f"({f['pretraining']['flops']:.2g} FLOPs) pays off from at most "
+        f"{f['targets_to_amortise_pretraining']} target tasks"
+    )
 
 
 # --- the checks ---
