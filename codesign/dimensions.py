@@ -76,6 +76,19 @@ class Dimension:
             return False
         return math.isfinite(value) and self.low - 1e-9 <= value <= self.high + 1e-9
 
+    def snap(self, value):
+        """The point of this dimension nearest to a (relaxed) value: a choice by distance (or the
+        value itself if it is a choice), a range clipped and rounded onto its step."""
+        if self.choices is not None:
+            numeric = all(isinstance(c, int | float) for c in self.choices)
+            if value in self.choices or not numeric:
+                return value if value in self.choices else self.choices[0]
+            return min(self.choices, key=lambda c: abs(float(c) - float(value)))
+        v = min(max(float(value), self.low), self.high)
+        if self.step:
+            v = min(self.low + self.step * round((v - self.low) / self.step), self.high)
+        return int(round(v)) if self.is_int else round(float(v), 12)
+
     def describe(self) -> str:
         """Its choices, or its range, for messages."""
         if self.choices is not None:

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from codesign import data, networks, pruning, transfer
+from codesign import data, gradient, networks, pruning, transfer
 from codesign.energy import (
     COMPONENTS,
     Design,
@@ -230,6 +230,7 @@ class Evaluator:
         self._log = log
         self._engine = None
         self._accelerators: dict[tuple, Accelerator] = {}
+        self._relaxations: dict[tuple, gradient.Relaxation] = {}
 
     @property
     def engine(self) -> transfer.Engine:
@@ -344,6 +345,30 @@ class Evaluator:
             finetune_flops=float(out["finetune_flops"][i]),
             diverged=bool(out["diverged"][i]),
         )
+
+    def codesign(
+        self, cands: list[Candidate], seeds, lambdas, bounds, config
+    ) -> tuple[list[Candidate], dict]:
+        """Differentiable co-design (`codesign.gradient`) from these starting candidates, each
+        with its trade-off weight: the learned designs, with continuous values (snap them onto
+        the space's grid before scoring them), and per member arrays: the FLOPs its run spent
+        (flops), its relaxed energy (relaxed_energy_j) and final loss."""
+        if (config, bounds) not in self._relaxations:
+            self._relaxations[config, bounds] = gradient.Relaxation(self.engine, config, bounds)
+        design, accs, _ = self._arrays(cands)
+        widths = np.asarray([c.widths for c in cands], np.float32)
+        out = self._relaxations[config, bounds](design, accs, widths, lambdas, seeds)
+        learned = [
+            dataclasses.replace(
+                cand,
+                widths=tuple(float(w) for w in out["widths"][i]),
+                sparsity=tuple(float(v) for v in out["sparsity"][i]),
+                analog_fraction=tuple(float(v) for v in out["analog_fraction"][i]),
+                adc_bits=float(out["adc_bits"][i]),
+            )
+            for i, cand in enumerate(cands)
+        ]
+        return learned, out
 
     def dense_digital(self, tile: tuple[int, int]) -> Candidate:
         return Candidate.dense_digital(

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import optuna
 
-from codesign import screening
+from codesign import gradient, screening
 from codesign import study as studies
 from codesign.errors import CodesignError, check_stop
 from codesign.journal import batch as storage_batch
@@ -56,6 +56,30 @@ def _proposals(space, study, evaluator, want: int, rng, reference_energy_j) -> l
         min_accuracy=space.problem.budgets.accuracy_floor,
         reference_energy_j=reference_energy_j,
     )
+
+
+def _gradient_proposals(space, study, evaluator, batch: int, base_seed: int):
+    """The gradient sampler's next params (`codesign.gradient`): `batch` random starting points
+    of the space, each with its own trade-off weight, learned by gradient, snapped onto the
+    space's grid; duplicates of each other or of tried params dropped (random asks fill in).
+    Returns (params, user attrs) pairs."""
+    past = study.get_trials(deepcopy=False)
+    rng = np.random.default_rng([base_seed, len(past), 7])
+    config = space.sampler.gradient
+    starts = [space.candidate(p) for p in space.sample_params(rng, batch)]
+    lams = gradient.lambdas(batch, config, rng)
+    seeds = rng.integers(2**31 - 1, size=batch)
+    learned, run = evaluator.codesign(starts, seeds, lams, space.bounds(), config)
+    tried = {repr(sorted(p.items())) for p in studies.history(past, space.param_dims())[2]}
+    out = []
+    for i, cand in enumerate(learned):
+        params = space.params_of(cand)
+        if repr(sorted(params.items())) not in tried:
+            tried.add(repr(sorted(params.items())))
+            relaxed = float(run["relaxed_energy_j"][i])
+            out.append((params, {"gradient_lambda": float(lams[i]), "relaxed_energy_j": relaxed}))
+    share = float(np.sum(run["flops"])) / max(1, len(out))  # the run's FLOPs, over its proposals
+    return [(params, {**attrs, "proposal_flops": share}) for params, attrs in out]
 
 
 def _evaluate(space, evaluator, storage, study, asked, cands, seeds, batch) -> list:
@@ -102,6 +126,7 @@ def run_search(
     started = time.perf_counter()
     done_at_start = studies.counts(study)[0]
     screened = space.sampler.name == "energy-aware"
+    by_grad = space.sampler.name == "gradient"
     reference_j = None
     if screened:
         reference = evaluator.budget_energies([evaluator.dense_digital(space.tiles[0])])[0]
@@ -117,6 +142,10 @@ def run_search(
             # Asking: under the journal's lock (one fsync), so workers sharing a study claim at
             # most `trials` in total; dead workers' trials are recovered first. SIGINT and SIGTERM
             # wait for the end of a storage phase, so a stop never cuts one in half.
+            # The gradient sampler learns its proposals outside the lock: other workers go on.
+            learned = []
+            if by_grad and trials > sum(studies.counts(study)):
+                learned = _gradient_proposals(space, study, evaluator, batch, base_seed)
             with studies.uninterrupted(), storage_batch(storage):
                 if recover_stale:
                     studies.recover_stale_trials(study, storage, log)
@@ -125,6 +154,8 @@ def run_search(
                 want = min(batch, trials - finished - running)
                 if want <= 0:
                     break
+                for params, attrs in learned[:want]:
+                    studies.enqueue(study, params, attrs)
                 if screened:  # under the lock: workers see each other's pending trials
                     rng = np.random.default_rng([base_seed, len(study.get_trials(deepcopy=False))])
                     for params in _proposals(space, study, evaluator, want, rng, reference_j):

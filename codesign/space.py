@@ -19,7 +19,8 @@ A search space file has these sections (every key optional unless marked; see
     objectives: [energy, accuracy, latency, tiles, lifecycle_energy]   (energy, accuracy required)
     lifecycle_inferences: number of inferences for lifecycle_energy
     budgets:    max_energy_j, max_latency_s, max_tiles, min_accuracy
-    sampler:    name (energy-aware | nsga2 | tpe | gp | random), seed, population_size (nsga2)
+    sampler:    name (energy-aware | gradient | nsga2 | tpe | gp | random), seed, population_size
+                (nsga2), steps, lambdas [low, high], design_learning_rate (gradient)
     trials, batch: default trial count and candidates per ask/tell batch
 
 A searched dimension is a fixed value, `{choices: [...]}`, or `{low, high, step}` (step optional
@@ -42,6 +43,7 @@ from codesign.data import DATASET_NAMES, SPLITS, looks_like_path
 from codesign.dimensions import Dimension, parse_dimension
 from codesign.errors import CodesignError
 from codesign.evaluate import Evaluator
+from codesign.gradient import Bounds, GradientConfig
 from codesign.hardware import Accelerator
 from codesign.networks import FAMILIES
 from codesign.presets import DEFAULT_PRESET, PRESETS, get_preset
@@ -59,7 +61,7 @@ __all__ = [
     "parse_tile",
 ]
 
-SAMPLERS = ("energy-aware", "nsga2", "tpe", "gp", "random")
+SAMPLERS = ("energy-aware", "gradient", "nsga2", "tpe", "gp", "random")
 _BUDGETS = tuple(f.name for f in dataclasses.fields(Budgets))
 _SEARCHED = ("widths", "sparsity", "granularity", "tile", "analog_fraction", "adc_bits")
 
@@ -69,6 +71,7 @@ class Sampler:
     name: str = "energy-aware"
     seed: int = 0
     population_size: int = 16  # nsga2
+    gradient: GradientConfig = GradientConfig()  # gradient: the relaxed co-design run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,6 +161,42 @@ class SearchSpace:
             tile=parse_tile(values("tile", 1)[0], "search.tile", self.path),
             adc_bits=int(values("adc_bits", 1)[0]),
         )
+
+    def bounds(self) -> Bounds:
+        """Each searched knob's range, for the gradient sampler (a fixed knob: low == high)."""
+
+        def span(key, top=None):
+            dim = self.dims[key]
+            if dim.choices is not None:
+                values = [float(c) for c in dim.choices]
+                low, high = min(values), max(values)
+            else:
+                low, high = float(dim.low), float(dim.high)
+            return (min(low, top), min(high, top)) if top is not None else (low, high)
+
+        return Bounds(
+            widths=tuple(span("widths", top) for top in self.problem.model.widths),
+            sparsity=span("sparsity"),
+            analog_fraction=span("analog_fraction"),
+            adc_bits=span("adc_bits"),
+        )
+
+    def params_of(self, candidate: Candidate) -> dict:
+        """Optuna params for a (relaxed) candidate, each value snapped onto its dimension's
+        grid; a per-layer value of a dimension the space shares is their mean (or first)."""
+        params = {}
+        for key, names in self.param_names().items():
+            dim, value = self.dims[key], getattr(candidate, key)
+            if key == "tile":
+                tiles = {tuple(parse_tile(c, "search.tile", self.path)): c for c in dim.choices}
+                values = [tiles[tuple(value)]]
+            else:
+                values = list(value) if isinstance(value, tuple) else [value]
+            if len(names) == 1 and len(values) > 1:
+                numeric = all(isinstance(v, int | float) for v in values)
+                values = [sum(values) / len(values)] if numeric else values[:1]
+            params.update({name: dim.snap(v) for name, v in zip(names, values, strict=True)})
+        return params
 
     def check(self, candidate: Candidate, where: str) -> None:
         """Raise unless the candidate is a point of this space (one line naming the field)."""
@@ -401,11 +440,33 @@ def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
     b = section(top.get("budgets"), "budgets", path, _BUDGETS)
     budgets = Budgets(**{k: typed(b, k, "budgets", path, float, None, 0.0) for k in b})
 
-    sm = section(top.get("sampler"), "sampler", path, ("name", "seed", "population_size"))
+    keys = ("name", "seed", "population_size", "steps", "lambdas", "design_learning_rate")
+    sm = section(top.get("sampler"), "sampler", path, keys)
+    name = choice(sm.get("name", Sampler.name), "sampler.name", path, SAMPLERS)
+    if name != "gradient" and any(k in sm for k in keys[3:]):
+        fail(path, "sampler", f"{', '.join(k for k in keys[3:] if k in sm)}: sampler gradient only")
+    lams = sm.get("lambdas", [GradientConfig.lambda_low, GradientConfig.lambda_high])
+    if not isinstance(lams, list) or len(lams) != 2:
+        fail(path, "sampler.lambdas", f"must be [low, high], two numbers > 0, got {lams!r}")
+    lams = [
+        typed(dict(enumerate(lams)), i, "sampler.lambdas", path, float, 0, 1e-9, 1e6)
+        for i in (0, 1)
+    ]
+    if lams[0] > lams[1]:
+        fail(path, "sampler.lambdas", f"low {lams[0]} > high {lams[1]}")
+    gradient = GradientConfig(
+        steps=typed(sm, "steps", "sampler", path, int, GradientConfig.steps, 1, 100_000),
+        design_learning_rate=typed(
+            sm, "design_learning_rate", "sampler", path, float, 0.1, 1e-6, 10.0
+        ),
+        lambda_low=float(lams[0]),
+        lambda_high=float(lams[1]),
+    )
     sampler = Sampler(
-        name=choice(sm.get("name", Sampler.name), "sampler.name", path, SAMPLERS),
+        name=name,
         seed=typed(sm, "seed", "sampler", path, int, 0, 0),
         population_size=typed(sm, "population_size", "sampler", path, int, 16, 2),
+        gradient=gradient,
     )
     problem = Problem(
         task=task,

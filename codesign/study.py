@@ -120,8 +120,9 @@ def _with_installed_driver(url: str) -> str:
 def sampler_for(space: SearchSpace, seed: int):
     """The Optuna sampler the space names."""
     name = space.sampler.name
-    if name == "energy-aware":
-        # The search enqueues every candidate (codesign.screening); this only fills gaps.
+    if name in ("energy-aware", "gradient"):
+        # The search enqueues every candidate (codesign.screening or codesign.gradient); this
+        # only fills gaps.
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(
@@ -246,9 +247,9 @@ def tell(study: optuna.Study, trial: optuna.Trial, problem: Problem, result: Res
 # --- the energy-aware sampler's view of a study ---
 
 
-def enqueue(study: optuna.Study, params: dict) -> None:
+def enqueue(study: optuna.Study, params: dict, attrs: dict | None = None) -> None:
     """Queue a proposal; its params stay readable (as "proposed") while it waits to be asked."""
-    study.enqueue_trial(params, user_attrs={"proposed": params})
+    study.enqueue_trial(params, user_attrs={"proposed": params, **(attrs or {})})
 
 
 def history(trials, names) -> tuple[list, list[dict], list[dict]]:

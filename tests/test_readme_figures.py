@@ -206,7 +206,7 @@ def few_shot_cell() -> str:
         f"fine-tuning from the base {t['steps']} steps vs from scratch {scratch} (its best "
         f"{m['scratch']['best_val_accuracy']:.3f}); test accuracy after {f['steps']} steps "
         f"{test('transfer')} vs {test('scratch')}; the base's pretraining "
-        f"({f['pretraining']['flops']:.2g} FLOPs) pays off from at most "
+        f"({f['pretraining']['flops']:.2g} FLOPs) pays off from {'' if s['steps'] else 'at most '}"
         f"{f['targets_to_amortise_pretraining']} target tasks"
     )
 
