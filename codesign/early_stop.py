@@ -15,12 +15,14 @@ Rules (`Rungs.evaluate_population`):
   for the whole rung at once; the best candidates never stop, so someone always finishes.
 - A rung's accuracy is a probe: validation accuracy under one analog noise draw (key: the
   candidate's evaluation key folded with the step), so it sees the same hardware as the final
-  score at a fraction of its cost, and the final score's noise draws are unchanged.
+  score at a fraction of its cost, and the final score's noise draws are unchanged. A candidate
+  whose loss has gone non-finite probes at 0: it stops others never, and is stopped itself.
 - Survivors continue from their state (params, Adam's state, and the batch and noise streams
   at the step reached: `Engine.train_one` slices the whole fine-tune's streams), so a survivor
   ends with the numbers of an uninterrupted fine-tune (`Engine.evaluate_population`) up to float
-  rounding: the first rung runs in the program shape of the one-shot path, later rungs are
-  separate programs, which XLA may fuse differently.
+  rounding: each rung is its own XLA program, compiled differently from the one-shot program
+  (weights differ in their last bits after a step; where that moves an analog quantization
+  level, accuracy can differ by an example or two).
 - Survivors are packed into a population of the next power of two (padded with copies of the
   last survivor), so the programs are: one per first-rung length, one per (rung length, packed
   size) and one final score per packed size; a rung never compiles anything else.
@@ -97,12 +99,13 @@ class Rungs:
         engine = self.engine
         x_val, y_val = (a[: engine.num_val] for a in data["eval"])
 
-        def one(cand, params):
+        def one(cand, params, losses):
             key = jax.random.fold_in(candidate_keys(cand.seed)[3], step)
             logits = engine.forward(cand)(params, x_val, key)
-            return jnp.mean(jnp.argmax(logits, -1) == y_val)
+            accuracy = jnp.mean(jnp.argmax(logits, -1) == y_val)
+            return jnp.where(jnp.isfinite(losses).all(), accuracy, 0.0)  # diverged: beats none
 
-        return jax.vmap(one)(population, state["params"])
+        return jax.vmap(one)(population, state["params"], state["losses"])
 
     def _first_rung(self, population: Population, base, data, steps: int):
         """Inherit, mask and train the first `steps` steps: the one-shot program's shape."""

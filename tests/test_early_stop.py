@@ -100,17 +100,9 @@ def controlled(tmp_path_factory):
         problem = dataclasses.replace(
             problem, finetune=dataclasses.replace(problem.finetune, early_stop=stop)
         )
-        stopping = Evaluator(problem, min_tile_rows=16)
-        stopping._engine = full_eval.engine  # the same base and data: one pretraining
+        stopping = Evaluator(problem, min_tile_rows=16)  # the base cached by full_eval
         stopped = stopping.evaluate(cands, seeds)
     return full_eval, stopping, cands, seeds, full, stopped
-
-
-def test_stopping_off_by_default_and_never_built():
-    space = parse_space(SPACE, "early.yaml")
-    assert space.problem.finetune.early_stop is None
-    evaluator = space.evaluator()
-    assert evaluator._rungs is None
 
 
 def test_rungs_that_stop_nobody_give_the_uninterrupted_results(controlled):
@@ -128,8 +120,10 @@ def test_rungs_that_stop_nobody_give_the_uninterrupted_results(controlled):
     for key in ("val_accuracy", "test_accuracy", "digital_test_accuracy"):
         np.testing.assert_allclose(got[key], want[key], atol=ACCURACY_TOL, err_msg=key)
     np.testing.assert_allclose(got["final_loss"], want["final_loss"], rtol=0.05)
-    # And through the evaluator, the full results' energies are the stopping run's.
-    assert [r.finetune_flops for r in full] == list(want["finetune_flops"].astype(float))
+    # Stopping off (the default): the evaluator's numbers are the one-shot engine's, exactly.
+    assert [r.accuracy for r in full] == want["val_accuracy"].astype(float).tolist()
+    assert [r.test_accuracy for r in full] == want["test_accuracy"].astype(float).tolist()
+    assert [r.finetune_flops for r in full] == want["finetune_flops"].astype(float).tolist()
 
 
 def test_stopping_spares_the_final_front_and_saves_flops(controlled):
@@ -201,5 +195,6 @@ def test_early_stop_parsed_and_kept_out_of_the_hash_when_off():
     space = parse_space(data, "early.yaml")
     assert space.problem.finetune.early_stop == EarlyStop(rungs=(0.25, 0.5), margin=0.1)
     off = parse_space(SPACE, "early.yaml")
+    assert off.problem.finetune.early_stop is None  # off unless given
     assert studies.space_hash(space) != studies.space_hash(off)
     assert "early_stop" not in json.dumps(studies._canonical(off))
