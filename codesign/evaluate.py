@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from codesign import data, gradient, networks, pruning, transfer
+from codesign import data, early_stop, gradient, networks, pruning, transfer
 from codesign.energy import (
     COMPONENTS,
     Design,
@@ -46,6 +46,7 @@ __all__ = [
 ]
 
 DIVERGED = "fine-tune diverged"  # how a diverged fine-tune's fail reason starts
+EARLY_STOPPED = "early-stopped"  # how an early-stopped fine-tune's reason starts
 
 
 # --- what comes out ---
@@ -69,15 +70,28 @@ class Result:
     finetune_flops: float = 0.0
     diverged: bool = False
     empty_layers: int = 0  # layers left without a single weight (width or pruning)
+    # Early stopping (`codesign.early_stop`): validation accuracy probed at each rung reached,
+    # and the step a dominated candidate stopped at (None: it trained fully).
+    rung_accuracies: tuple[float, ...] = ()
+    stopped_at_step: int | None = None
 
     @property
     def trained(self) -> bool:
         return self.accuracy is not None
 
     @property
+    def early_stopped(self) -> bool:
+        return self.stopped_at_step is not None
+
+    @property
     def ok(self) -> bool:
         """Trained to a finite accuracy without diverging."""
         return self.trained and not self.diverged and math.isfinite(self.accuracy)
+
+    @property
+    def spent(self) -> bool:
+        """Fine-tuned, fully or until stopped early."""
+        return self.trained or self.early_stopped
 
     @property
     def finetune_energy_j(self) -> float:
@@ -92,14 +106,21 @@ class Result:
 
     @property
     def fail_reason(self) -> str | None:
-        return f"{DIVERGED} (final loss {self.final_loss})" if self.diverged else None
+        if self.diverged:
+            return f"{DIVERGED} (final loss {self.final_loss})"
+        if self.early_stopped:
+            return (
+                f"{EARLY_STOPPED} at step {self.stopped_at_step}: another candidate of its batch "
+                "had no more energy and a validation accuracy higher by the margin"
+            )
+        return None
 
     def to_attrs(self) -> dict:
         """JSON-ready trial attributes (the names optuna-dashboard shows)."""
         attrs = {
             "candidate": self.candidate.to_dict() if self.candidate else None,
             "seed": self.seed,
-            "skipped_training": not self.trained,
+            "skipped_training": not self.trained and not self.early_stopped,
             "energy_j": self.energy_j,
             "latency_s": self.latency_s,
             "tiles": self.tiles,
@@ -109,9 +130,11 @@ class Result:
             "test_accuracy": self.test_accuracy,
             "digital_test_accuracy": self.digital_test_accuracy,
             "final_loss": self.final_loss,
-            "finetune_flops": self.finetune_flops if self.trained else None,
-            "finetune_energy_j": self.finetune_energy_j if self.trained else None,
+            "finetune_flops": self.finetune_flops if self.spent else None,
+            "finetune_energy_j": self.finetune_energy_j if self.spent else None,
             "empty_layers": self.empty_layers,
+            "rung_val_accuracies": list(self.rung_accuracies) or None,
+            "early_stopped_at_step": self.stopped_at_step,
             **failure_attrs(self.fail_reason),
         }
         return {k: v for k, v in attrs.items() if v is not None}
@@ -137,6 +160,8 @@ class Result:
             finetune_flops=float(attrs.get("finetune_flops", 0.0)),
             diverged=str(attrs.get("fail_reason", "")).startswith(DIVERGED),
             empty_layers=int(attrs.get("empty_layers", 0)),
+            rung_accuracies=tuple(attrs.get("rung_val_accuracies", ())),
+            stopped_at_step=attrs.get("early_stopped_at_step"),
         )
 
 
@@ -229,6 +254,7 @@ class Evaluator:
         self._cache_dir = cache_dir
         self._log = log
         self._engine = None
+        self._rungs = None  # the engine's fine-tunes in rungs, with early stopping
         self._accelerators: dict[tuple, Accelerator] = {}
         self._relaxations: dict[tuple, gradient.Relaxation] = {}
 
@@ -315,12 +341,27 @@ class Evaluator:
     def evaluate(
         self, cands: list[Candidate], seeds: list[int], chunk: int | None = None
     ) -> list[Result]:
-        """Fine-tune and score; energy recomputed exactly from the real masks."""
-        out = self.engine.evaluate_population(
-            self.population(cands, seeds), chunk=chunk, keep_params=True
-        )
+        """Fine-tune and score; energy recomputed exactly from the real masks. With early
+        stopping on (`finetune.early_stop`), dominated candidates stop at a rung."""
+        population = self.population(cands, seeds)
+        stop = self.problem.finetune.early_stop
+        energies: dict[int, Result] = {}
+        if stop is None or len(cands) < 2:  # one candidate is never dominated
+            out = self.engine.evaluate_population(population, chunk=chunk, keep_params=True)
+        else:
+
+            def energy_j(rows, masks):  # the exact energy, known before training
+                for j, i in enumerate(rows):
+                    energies[i] = self._energy(cands[i], [m[j] for m in masks])
+                return np.asarray([energies[i].energy_j for i in rows])
+
+            if self._rungs is None:
+                self._rungs = early_stop.Rungs(self.engine)
+            out = self._rungs.evaluate_population(
+                population, energy_j, stop, chunk=chunk, keep_params=True
+            )
         pairs = enumerate(zip(cands, seeds, strict=True))
-        return [self._trained(cand, seed, out, i) for i, (cand, seed) in pairs]
+        return [self._trained(cand, seed, out, i, energies.get(i)) for i, (cand, seed) in pairs]
 
     def train(self, cand: Candidate, seed: int) -> tuple[Result, list[dict], list[np.ndarray]]:
         """One candidate fine-tuned and scored, with its trained parameters and masks."""
@@ -328,22 +369,33 @@ class Evaluator:
         params = jax.tree.map(lambda x: np.asarray(x[0]), out["params"])
         return self._trained(cand, seed, out, 0), params, [np.asarray(m[0]) for m in out["masks"]]
 
-    def _trained(self, cand: Candidate, seed: int, out: dict, i: int) -> Result:
+    def _energy(self, cand: Candidate, masks: list[np.ndarray]) -> Result:
+        """The energy-only result of a candidate from its real masks."""
         acc = self.accelerator(cand)
-        masks = [np.asarray(m[i]) for m in out["masks"]]
         counts = counts_from_masks(self.shapes, masks, np.asarray(cand.analog_fraction), acc)
         report = estimate_energy(self.shapes, counts, acc)
         report = jax.tree.map(lambda x: np.asarray(x)[None], report)  # a batch of one
-        (energy,) = _results(report, [cand])
+        return _results(report, [cand])[0]
+
+    def _trained(
+        self, cand: Candidate, seed: int, out: dict, i: int, energy: Result | None = None
+    ) -> Result:
+        if energy is None:
+            energy = self._energy(cand, [np.asarray(m[i]) for m in out["masks"]])
+        stopped = "steps_run" in out and out["steps_run"][i] < self.finetune.steps
+        accuracy = None if stopped else float(out["val_accuracy"][i])
+        rungs = out.get("rung_val_accuracies", np.zeros((i + 1, 0)))
         return dataclasses.replace(
             energy,
             seed=int(seed),
-            accuracy=float(out["val_accuracy"][i]),
-            test_accuracy=float(out["test_accuracy"][i]),
-            digital_test_accuracy=float(out["digital_test_accuracy"][i]),
+            accuracy=accuracy,
+            test_accuracy=None if stopped else float(out["test_accuracy"][i]),
+            digital_test_accuracy=None if stopped else float(out["digital_test_accuracy"][i]),
             final_loss=float(out["final_loss"][i]),
             finetune_flops=float(out["finetune_flops"][i]),
             diverged=bool(out["diverged"][i]),
+            rung_accuracies=tuple(float(a) for a in rungs[i] if np.isfinite(a)),
+            stopped_at_step=int(out["steps_run"][i]) if stopped else None,
         )
 
     def codesign(

@@ -21,6 +21,7 @@ __all__ = [
     "OBJECTIVES",
     "Budgets",
     "Candidate",
+    "EarlyStop",
     "Model",
     "Problem",
     "Task",
@@ -82,11 +83,21 @@ class Model:
 
 
 @dataclasses.dataclass(frozen=True)
+class EarlyStop:
+    """Fine-tunes run in rungs; after each, a candidate whose (energy, validation accuracy so
+    far) another candidate of its batch beats by `margin` stops (`codesign.early_stop`)."""
+
+    rungs: tuple[float, ...] = (0.25, 0.5)  # rung ends, as fractions of the fine-tune's steps
+    margin: float = 0.05  # accuracy by which the other must be better, at no more energy
+
+
+@dataclasses.dataclass(frozen=True)
 class Training:
     steps: int = 100
     learning_rate: float = 3e-3
     batch_size: int = 64
     eval_draws: int = 3  # analog noise draws averaged at evaluation (fine-tunes only)
+    early_stop: EarlyStop | None = None  # fine-tunes only; None: every candidate trains fully
 
 
 @dataclasses.dataclass(frozen=True)

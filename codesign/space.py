@@ -13,7 +13,8 @@ A search space file has these sections (every key optional unless marked; see
                 or your own NNX model: module ("package.module:Class"), kwargs, groups (lists of
                 layer names whose outputs share a width)
     pretrain:   steps, learning_rate, batch_size, or checkpoint (your own base: .npz or orbax)
-    finetune:   steps, learning_rate, batch_size, eval_draws
+    finetune:   steps, learning_rate, batch_size, eval_draws, early_stop ({rungs, margin}: off
+                unless given; see `codesign.early_stop`)
     hardware:   preset, overrides (fixed Accelerator fields, e.g. {tiles: 32})
     search:     widths, sparsity, granularity, tile, analog_fraction, adc_bits
     objectives: [energy, accuracy, latency, tiles, lifecycle_energy]   (energy, accuracy required)
@@ -37,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from codesign import transfer
+from codesign import early_stop, transfer
 from codesign.checks import choice, fail, int_list, override, parse_tile, section, typed
 from codesign.data import DATASET_NAMES, SPLITS, looks_like_path
 from codesign.dimensions import Dimension, parse_dimension
@@ -47,7 +48,16 @@ from codesign.gradient import Bounds, GradientConfig
 from codesign.hardware import Accelerator
 from codesign.networks import FAMILIES
 from codesign.presets import DEFAULT_PRESET, PRESETS, get_preset
-from codesign.problem import OBJECTIVES, Budgets, Candidate, Model, Problem, Task, Training
+from codesign.problem import (
+    OBJECTIVES,
+    Budgets,
+    Candidate,
+    EarlyStop,
+    Model,
+    Problem,
+    Task,
+    Training,
+)
 from codesign.pruning import GRANULARITIES
 
 __all__ = [
@@ -263,6 +273,33 @@ def _module_model(m: dict, task: Task, path: str) -> Model:
         raise CodesignError(f"{path}: {err}") from None
 
 
+def _early_stop(data: Any, steps: int, path: str) -> EarlyStop:
+    """`finetune.early_stop`: rungs (increasing fractions of the steps in (0, 1), each ending
+    at its own step) and a margin in [0, 1]."""
+    key = "finetune.early_stop"
+    s = section(data, key, path, ("rungs", "margin"))
+    rungs = s.get("rungs", list(EarlyStop.rungs))
+    if (
+        not isinstance(rungs, list)
+        or not rungs
+        or not all(isinstance(f, int | float) and not isinstance(f, bool) for f in rungs)
+        or not all(0 < f < 1 for f in rungs)
+    ):
+        fail(path, f"{key}.rungs", f"must be a list of fractions in (0, 1), got {rungs!r}")
+    try:
+        early_stop.rung_steps(steps, rungs)
+    except ValueError:
+        ends = [round(f * steps) for f in rungs]
+        fail(
+            path,
+            f"{key}.rungs",
+            f"must increase and each end at its own step in 1..{steps - 1} of the {steps} "
+            f"fine-tune steps, got {rungs!r} (steps {ends})",
+        )
+    margin = typed(s, "margin", key, path, float, EarlyStop.margin, 0.0, 1.0)
+    return EarlyStop(rungs=tuple(float(f) for f in rungs), margin=margin)
+
+
 def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
     """Validate a parsed YAML document (a dict) into a `SearchSpace`."""
     top = section(
@@ -387,7 +424,10 @@ def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
         if not pathlib.Path(checkpoint).exists():
             fail(path, "pretrain.checkpoint", f"no such file or directory {checkpoint!r}")
         model = dataclasses.replace(model, checkpoint=checkpoint)
-    finetune = training("finetune", 100, 3e-3, 64, ("eval_draws",))
+    finetune = training("finetune", 100, 3e-3, 64, ("eval_draws", "early_stop"))
+    if "early_stop" in (top.get("finetune") or {}):
+        stop = _early_stop(top["finetune"]["early_stop"], finetune.steps, path)
+        finetune = dataclasses.replace(finetune, early_stop=stop)
 
     h = section(top.get("hardware"), "hardware", path, ("preset", "overrides"))
     preset = choice(h.get("preset", DEFAULT_PRESET), "hardware.preset", path, tuple(PRESETS))

@@ -227,7 +227,8 @@ def tell(study: optuna.Study, trial: optuna.Trial, problem: Problem, result: Res
     COMPLETE with its objective values when every constraint is met; PRUNED when one is not
     (over a budget, so never trained, or below the accuracy budget, or a layer left empty), so
     that every Optuna client (`optuna best-trials`, optuna-dashboard, whose front ignores
-    constraints) keeps it off the front, as codesign does; FAIL when the fine-tune diverged.
+    constraints) keeps it off the front, as codesign does; PRUNED too when its fine-tune was
+    stopped early (`codesign.early_stop`); FAIL when a full fine-tune diverged.
     """
     violations = problem.violations(result)
     broken = [key for key, value in violations.items() if value > 0]
@@ -238,7 +239,7 @@ def tell(study: optuna.Study, trial: optuna.Trial, problem: Problem, result: Res
         trial.set_constraint(key, value)
     if result.trained and not result.ok:
         study.tell(trial, state=FAIL)
-    elif broken:
+    elif broken or result.early_stopped:
         study.tell(trial, state=PRUNED)
     else:
         study.tell(trial, problem.objective_values(result))
@@ -253,14 +254,21 @@ def enqueue(study: optuna.Study, params: dict, attrs: dict | None = None) -> Non
 
 
 def history(trials, names) -> tuple[list, list[dict], list[dict]]:
-    """Trials as `screening.propose` takes them: (params, energy_j, accuracy) of the trained,
-    params of the pending (asked or queued, not scored), and params of every trial."""
+    """Trials as `screening.propose` takes them: (params, energy_j, accuracy) of the trained
+    (and of those stopped early, at the accuracy last probed), params of the pending (asked or
+    queued, not scored), and params of every trial."""
     params_of = [t.user_attrs.get("proposed", t.params) for t in trials]
     has_all = [set(names) <= set(p) for p in params_of]
     trained = [
         (t.params, r.energy_j, r.accuracy)
         for t, ok in zip(trials, has_all, strict=True)
         if ok and (r := scored(t)) is not None
+    ]
+    # Stopped early: dominated at a rung; believed at the last accuracy probed there.
+    trained += [
+        (t.params, r.energy_j, r.rung_accuracies[-1])
+        for t, ok in zip(trials, has_all, strict=True)
+        if ok and t.state == PRUNED and (r := result_of(t)) is not None and r.early_stopped
     ]
     pending = [
         {name: p[name] for name in names}
@@ -427,7 +435,11 @@ def _canonical(space: SearchSpace) -> dict:
     """What decides a trial's numbers: the problem and the searched dimensions (not the trial
     count, batch size or sampler, which a resume may change)."""
     dims = {key: dataclasses.asdict(dim) for key, dim in space.dims.items()}
-    return json.loads(json.dumps({**dataclasses.asdict(space.problem), "search": dims}))
+    problem = dataclasses.asdict(space.problem)
+    for training in (problem["pretrain"], problem["finetune"]):
+        if training["early_stop"] is None:  # off: the hash of spaces from before it existed
+            del training["early_stop"]
+    return json.loads(json.dumps({**problem, "search": dims}))
 
 
 def space_hash(space: SearchSpace) -> str:

@@ -10,7 +10,8 @@ Flow for a population of candidates (all arrays, leading axis = candidate), in o
       head     fresh, for the target task's classes
       masks    from the inherited weights: widths x pruning (granularity, sparsity, tile grid),
                one (candidate, layer) at a time by `lax.map`, so only the chosen maker runs
-    vmapped over candidates:
+    vmapped over candidates (`init_one`, `train_one`, `score_one`; `codesign.early_stop` runs
+    them as separate programs, a rung at a time):
       finetune `steps` Adam steps on the target task with masks fixed and analog noise on
                (`codesign.analog.hybrid_matmul` on each layer's analog columns), one lax.scan
       evaluate accuracy on the target validation and test splits, averaged over noise draws
@@ -39,6 +40,7 @@ import numpy as np
 import optax
 
 from codesign import analog, networks, pruning
+from codesign.checkpoint import load_checkpoint
 from codesign.data import Dataset, TransferTask, cache_root
 from codesign.energy import GRANULARITIES
 
@@ -47,6 +49,8 @@ __all__ = [
     "PretrainConfig",
     "Population",
     "Engine",
+    "candidate_keys",
+    "compiled",
     "pretrain",
     "enable_compilation_cache",
     "load_checkpoint",
@@ -193,64 +197,6 @@ def base_key(spec: networks.NetworkSpec, data: Dataset, config: PretrainConfig) 
     return digest.hexdigest()[:20]
 
 
-def load_checkpoint(spec: networks.NetworkSpec, path: str | os.PathLike):
-    """Your own pretrained base: per layer ``w`` [K, N] (rows unit-major, see
-    `networks.layer_shapes`) and ``b`` [N], from an .npz holding ``layer{i}_w`` and
-    ``layer{i}_b``, or an orbax checkpoint of that tuple of dicts (what codesign's base cache and
-    `train` write). The head may be missing or sized for other classes: it is replaced anyway.
-    Units are sorted most important first, as after pretraining. One-line `CodesignError` when
-    a file is missing or a shape does not match the model.
-    """
-    from codesign.errors import CodesignError
-
-    path = pathlib.Path(path)
-    shapes = networks.layer_shapes(spec)
-    if not path.exists():
-        raise CodesignError(f"pretrain.checkpoint: {path}: no such file or directory")
-    try:
-        if path.is_dir():
-            import orbax.checkpoint as ocp
-
-            raw = ocp.StandardCheckpointer().restore(path.resolve())
-            raw = raw.get("params", raw) if isinstance(raw, dict) else raw
-            layers = [dict(layer) for layer in (raw.values() if isinstance(raw, dict) else raw)]
-        else:
-            with np.load(path) as f:
-                count = sum(1 for k in f.files if k.startswith("layer") and k.endswith("_w"))
-                layers = [{"w": f[f"layer{i}_w"], "b": f[f"layer{i}_b"]} for i in range(count)]
-    except CodesignError:
-        raise
-    except Exception as err:
-        raise CodesignError(f"pretrain.checkpoint: {path}: unreadable ({err})") from None
-    if len(layers) not in (len(shapes), len(shapes) - 1):
-        raise CodesignError(
-            f"pretrain.checkpoint: {path}: {len(layers)} layers, the model has {len(shapes)}"
-        )
-    head = networks.init_params(spec, jax.random.PRNGKey(0))[-1]
-    params = []
-    for i, shape in enumerate(shapes):
-        if i == len(shapes) - 1:
-            if i < len(layers) and np.shape(layers[i]["w"])[0] != shape.rows:
-                raise CodesignError(
-                    f"pretrain.checkpoint: {path}: layer{i}_w ({shape.name}) has "
-                    f"{np.shape(layers[i]['w'])[0]} rows, the model's head {shape.rows}"
-                )
-            if i < len(layers):  # its rows count in the last stage's unit importance
-                head = {k: jnp.asarray(layers[i][k], jnp.float32) for k in ("w", "b")}
-            params.append(head)
-            continue
-        want = {"w": (shape.rows, shape.out_units), "b": (shape.out_units,)}
-        for name, dims in want.items():
-            got = tuple(np.shape(layers[i].get(name)))
-            if got != dims:
-                raise CodesignError(
-                    f"pretrain.checkpoint: {path}: layer{i}_{name} ({shape.name}) has shape "
-                    f"{got}, the model needs {dims}"
-                )
-        params.append({k: jnp.asarray(layers[i][k], jnp.float32) for k in ("w", "b")})
-    return jax.jit(networks.sort_units, static_argnums=0)(spec, tuple(params))
-
-
 def load_or_pretrain(
     spec: networks.NetworkSpec,
     data: Dataset,
@@ -309,6 +255,16 @@ def row_tile_bound(shapes: Sequence[networks.LayerShape], min_tile_rows: int) ->
 # --- the engine ---
 
 
+def candidate_keys(seed):
+    """A candidate's streams from its seed: head init, batches, training noise, evaluation."""
+    return jax.random.split(jax.random.PRNGKey(seed), 4)
+
+
+def _mask_tree(masks):
+    """Weight masks as a params-shaped tree; a bias is kept where its column keeps a weight."""
+    return tuple({"w": m, "b": (m.sum(axis=0) > 0).astype(m.dtype)} for m in masks)
+
+
 def _compiler_options() -> dict | None:
     """XLA options for the population program: on CPU, LLVM at -O1 instead of the default -O2.
 
@@ -317,6 +273,11 @@ def _compiler_options() -> dict | None:
     are precompiled): see experiments/benchmarks/bench_finetune.py.
     """
     return {"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else None
+
+
+def compiled(fn, **jit_kwargs):
+    """`jax.jit` with the population programs' compiler options."""
+    return jax.jit(fn, compiler_options=_compiler_options(), **jit_kwargs)
 
 
 class Engine:
@@ -350,28 +311,38 @@ class Engine:
         target = task.target
         self.data = {
             "train": (jnp.asarray(target.x_train), jnp.asarray(target.y_train)),
-            # Validation then test examples, scored in one pass: see `_finetune_one`.
+            # Validation then test examples, scored in one pass: see `score_one`.
             "eval": (
                 jnp.asarray(np.concatenate([target.x_val, target.x_test])),
                 jnp.asarray(np.concatenate([target.y_val, target.y_test])),
             ),
         }
-        self._num_val = len(target.y_val)
+        self.num_val = len(target.y_val)
         self.traces = 0  # how often the population program was traced (compiled)
-        self._program = jax.jit(self._evaluate, compiler_options=_compiler_options())
+        self.optimizer = optax.adam(finetune.learning_rate)
+        self._program = compiled(self._evaluate)
 
-    # The population program: everything below is arrays with a leading candidate axis.
+    # The population program: arrays with a leading candidate axis. Its per-candidate pieces
+    # `init_one`, `train_one` and `score_one` are vmapped here as one program, and run as
+    # separate programs between rungs by `codesign.early_stop`.
     def _evaluate(self, population: Population, base, data):
         """Inherit and mask every candidate, then fine-tune and score them all, vmapped."""
         self.traces += 1
-        keys = jax.vmap(lambda seed: jax.random.split(jax.random.PRNGKey(seed), 4))(population.seed)
-        head_keys, run_keys = keys[:, 0], keys[:, 1:]
-        heads = jax.vmap(lambda k: networks.init_params(self.spec, k)[-1])(head_keys)
+
+        def finetune(cand, params, masks):
+            state = self.train_one(cand, self.init_one(params, masks), data, 0, self.config.steps)
+            return self.score_one(cand, state, data)
+
+        return jax.vmap(finetune)(population, *self.inherit(population, base))
+
+    def inherit(self, population: Population, base):
+        """Every candidate's inherited hidden layers with a fresh head, and its masks."""
+        heads = jax.vmap(lambda seed: networks.init_params(self.spec, candidate_keys(seed)[0])[-1])(
+            population.seed
+        )
         inherited = jax.tree.map(lambda x: jnp.broadcast_to(x, (population.size, *x.shape)), base)
         params = (*inherited, heads)
-        masks = self._masks(population, params)
-        finetune = jax.vmap(self._finetune_one, in_axes=(0, 0, 0, 0, None))
-        return finetune(population, run_keys, params, masks, data)
+        return params, tuple(self._masks(population, params))
 
     def _masks(self, population: Population, params) -> list[jax.Array]:
         """Every candidate's pruning mask of every layer: [B, K, N] per layer.
@@ -408,10 +379,9 @@ class Engine:
         masks = masks.reshape(size, layers, k_max, n_max)
         return [masks[:, l, : s.rows, : s.out_units] for l, s in enumerate(shapes)]
 
-    def _finetune_one(self, cand: Population, keys, params, masks, data):
-        """One candidate, fully traced: fine-tune under analog noise, then score."""
+    def forward(self, cand: Population):
+        """One candidate's forward pass on its hardware: `forward(params, x, noise_key)`."""
         spec, cfg, shapes = self.spec, self.config, self.shapes
-        batch_key, noise_key, eval_key = keys
         widths = [cand.widths[i] for i in range(spec.num_hidden)]
         _, cols = networks.layer_widths(spec, cand.widths)
         cols = [cols[i] for i in range(len(shapes))]
@@ -426,8 +396,6 @@ class Engine:
             out_bound=cfg.out_bound,
             max_row_tiles=cfg.max_row_tiles,
         )
-        mask_tree = tuple({"w": m, "b": (m.sum(axis=0) > 0).astype(m.dtype)} for m in masks)
-        params = jax.tree.map(lambda p, m: p * m, params, mask_tree)
 
         def forward(p, x, noise):
             keys = jax.random.split(noise, len(shapes))
@@ -437,7 +405,23 @@ class Engine:
 
             return networks.apply(spec, p, x, unit_masks=unit_masks, matmul=matmul)
 
-        optimizer = optax.adam(cfg.learning_rate)
+        return forward
+
+    def init_one(self, params, masks):
+        """One candidate's fine-tune state before its first step: masked params, Adam's state,
+        the masks, and room for each step's loss."""
+        params = jax.tree.map(lambda p, m: p * m, params, _mask_tree(masks))
+        losses = jnp.zeros(self.config.steps)
+        return {"params": params, "opt": self.optimizer.init(params), "masks": masks,
+                "losses": losses}  # fmt: skip
+
+    def train_one(self, cand: Population, state, data, start, steps: int):
+        """One candidate, fully traced: steps [start, start + steps) of its fine-tune under
+        analog noise. Its batches and noise keys are those of the whole fine-tune, sliced, so a
+        fine-tune run in rungs gives the numbers of one run straight through."""
+        cfg = self.config
+        _, batch_key, noise_key, _ = candidate_keys(cand.seed)
+        forward, mask_tree = self.forward(cand), _mask_tree(state["masks"])
         x_train, y_train = data["train"]
 
         def step(carry, inputs):
@@ -446,27 +430,33 @@ class Engine:
             loss, grads = jax.value_and_grad(
                 lambda q: _cross_entropy(forward(q, x_train[idx], step_key), y_train[idx])
             )(p)
-            updates, opt_state = optimizer.update(grads, opt_state, p)
+            updates, opt_state = self.optimizer.update(grads, opt_state, p)
             p = optax.apply_updates(p, pruning.masked_update(updates, mask_tree))
             return (p, opt_state), loss
 
         idx = _batches(batch_key, x_train.shape[0], cfg.steps, cfg.batch_size)
         step_keys = jax.random.split(noise_key, cfg.steps)
-        (params, _), losses = jax.lax.scan(step, (params, optimizer.init(params)), (idx, step_keys))
+        window = [jax.lax.dynamic_slice_in_dim(a, start, steps) for a in (idx, step_keys)]
+        (params, opt), losses = jax.lax.scan(step, (state["params"], state["opt"]), window)
+        losses = jax.lax.dynamic_update_slice_in_dim(state["losses"], losses, start, 0)
+        return {**state, "params": params, "opt": opt, "losses": losses}
 
+    def score_one(self, cand: Population, state, data):
+        """One fine-tuned candidate's accuracies (analog, averaged over noise draws; digital),
+        final loss and training FLOPs."""
+        spec, cfg = self.spec, self.config
+        params, masks, losses = state["params"], state["masks"], state["losses"]
         # Validation and test in one pass (one noisy forward in the program, not two): each
         # noise draw is one programmed chip, read on both splits.
         x_eval, y_eval = data["eval"]
-        draws = jax.random.split(eval_key, cfg.eval_draws)
+        draws = jax.random.split(candidate_keys(cand.seed)[3], cfg.eval_draws)
+        forward = self.forward(cand)
         hits = jax.vmap(lambda k: jnp.argmax(forward(params, x_eval, k), -1) == y_eval)(draws)
         hits = jnp.mean(hits, axis=0)
+        unit_masks = networks.width_masks(spec, [cand.widths[i] for i in range(spec.num_hidden)])
         digital_logits = networks.apply(spec, params, x_eval, unit_masks=unit_masks)
         digital_hits = jnp.argmax(digital_logits, -1) == y_eval
-        n_val = self._num_val
-
-        # Training FLOPs: forward 2 per MAC, backward 4 per MAC, over the kept weights.
-        kept_macs = sum(jnp.sum(m) * s.positions for m, s in zip(masks, shapes, strict=True))
-        flops = 6.0 * kept_macs * cfg.batch_size * cfg.steps
+        n_val = self.num_val
         final_loss = jnp.mean(losses[-max(1, cfg.steps // 10) :])
         return {
             "val_accuracy": jnp.mean(hits[:n_val]),
@@ -475,11 +465,19 @@ class Engine:
             "digital_test_accuracy": jnp.mean(digital_hits[n_val:]),
             "final_loss": final_loss,
             "diverged": ~jnp.isfinite(final_loss),
-            "finetune_flops": flops,
+            "finetune_flops": self.step_flops(masks) * cfg.steps,
             "kept_weights": jnp.stack([jnp.sum(m) for m in masks]),
             "params": params,
             "masks": tuple(masks),
         }
+
+    def step_flops(self, masks) -> jax.Array:
+        """Training FLOPs of one fine-tune step: forward 2 per MAC, backward 4 per MAC, over the
+        kept weights (`masks`: one candidate's, or a population's)."""
+        kept_macs = sum(
+            jnp.sum(m, axis=(-2, -1)) * s.positions for m, s in zip(masks, self.shapes, strict=True)
+        )
+        return 6.0 * kept_macs * self.config.batch_size
 
     def evaluate_population(
         self, population: Population, *, chunk: int | None = None, keep_params=False

@@ -21,6 +21,8 @@ CORE = (
     "data",
     "formats",
     "transfer",
+    "checkpoint",
+    "early_stop",
     "problem",
     "evaluate",
     "screening",
