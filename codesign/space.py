@@ -44,7 +44,7 @@ from codesign.data import DATASET_NAMES, SPLITS, looks_like_path
 from codesign.dimensions import Dimension, parse_dimension
 from codesign.errors import CodesignError
 from codesign.evaluate import Evaluator
-from codesign.gradient import Bounds, GradientConfig
+from codesign.gradient import Bounds
 from codesign.hardware import Accelerator
 from codesign.networks import FAMILIES
 from codesign.presets import DEFAULT_PRESET, PRESETS, get_preset
@@ -59,6 +59,7 @@ from codesign.problem import (
     Training,
 )
 from codesign.pruning import GRANULARITIES
+from codesign.sampler import SAMPLERS, Sampler, parse_sampler
 
 __all__ = [
     "SAMPLERS",
@@ -71,17 +72,8 @@ __all__ = [
     "parse_tile",
 ]
 
-SAMPLERS = ("energy-aware", "gradient", "nsga2", "tpe", "gp", "random")
 _BUDGETS = tuple(f.name for f in dataclasses.fields(Budgets))
 _SEARCHED = ("widths", "sparsity", "granularity", "tile", "analog_fraction", "adc_bits")
-
-
-@dataclasses.dataclass(frozen=True)
-class Sampler:
-    name: str = "energy-aware"
-    seed: int = 0
-    population_size: int = 16  # nsga2
-    gradient: GradientConfig = GradientConfig()  # gradient: the relaxed co-design run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -480,34 +472,7 @@ def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
     b = section(top.get("budgets"), "budgets", path, _BUDGETS)
     budgets = Budgets(**{k: typed(b, k, "budgets", path, float, None, 0.0) for k in b})
 
-    keys = ("name", "seed", "population_size", "steps", "lambdas", "design_learning_rate")
-    sm = section(top.get("sampler"), "sampler", path, keys)
-    name = choice(sm.get("name", Sampler.name), "sampler.name", path, SAMPLERS)
-    if name != "gradient" and any(k in sm for k in keys[3:]):
-        fail(path, "sampler", f"{', '.join(k for k in keys[3:] if k in sm)}: sampler gradient only")
-    lams = sm.get("lambdas", [GradientConfig.lambda_low, GradientConfig.lambda_high])
-    if not isinstance(lams, list) or len(lams) != 2:
-        fail(path, "sampler.lambdas", f"must be [low, high], two numbers > 0, got {lams!r}")
-    lams = [
-        typed(dict(enumerate(lams)), i, "sampler.lambdas", path, float, 0, 1e-9, 1e6)
-        for i in (0, 1)
-    ]
-    if lams[0] > lams[1]:
-        fail(path, "sampler.lambdas", f"low {lams[0]} > high {lams[1]}")
-    gradient = GradientConfig(
-        steps=typed(sm, "steps", "sampler", path, int, GradientConfig.steps, 1, 100_000),
-        design_learning_rate=typed(
-            sm, "design_learning_rate", "sampler", path, float, 0.1, 1e-6, 10.0
-        ),
-        lambda_low=float(lams[0]),
-        lambda_high=float(lams[1]),
-    )
-    sampler = Sampler(
-        name=name,
-        seed=typed(sm, "seed", "sampler", path, int, 0, 0),
-        population_size=typed(sm, "population_size", "sampler", path, int, 16, 2),
-        gradient=gradient,
-    )
+    sampler = parse_sampler(top.get("sampler"), path)
     problem = Problem(
         task=task,
         model=model,

@@ -23,6 +23,8 @@ CORE = (
     "transfer",
     "checkpoint",
     "early_stop",
+    "gradient",
+    "sampler",
     "problem",
     "evaluate",
     "screening",
