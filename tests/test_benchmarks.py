@@ -85,3 +85,23 @@ def test_bench_search_quick(tmp_path, monkeypatch):
         assert s["hv_mean"]["8"] >= s["hv_mean"]["4"]
     assert result["reference_accuracy"] == 0.5  # digits_mlp's min_accuracy budget
     assert len(result["runs"]) == 2 and all(len(r["trajectory"]) == 8 for r in result["runs"])
+
+
+@pytest.mark.slow
+def test_bench_gradient_quick(tmp_path, monkeypatch):
+    """Hypervolume against fine-tune FLOPs: the gradient sampler's relaxed runs count."""
+    result = run_quick(_load("bench_gradient").main, "bench_gradient", tmp_path, monkeypatch)
+    methods = result["methods"]
+    assert set(methods) == {"energy-aware", "gradient"}
+    for row in methods.values():
+        hv = row["hv_at_flops"]
+        assert hv == sorted(hv)  # more FLOPs never shrink a front
+    ref = methods["energy-aware"]
+    # the reference's last budget is its own total: its final hypervolume, reached within it
+    assert ref["hv_at_flops"][-1] == pytest.approx(result["reference_final_hv"], abs=1e-4)
+    assert ref["flops_to_match"]["share_of_reference_total"] <= 1.0
+    grad_runs = [r for r in result["runs"] if r["method"] == "gradient"]
+    trained = [r for r in result["runs"] if r["method"] == "energy-aware"]
+    # a gradient trial pays its fine-tune and its share of the relaxed run: more per trial
+    assert sum(f for f, *_ in grad_runs[0]["trajectory"]) > 0
+    assert len(grad_runs[0]["trajectory"]) == len(trained[0]["trajectory"]) == 6

@@ -29,8 +29,9 @@ same run (a large float32 `jnp.dot`): "executed" counts the training matmuls the
 weights' training FLOPs (`finetune_flops`). Measured on this digits MLP, on the MNIST-1D CNN
 space (`search_spaces/mnist1d_cnn.yaml`) and on the MNIST-1D ResNet-8 space
 (`search_spaces/mnist1d_resnet.yaml`), the latter two engine only, with candidates/s cold
-(compile included) and compiled, after a short pretraining (accuracy does not change FLOP/s). Noise draws differ between the naive and the other paths, so their accuracies
-agree only on average (reported as the mean absolute gap in validation accuracy).
+(compile included) and compiled, after a short pretraining (accuracy does not change FLOP/s).
+Noise draws differ between the naive and the other paths, so their accuracies agree only on
+average (reported as the mean absolute gap in validation accuracy).
 
 Last line: JSON with naive_per_s, competent_per_s, engine_per_s, speedup_vs_naive,
 speedup_vs_competent and engine_flops_fraction_of_peak (the MNIST-1D CNN, executed FLOPs),
