@@ -17,22 +17,13 @@ from codesign.errors import CodesignError
 from codesign.evaluate import Evaluator
 from codesign.problem import EarlyStop
 from codesign.space import parse_space
+from tests.test_search import TINY
 
-SPACE = {
+SPACE = {  # the tests' tiny space, fine-tuned longer, with 3-bit ADCs allowed
+    **{k: v for k, v in TINY.items() if k not in ("trials", "batch")},
     "name": "early",
-    "task": {"dataset": "digits", "seed": 0},
-    "model": {"family": "mlp", "widths": [16, 16]},
-    "pretrain": {"steps": 60, "batch_size": 32},
-    "finetune": {"steps": 40, "batch_size": 32, "eval_draws": 1},
-    "search": {
-        "widths": {"low": 4, "high": 16, "step": 4, "per_layer": True},
-        "sparsity": {"low": 0.0, "high": 0.6, "step": 0.3},
-        "granularity": {"choices": ["unstructured", "block"]},
-        "tile": {"choices": [16, 32]},
-        "analog_fraction": {"choices": [0.0, 0.5, 1.0]},
-        "adc_bits": {"low": 3, "high": 8},
-    },
-    "sampler": {"name": "random", "seed": 0},
+    "finetune": {**TINY["finetune"], "steps": 40},
+    "search": {**TINY["search"], "adc_bits": {"low": 3, "high": 8}},
 }
 POPULATION = 8
 # A survivor's numbers equal an uninterrupted fine-tune's up to float rounding (the rungs are
