@@ -208,7 +208,7 @@ BAD = [
     ("task: {dataset: missing.npz}", "no such file"),
     ("search: {granularity: {choices: [blocky]}}", "valid: unstructured, row, column, block, nm"),
     ("objectives: [energy]", "must include energy and accuracy"),
-    ("sampler: {name: cmaes}", "valid: energy-aware, nsga2, tpe, gp, random"),
+    ("sampler: {name: cmaes}", "valid: energy-aware, gradient, nsga2, tpe, gp, random"),
     ("hardware: {overrides: {tile_size: 3}}", "valid keys"),
 ]
 
