@@ -42,7 +42,9 @@ def finetune_row() -> str:
         f"one-compile loop ({f['speedup_vs_competent_run_only']}x run only, "
         f"{f['speedup_vs_competent_warm']}x with a warm cache); on the MNIST-1D CNN the engine "
         f"runs at {_pct(cnn['executed_fraction_of_peak'])} of the peak matmul FLOP/s measured "
-        f"in the same run ({f['peak_matmul_flops_per_s'] / 1e9:.0f} GFLOP/s)"
+        f"in the same run ({f['peak_matmul_flops_per_s'] / 1e9:.0f} GFLOP/s); on the MNIST-1D "
+        f"ResNet-8 space {f['resnet_engine_per_s']:.3f} candidates/s cold, at "
+        f"{_pct(f['resnet_flops_fraction_of_peak'])} of that peak"
     )
 
 
