@@ -21,6 +21,9 @@ FLOPs.
     python experiments/benchmarks/bench_gradient.py --space search_spaces/mnist1d_mlp.yaml
     python experiments/benchmarks/bench_gradient.py --quick     # CI smoke: tiny, 2 methods
 
+A full run writes `results/bench_gradient_<space name>.json` and `.png`; `--runs FILE` keeps each
+finished (method, seed) run as a JSON line, so an interrupted benchmark resumes where it stopped.
+
 Last line: JSON with per method `hv_at_flops`, `test_hv_at_flops` (means, with `_sd`) and
 `flops_to_match` (per seed and mean over the seeds that reach it).
 """
@@ -210,7 +213,7 @@ def _plot(result: dict, out: pathlib.Path) -> None:
     axes[0].set_ylabel("hypervolume (log10 energy x accuracy)")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / f"{NAME}.png")
+    fig.savefig(out / f"{result['name']}.png")
     plt.close(fig)
 
 
@@ -271,8 +274,10 @@ def main(argv=None) -> dict:
     runs = [r for r in runs if r["method"] in args.methods and r["seed"] in args.seeds]
     ref_acc = space.problem.budgets.accuracy_floor
     summary = summarise(runs, args.fractions, ref_acc)
+    name = NAME if args.quick else f"{NAME}_{space.name}"
     result = {
         "bench": "gradient",
+        "name": name,
         "space": space.name,
         "trials": args.trials,
         "seeds": args.seeds,
@@ -283,18 +288,18 @@ def main(argv=None) -> dict:
         **_results.finish(stamp),
         "runs": runs,
     }
-    out = _results.out_dir(args.out, args.quick, NAME)
-    _results.write(result, out, NAME)
+    out = _results.out_dir(args.out, args.quick, name)
+    _results.write(result, out, name)
     _plot(result, out)
     print(
         f"{'method':>20}"
         + "".join(f"{f'hv@{f:g}':>10}" for f in args.fractions)
         + "  FLOPs to match"
     )
-    for name, row in summary["methods"].items():
+    for method, row in summary["methods"].items():
         share = row["flops_to_match"]["share_of_reference_total"]
         print(
-            f"{name:>20}" + "".join(f"{v:>10.3f}" for v in row["hv_at_flops"])
+            f"{method:>20}" + "".join(f"{v:>10.3f}" for v in row["hv_at_flops"])
             + f"  {share if share is not None else 'never'} ({row['flops_to_match']['reached']}/"
             f"{len(row['seeds'])} seeds)"
         )  # fmt: skip
