@@ -22,7 +22,9 @@ FLOPs.
     python experiments/benchmarks/bench_gradient.py --quick     # CI smoke: tiny, 2 methods
 
 A full run writes `results/bench_gradient_<space name>.json` and `.png`; `--runs FILE` keeps each
-finished (method, seed) run as a JSON line, so an interrupted benchmark resumes where it stopped.
+finished (method, seed) run as a JSON line, so an interrupted benchmark resumes where it stopped
+(runs made with other trials or steps are left out). `--finetune-steps` shortens the space's
+fine-tune (and so the relaxed run, whose steps default to the fine-tune's).
 
 Last line: JSON with per method `hv_at_flops`, `test_hv_at_flops` (means, with `_sd`) and
 `flops_to_match` (per seed and mean over the seeds that reach it).
@@ -224,6 +226,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.25, 0.5, 0.75, 1.0])
+    parser.add_argument("--finetune-steps", type=int, help="fine-tune steps (default: the space's)")
     parser.add_argument("--gradient-steps", type=int, help="relaxed steps (default: fine-tune's)")
     parser.add_argument("--runs", help="JSON-lines file of finished runs (default: temporary)")
     parser.add_argument("--quick", action="store_true", help="a tiny space, 2 methods, 6 trials")
@@ -239,6 +242,12 @@ def main(argv=None) -> dict:
             args.gradient_steps = 30
         else:
             space = load_space(args.space)
+        if args.finetune_steps:
+            finetune = dataclasses.replace(space.problem.finetune, steps=args.finetune_steps)
+            space = dataclasses.replace(
+                space, problem=dataclasses.replace(space.problem, finetune=finetune)
+            )
+        args.finetune_steps = space.problem.finetune.steps
         args.gradient_steps = args.gradient_steps or space.problem.finetune.steps
         runs_path = pathlib.Path(args.runs) if args.runs else workdir / "runs.jsonl"
         runs = (
@@ -246,7 +255,11 @@ def main(argv=None) -> dict:
             if runs_path.exists()
             else []
         )
-        done = {(r["method"], r["seed"]) for r in runs if r["trials"] == args.trials}
+        setting = (args.trials, args.finetune_steps, args.gradient_steps)
+        runs = [
+            r for r in runs if (r["trials"], r["finetune_steps"], r["gradient_steps"]) == setting
+        ]
+        done = {(r["method"], r["seed"]) for r in runs}
         with _results.compilation_cache(workdir / "xla"):
             for seed in args.seeds:
                 for method in args.methods:
@@ -263,6 +276,8 @@ def main(argv=None) -> dict:
                         "method": method,
                         "seed": seed,
                         "trials": args.trials,
+                        "finetune_steps": args.finetune_steps,
+                        "gradient_steps": args.gradient_steps,
                         "reference_energy_j": study.user_attrs["baseline"]["energy_j"],
                         "trajectory": trajectory(study),
                     }
@@ -280,6 +295,8 @@ def main(argv=None) -> dict:
         "name": name,
         "space": space.name,
         "trials": args.trials,
+        "finetune_steps": args.finetune_steps,
+        "gradient_steps": args.gradient_steps,
         "seeds": args.seeds,
         "fractions": args.fractions,
         "reference_accuracy": ref_acc,
