@@ -3,10 +3,12 @@ the edge, and no module outgrows one sitting. Checked by parsing the imports, no
 
 import ast
 import pathlib
+import re
 
 import pytest
 
-PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "codesign"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "codesign"
 CORE = (
     "hardware",
     "presets",
@@ -75,3 +77,12 @@ def test_modules_fit_one_sitting():
     sizes = {path.name: len(path.read_text().splitlines()) for path in PACKAGE.glob("*.py")}
     assert max(sizes.values()) <= 520, sizes
     assert sizes["search.py"] <= 220, sizes["search.py"]
+
+
+def test_readme_layout_table_names_every_module_and_no_other():
+    """README's Layout table is the map a newcomer reads: every module in it, none that is gone."""
+    text = (ROOT / "README.md").read_text()
+    table = text.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`codesign/(\w+)\.py`", table))
+    modules = {path.stem for path in PACKAGE.glob("*.py")} - {"__init__"}
+    assert named == modules, {"missing": modules - named, "gone": named - modules}
