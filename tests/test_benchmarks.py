@@ -100,8 +100,12 @@ def test_bench_gradient_quick(tmp_path, monkeypatch):
     # the reference's last budget is its own total: its final hypervolume, reached within it
     assert ref["hv_at_flops"][-1] == pytest.approx(result["reference_final_hv"], abs=1e-4)
     assert ref["flops_to_match"]["share_of_reference_total"] <= 1.0
-    grad_runs = [r for r in result["runs"] if r["method"] == "gradient"]
-    trained = [r for r in result["runs"] if r["method"] == "energy-aware"]
-    # a gradient trial pays its fine-tune and its share of the relaxed run: more per trial
-    assert sum(f for f, *_ in grad_runs[0]["trajectory"]) > 0
-    assert len(grad_runs[0]["trajectory"]) == len(trained[0]["trajectory"]) == 6
+    (grad,) = [r for r in result["runs"] if r["method"] == "gradient"]
+    (trained,) = [r for r in result["runs"] if r["method"] == "energy-aware"]
+    assert len(trained["trajectory"]) == 6 and trained["budget_flops"] is None
+    # The gradient sampler gets the reference's FLOPs, not its trial count: it stops after the
+    # batch (3 trials) that reaches them, or at --max-trials (12 in --quick).
+    spent = [f for f, *_ in grad["trajectory"]]
+    assert grad["budget_flops"] == pytest.approx(sum(f for f, *_ in trained["trajectory"]))
+    assert len(spent) % 3 == 0 and sum(spent[:-3]) < grad["budget_flops"]
+    assert sum(spent) >= grad["budget_flops"] or len(spent) == 12

@@ -1,13 +1,16 @@
 """Hypervolume against fine-tune FLOPs spent: gradient co-design and early stopping.
 
-Five methods search the same space for the same number of trials, once per seed:
+Five methods search the same space, once per seed, for the same fine-tune FLOPs:
 `energy-aware` (the default sampler), `nsga2` (Optuna's), `gradient` (`sampler: {name: gradient}`,
 `codesign/gradient.py`), `early-stop` (the energy-aware sampler with
 `finetune.early_stop: {rungs: [0.25, 0.5], margin: 0.05}`, `codesign/early_stop.py`) and
 `gradient+early-stop` (both). What each spends is counted in training FLOPs, in trial order:
 every trial's `finetune_flops` (only the steps it ran: an early-stopped trial pays its rungs, an
 over-budget one nothing) plus, for the gradient sampler, its relaxed co-design run
-(`proposal_flops`, spread over the proposals it made).
+(`proposal_flops`, spread over the proposals it made). The reference (energy-aware) runs
+`--trials` trials; every other method then runs in the same seed until the batch that reaches the
+reference's FLOPs is told (at most `--max-trials`), and hypervolume counts only what was finished
+within a budget: a cheap method gets more trials, a costly one fewer, none a longer budget.
 
 Hypervolume is in (log10 energy, accuracy) against the dense all-digital baseline's energy and
 the space's accuracy budget, as in `bench_search.py`, on validation accuracy (what the search
@@ -24,7 +27,7 @@ FLOPs.
 A full run writes `results/bench_gradient_<space name>.json` and `.png`; `--runs FILE` keeps each
 finished (method, seed) run as a JSON line, so an interrupted benchmark resumes where it stopped
 (runs made with other trials or steps are left out). `--finetune-steps` shortens the space's
-fine-tune (and so the relaxed run, whose steps default to the fine-tune's).
+fine-tune; `--gradient-steps` sets the relaxed run's (default: the space's `sampler.steps`).
 
 Last line: JSON with per method `hv_at_flops`, `test_hv_at_flops` (means, with `_sd`) and
 `flops_to_match` (per seed and mean over the seeds that reach it).
@@ -138,6 +141,31 @@ def flops_to(traj, target: float, ref_e: float, ref_acc: float) -> float | None:
     return None
 
 
+class _Spent(Exception):
+    """The run has spent its FLOPs budget after `trials` trials."""
+
+    def __init__(self, trials: int):
+        self.trials = trials
+
+
+def run_method(space, name: str, workdir: pathlib.Path, trials: int, budget: float | None):
+    """Search until `trials` trials, or (with a `budget`) until the batch that reaches `budget`
+    FLOPs spent is told: every method then gets the reference's FLOPs, not its trial count."""
+    kwargs = {"out_dir": workdir / name, "study_name": name, "cache_dir": workdir / "bases"}
+
+    def stop_when_spent(study, *_):
+        traj = trajectory(study)
+        if sum(f for f, *_ in traj) >= budget:
+            raise _Spent(len(traj))
+
+    try:
+        return search.run_search(
+            space, trials=trials, progress=stop_when_spent if budget else None, **kwargs
+        )
+    except _Spent as spent:  # resumed at the trials it holds: records the baseline, returns it
+        return search.run_search(space, trials=spent.trials, **kwargs)
+
+
 def _sd(values):
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
@@ -222,14 +250,17 @@ def _plot(result: dict, out: pathlib.Path) -> None:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space", default=str(ROOT / "search_spaces" / "mnist1d_mlp.yaml"))
-    parser.add_argument("--trials", type=int, default=96)
+    parser.add_argument("--trials", type=int, default=48, help="the reference's trials")
+    parser.add_argument(
+        "--max-trials", type=int, default=192, help="cap for the others (run to the same FLOPs)"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.25, 0.5, 0.75, 1.0])
     parser.add_argument("--finetune-steps", type=int, help="fine-tune steps (default: the space's)")
-    parser.add_argument("--gradient-steps", type=int, help="relaxed steps (default: fine-tune's)")
+    parser.add_argument("--gradient-steps", type=int, help="relaxed steps (default: sampler's)")
     parser.add_argument("--runs", help="JSON-lines file of finished runs (default: temporary)")
-    parser.add_argument("--quick", action="store_true", help="a tiny space, 2 methods, 6 trials")
+    parser.add_argument("--quick", action="store_true", help="a tiny space, 2 methods, 6-12 trials")
     parser.add_argument("--out", help="output directory (default: results/, quick: temporary)")
     args = parser.parse_args(argv)
     stamp = _results.stamp("quick" if args.quick else "full")
@@ -239,6 +270,7 @@ def main(argv=None) -> dict:
         if args.quick:
             space = parse_space(QUICK_SPACE, str(workdir / "quick.yaml"))
             args.trials, args.seeds, args.methods = 6, [0], ["energy-aware", "gradient"]
+            args.max_trials = 12
             args.gradient_steps = 30
         else:
             space = load_space(args.space)
@@ -248,44 +280,53 @@ def main(argv=None) -> dict:
                 space, problem=dataclasses.replace(space.problem, finetune=finetune)
             )
         args.finetune_steps = space.problem.finetune.steps
-        args.gradient_steps = args.gradient_steps or space.problem.finetune.steps
+        args.gradient_steps = args.gradient_steps or space.sampler.gradient.steps
         runs_path = pathlib.Path(args.runs) if args.runs else workdir / "runs.jsonl"
         runs = (
             [json.loads(line) for line in runs_path.read_text().splitlines()]
             if runs_path.exists()
             else []
         )
-        setting = (args.trials, args.finetune_steps, args.gradient_steps)
-        runs = [
-            r for r in runs if (r["trials"], r["finetune_steps"], r["gradient_steps"]) == setting
-        ]
-        done = {(r["method"], r["seed"]) for r in runs}
+        setting = {
+            "trials": args.trials,
+            "max_trials": args.max_trials,
+            "finetune_steps": args.finetune_steps,
+            "gradient_steps": args.gradient_steps,
+        }
+        runs = [r for r in runs if all(r.get(k) == v for k, v in setting.items())]
+        done = {(r["method"], r["seed"]): r for r in runs}
         with _results.compilation_cache(workdir / "xla"):
             for seed in args.seeds:
                 for method in args.methods:
                     if (method, seed) in done:
                         continue
-                    study = search.run_search(
+                    ref = done.get((REFERENCE, seed))
+                    budget = sum(f for f, *_ in ref["trajectory"]) if ref else None
+                    study = run_method(
                         configured(space, method, seed, args.gradient_steps),
-                        trials=args.trials,
-                        out_dir=workdir / f"{method}-{seed}",
-                        study_name=f"{method}-{seed}",
-                        cache_dir=workdir / "bases",
+                        f"{method}-{seed}",
+                        workdir,
+                        args.trials if budget is None else args.max_trials,
+                        budget,
                     )
                     run = {
                         "method": method,
                         "seed": seed,
-                        "trials": args.trials,
-                        "finetune_steps": args.finetune_steps,
-                        "gradient_steps": args.gradient_steps,
+                        **setting,
+                        "budget_flops": budget,
                         "reference_energy_j": study.user_attrs["baseline"]["energy_j"],
                         "trajectory": trajectory(study),
                     }
                     runs.append(run)
+                    done[(method, seed)] = run
                     with runs_path.open("a") as f:
                         f.write(json.dumps(run) + "\n")
                     spent = sum(f for f, *_ in run["trajectory"])
-                    print(f"{method:>20} seed {seed}: {spent:.3g} FLOPs", flush=True)
+                    print(
+                        f"{method:>20} seed {seed}: {len(run['trajectory'])} trials, "
+                        f"{spent:.3g} FLOPs",
+                        flush=True,
+                    )
     runs = [r for r in runs if r["method"] in args.methods and r["seed"] in args.seeds]
     ref_acc = space.problem.budgets.accuracy_floor
     summary = summarise(runs, args.fractions, ref_acc)
