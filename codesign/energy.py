@@ -94,13 +94,7 @@ COMPONENTS = ("adc", "dac", "array", "accumulate", "program", "digital_mac", "sr
 NM_GROUP = 4  # N:M pruning keeps n of every M = 4 consecutive weights along K
 
 
-def _pytree(cls):
-    return jax.tree_util.register_dataclass(
-        cls, data_fields=[f.name for f in dataclasses.fields(cls)], meta_fields=[]
-    )
-
-
-@_pytree
+@jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Design:
     """Per-layer choices for one candidate network; every field is an array of shape [layers].
@@ -128,7 +122,7 @@ class Design:
         )
 
 
-@_pytree
+@jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class LayerCounts:
     """What the hardware sees of each layer after widths, pruning and analog split ([layers])."""
@@ -147,7 +141,7 @@ class LayerCounts:
         return self.cols - self.n_analog
 
 
-@_pytree
+@jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class EnergyReport:
     """Energy per inference (J) per layer and component, latency, tiles and efficiency.
