@@ -24,10 +24,12 @@ FLOPs.
     python experiments/benchmarks/bench_gradient.py --space search_spaces/mnist1d_mlp.yaml
     python experiments/benchmarks/bench_gradient.py --quick     # CI smoke: tiny, 2 methods
 
-A full run writes `results/bench_gradient_<space name>.json` and `.png`; `--runs FILE` keeps each
-finished (method, seed) run as a JSON line, so an interrupted benchmark resumes where it stopped
-(runs made with other trials or steps are left out). `--finetune-steps` shortens the space's
-fine-tune; `--gradient-steps` sets the relaxed run's (default: the space's `sampler.steps`).
+A full run writes `results/bench_gradient_<space name>.json` and `.png`. `--runs FILE` keeps each
+finished (method, seed) run as a JSON line, so an interrupted benchmark resumes where it stopped;
+runs made with other trials or steps are left out, and a change of `--gradient-steps` alone
+re-runs only the gradient methods (`--tag` names such a variant's output). `--finetune-steps`
+shortens the space's fine-tune; `--gradient-steps` sets the relaxed run's (default: the space's
+`sampler.steps`).
 
 Last line: JSON with per method `hv_at_flops`, `test_hv_at_flops` (means, with `_sd`) and
 `flops_to_match` (per seed and mean over the seeds that reach it).
@@ -139,6 +141,16 @@ def flops_to(traj, target: float, ref_e: float, ref_acc: float) -> float | None:
             if pareto.hypervolume(points, ref_e, ref_acc) >= target - 1e-12:
                 return spent
     return None
+
+
+def _same_setting(run: dict, setting: dict) -> bool:
+    """A finished run can be reused: same trials and steps (relaxed steps: gradient runs only)."""
+    relevant = {k: v for k, v in setting.items() if k != "gradient_steps" or _relaxed(run)}
+    return all(run.get(k) == v for k, v in relevant.items())
+
+
+def _relaxed(run: dict) -> bool:
+    return SAMPLER[run["method"]] == "gradient"
 
 
 class _Spent(Exception):
@@ -262,6 +274,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--runs", help="JSON-lines file of finished runs (default: temporary)")
     parser.add_argument("--quick", action="store_true", help="a tiny space, 2 methods, 6-12 trials")
     parser.add_argument("--out", help="output directory (default: results/, quick: temporary)")
+    parser.add_argument("--tag", help="appended to the output name (a variant of the settings)")
     args = parser.parse_args(argv)
     stamp = _results.stamp("quick" if args.quick else "full")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -293,7 +306,7 @@ def main(argv=None) -> dict:
             "finetune_steps": args.finetune_steps,
             "gradient_steps": args.gradient_steps,
         }
-        runs = [r for r in runs if all(r.get(k) == v for k, v in setting.items())]
+        runs = [r for r in runs if _same_setting(r, setting)]
         done = {(r["method"], r["seed"]): r for r in runs}
         with _results.compilation_cache(workdir / "xla"):
             for seed in args.seeds:
@@ -330,7 +343,7 @@ def main(argv=None) -> dict:
     runs = [r for r in runs if r["method"] in args.methods and r["seed"] in args.seeds]
     ref_acc = space.problem.budgets.accuracy_floor
     summary = summarise(runs, args.fractions, ref_acc)
-    name = NAME if args.quick else f"{NAME}_{space.name}"
+    name = NAME if args.quick else f"{NAME}_{space.name}" + (f"_{args.tag}" if args.tag else "")
     result = {
         "bench": "gradient",
         "name": name,
