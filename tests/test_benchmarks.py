@@ -109,3 +109,18 @@ def test_bench_gradient_quick(tmp_path, monkeypatch):
     assert grad["budget_flops"] == pytest.approx(sum(f for f, *_ in trained["trajectory"]))
     assert len(spent) % 3 == 0 and sum(spent[:-3]) < grad["budget_flops"]
     assert sum(spent) >= grad["budget_flops"] or len(spent) == 12
+
+
+def test_bench_gradient_reuses_only_runs_made_with_the_same_setting():
+    bench = _load("bench_gradient")
+    setting = {"trials": 6, "max_trials": 12, "finetune_steps": 10, "gradient_steps": 30}
+    for method in bench.METHODS:
+        run = {"method": method, **setting}
+        assert bench._same_setting(run, setting)
+        assert not bench._same_setting({**run, "trials": 7}, setting)
+        assert not bench._same_setting({**run, "finetune_steps": 20}, setting)
+        # Other relaxed steps: only the gradient sampler's runs are made again.
+        other = {**run, "gradient_steps": 100}
+        assert bench._same_setting(other, setting) == (
+            method in ("energy-aware", "nsga2", "early-stop")
+        )
