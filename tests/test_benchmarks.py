@@ -109,6 +109,11 @@ def test_bench_gradient_quick(tmp_path, monkeypatch):
     assert grad["budget_flops"] == pytest.approx(sum(f for f, *_ in trained["trajectory"]))
     assert len(spent) % 3 == 0 and sum(spent[:-3]) < grad["budget_flops"]
     assert sum(spent) >= grad["budget_flops"] or len(spent) == 12
+    # --replot draws a results JSON's plot again, beside it
+    (tmp_path / "again").mkdir()
+    (tmp_path / "again" / "r.json").write_text(json.dumps(result))
+    _load("bench_gradient").main(["--replot", str(tmp_path / "again" / "r.json")])
+    assert (tmp_path / "again" / f"{result['name']}.png").stat().st_size > 10_000
 
 
 def test_bench_gradient_reuses_only_runs_made_with_the_same_setting():
