@@ -58,26 +58,47 @@ def _proposals(space, study, evaluator, want: int, rng, reference_energy_j) -> l
     )
 
 
+def front_params(trained: list) -> list[dict]:
+    """Params of the non-dominated (energy_j, accuracy) entries of `trained` ((params, energy,
+    accuracy) triples, as `study.history` gives them), cheapest first."""
+    front, best = [], -np.inf
+    for params, _, accuracy in sorted(trained, key=lambda x: (x[1], -x[2])):
+        if accuracy > best:
+            front.append(params)
+            best = accuracy
+    return front
+
+
 def _gradient_proposals(space, study, evaluator, batch: int, base_seed: int):
-    """The gradient sampler's next params (`codesign.gradient`): `batch` random starting points
-    of the space, each with its own trade-off weight, learned by gradient, snapped onto the
-    space's grid; duplicates of each other or of tried params dropped (random asks fill in).
-    Returns (params, user attrs) pairs."""
+    """The gradient sampler's next params (`codesign.gradient`): `batch` starting points, each
+    with its own trade-off weight, learned by gradient, snapped onto the space's grid; duplicates
+    of each other or of tried params dropped (random asks fill in). Up to half the starts are
+    designs of the study's front so far (refined: moved along the trade-off from where the search
+    stands), the rest random points of the space. Returns (params, user attrs) pairs."""
     past = study.get_trials(deepcopy=False)
     rng = np.random.default_rng([base_seed, len(past), 7])
     config = space.sampler.gradient
-    starts = [space.candidate(p) for p in space.sample_params(rng, batch)]
+    trained, _, tried_params = studies.history(past, space.param_dims())
+    front = front_params(trained)
+    picks = rng.permutation(len(front))[: batch // 2]
+    start_params = [front[i] for i in picks] + space.sample_params(rng, batch - len(picks))
+    starts = [space.candidate(p) for p in start_params]
     lams = gradient.lambdas(batch, config, rng)
     seeds = rng.integers(2**31 - 1, size=batch)
     learned, run = evaluator.codesign(starts, seeds, lams, space.bounds(), config)
-    tried = {repr(sorted(p.items())) for p in studies.history(past, space.param_dims())[2]}
+    tried = {repr(sorted(p.items())) for p in tried_params}
     out = []
     for i, cand in enumerate(learned):
         params = space.params_of(cand)
-        if repr(sorted(params.items())) not in tried:
-            tried.add(repr(sorted(params.items())))
-            relaxed = float(run["relaxed_energy_j"][i])
-            out.append((params, {"gradient_lambda": float(lams[i]), "relaxed_energy_j": relaxed}))
+        key = repr(sorted(params.items()))
+        if key not in tried:
+            tried.add(key)
+            attrs = {
+                "gradient_lambda": float(lams[i]),
+                "relaxed_energy_j": float(run["relaxed_energy_j"][i]),
+                "gradient_start": "front" if i < len(picks) else "random",
+            }
+            out.append((params, attrs))
     share = float(np.sum(run["flops"])) / max(1, len(out))  # the run's FLOPs, over its proposals
     return [(params, {**attrs, "proposal_flops": share}) for params, attrs in out]
 

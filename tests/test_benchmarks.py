@@ -129,3 +129,35 @@ def test_bench_gradient_reuses_only_runs_made_with_the_same_setting():
         assert bench._same_setting(other, setting) == (
             method in ("energy-aware", "nsga2", "early-stop")
         )
+
+
+def test_bench_gradient_summary_pairs_each_seed_with_the_reference():
+    """hv at FLOPs budgets, FLOPs to match and the goal on hand-made trajectories, no training:
+    rows are [FLOPs, energy_j, val acc, test acc] (None: not feasible)."""
+    bench = _load("bench_gradient")
+    ref_e, ref_acc = 1.0, 0.5
+
+    def run(method, traj):
+        return {"method": method, "seed": 0, "reference_energy_j": ref_e, "trajectory": traj}
+
+    runs = [
+        run("energy-aware", [[1.0, 0.1, 0.9, 0.8]]),  # 1 decade x 0.4 after 1 FLOP
+        run("early-stop", [[0.25, None, None, None], [0.25, 0.1, 0.9, 0.7]]),  # same, at 0.5
+        run("gradient", [[2.0, 0.1, 0.8, 0.8]]),  # 1 x 0.3, past the budget
+    ]
+    s = bench.summarise(runs, [0.5, 1.0], ref_acc)
+    ref, early, grad = (s["methods"][m] for m in ("energy-aware", "early-stop", "gradient"))
+    assert s["reference_final_hv"] == pytest.approx(0.4)
+    assert ref["hv_at_flops"] == [0.0, 0.4] and early["hv_at_flops"] == [0.4, 0.4]
+    assert early["test_hv_at_flops"] == [pytest.approx(0.2)] * 2
+    assert grad["hv_at_flops"] == [0.0, 0.0]  # nothing finished within the budget counts
+    assert early["flops_to_match"]["share_per_seed"] == [0.5]
+    assert grad["flops_to_match"] == {
+        "per_seed": [None], "share_per_seed": [None], "reached": 0, "mean": None,
+        "share_of_reference_total": None,
+    }  # fmt: skip
+    goal = bench.goal(s["methods"])
+    assert goal["met"] is True and goal["best"] == "early-stop"
+    assert goal["share_of_reference_flops"] == 0.5
+    runs[1]["trajectory"][0][0] = 0.5  # now it matches on 0.75 of the FLOPs: goal not met
+    assert bench.goal(bench.summarise(runs, [1.0], ref_acc)["methods"])["met"] is False

@@ -66,6 +66,33 @@ def test_the_study_stores_the_exact_energy_not_the_relaxed_one(searched):
     assert main([*export, "-o", str(tmp / "d.json")]) == 0
 
 
+@pytest.mark.slow
+def test_later_populations_start_half_from_the_front_so_far(searched):
+    space, _, study, _ = searched
+    batch = GRADIENT["batch"]
+    starts = {t.number: t.user_attrs.get("gradient_start") for t in study.trials}
+    # The first population has no front to start from; the next refines one of its designs.
+    assert all(starts[n] in ("random", None) for n in range(batch))
+    later = [starts[n] for n in range(batch, len(starts))]
+    assert later.count("front") <= batch // 2
+    trained = studies.history(study.get_trials()[:batch], space.param_dims())[0]
+    if search.front_params(trained):
+        assert later.count("front") >= 1 or None in later  # a duplicate is dropped, random fills
+
+
+def test_front_params_are_the_non_dominated_designs_cheapest_first():
+    trained = [
+        ({"a": 1}, 2.0, 0.5),
+        ({"a": 2}, 1.0, 0.6),  # cheaper and better than a=1
+        ({"a": 3}, 3.0, 0.9),
+        ({"a": 4}, 1.0, 0.4),  # as cheap as a=2, worse
+        ({"a": 5}, 0.5, 0.1),
+        ({"a": 6}, 3.0, 0.9),  # a tie with a=3: the first one stays
+    ]
+    assert search.front_params(trained) == [{"a": 5}, {"a": 2}, {"a": 3}]
+    assert search.front_params([]) == []
+
+
 @pytest.mark.parametrize("name", ["digits_mlp", "mnist1d_cnn", "mnist1d_resnet"])
 def test_params_of_snaps_a_relaxed_candidate_onto_the_grid(name):
     space = load_space(ROOT / "search_spaces" / f"{name}.yaml")
