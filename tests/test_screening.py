@@ -328,6 +328,7 @@ def test_compare_gp_quick_mode_reports_both_variants(tmp_path, capsys):
     assert json.loads((tmp_path / "gp.json").read_text()) == result
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
     assert result["seeds"] == [0] and result["trials"] == 10 and result["git_sha"]
+    assert result["mode"] == "quick" and result["machine"]["cpu_count"] >= 1
     assert set(result["versions"]) >= {"numpy", "scipy", "scikit-learn"}
     assert set(result["variants"]) == {"hand-written", "scikit-learn"}
     for variant in result["variants"].values():

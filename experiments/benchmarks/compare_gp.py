@@ -7,20 +7,20 @@ variant: validation hypervolume (log10 energy x accuracy, reference: the dense a
 baseline's energy and accuracy 0, as bench_search) after 10, 25 and 50 trials, mean and sample
 sd over seeds; and the GP's own time per model-guided batch (fit, believer updates, predictions).
 The first batch (startup: no GP) is the same for both variants, so the runs are paired.
-Last line: JSON. `--quick`: one seed, 10 trials.
+Last line: JSON, stamped (commit, versions, machine); a full run writes `results/compare_gp.json`.
+`--quick`: one seed, 10 trials, written to a temporary directory.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.metadata
 import importlib.util
 import json
 import math
 import pathlib
 import statistics
-import subprocess
+import sys
 import tempfile
 import time
 
@@ -30,8 +30,10 @@ import optuna
 from codesign import pareto, screening, search
 from codesign.space import load_space
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+import _results  # noqa: E402
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-PACKAGES = ("numpy", "scipy", "scikit-learn", "optuna", "jax")
 
 
 def _load_bench_search():
@@ -168,22 +170,17 @@ def run_variant(space, gp_class, seed: int, trials: int, workdir: pathlib.Path):
     return study, clock.per_batch
 
 
-def _git_sha() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space", default=str(ROOT / "search_spaces" / "digits_mlp.yaml"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--checkpoints", type=int, nargs="+", default=[10, 25, 50])
     parser.add_argument("--quick", action="store_true", help="seed 0, 10 trials")
-    parser.add_argument("--out", help="results JSON path (default: a temporary directory)")
+    parser.add_argument(
+        "--out", help="results JSON path or directory (default: results/, quick: temporary)"
+    )
     args = parser.parse_args(argv)
+    stamp = _results.stamp("quick" if args.quick else "full")
     if args.quick:
         args.seeds, args.checkpoints = [0], [10]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -222,17 +219,19 @@ def main(argv=None) -> dict:
         "seeds": args.seeds,
         "trials": trials,
         "batch": space.batch,
-        "git_sha": _git_sha(),
-        "versions": {p: importlib.metadata.version(p) for p in PACKAGES},
         "empty_front_hv": pareto.hypervolume([], per_seed[0]["reference_energy_j"]),
         "per_seed": per_seed,
         "variants": variants,
+        **_results.finish(stamp),
     }
-    out = pathlib.Path(args.out or tempfile.mkdtemp(prefix="compare_gp-"))
-    if out.suffix != ".json":
-        out = out / "compare_gp.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    if args.out and args.out.endswith(".json"):
+        out = pathlib.Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    else:
+        out = _results.write(
+            result, _results.out_dir(args.out, args.quick, "compare_gp"), "compare_gp"
+        )
 
     print(f"{'trials':>8}" + "".join(f"{name:>22}" for name in VARIANTS))
     for n in args.checkpoints:
