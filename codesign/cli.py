@@ -426,8 +426,10 @@ def _main(argv) -> int:
     except BrokenPipeError:  # e.g. `codesign energy --json | head`
         sys.stderr.close()
         return 0
-    except KeyboardInterrupt as err:
-        signum = getattr(err, "signum", signal.SIGINT)
+    except BaseException as err:  # a stop, or what a stop became (an import cut short)
+        if not errors.caused_by_stop(err) or isinstance(err, SystemExit):
+            raise
+        signum = errors.stop_signal(err)
         name = signal.Signals(signum).name
         print(f"codesign: interrupted ({name}); run the same command to resume", file=sys.stderr)
         return 128 + signum

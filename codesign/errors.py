@@ -1,6 +1,8 @@
 """The one user-facing error type: the CLI prints its message as one line and exits with code 2;
 and the stop by signal, which the search also checks for between its phases."""
 
+import signal
+
 
 class CodesignError(ValueError):
     """Bad user input (a file, key, value or choice), said in one line that names it."""
@@ -29,6 +31,17 @@ def check_stop() -> None:
     """Raise `Interrupted` if `stop` ran since the last `clear_stops`."""
     if _stops:
         raise Interrupted(_stops[0])
+
+
+def caused_by_stop(err: BaseException) -> bool:
+    """Whether `err` is a stop, or came while one was pending: a stop raised inside an import of
+    a compiled module reaches the caller as ImportError("initialization failed"), not as itself."""
+    return isinstance(err, KeyboardInterrupt) or bool(_stops)
+
+
+def stop_signal(err: BaseException) -> int:
+    """The signal behind a stop (`caused_by_stop(err)`); SIGINT for a plain Ctrl-C."""
+    return getattr(err, "signum", None) or (_stops[0] if _stops else int(signal.SIGINT))
 
 
 def clear_stops() -> None:

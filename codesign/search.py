@@ -20,7 +20,7 @@ import optuna
 
 from codesign import gradient, screening
 from codesign import study as studies
-from codesign.errors import CodesignError, check_stop
+from codesign.errors import CodesignError, caused_by_stop, check_stop
 from codesign.journal import batch as storage_batch
 from codesign.space import SearchSpace
 
@@ -193,7 +193,9 @@ def run_search(
             with studies.uninterrupted(), storage_batch(storage):  # telling: one fsync
                 for trial, result in zip(asked, results, strict=True):
                     studies.tell(study, trial, space.problem, result)
-        except KeyboardInterrupt:  # SIGINT, or SIGTERM (the CLI raises it): resume redoes these
+        except BaseException as err:  # SIGINT, or SIGTERM (the CLI raises it): resume redoes these
+            if not caused_by_stop(err):
+                raise
             with studies.uninterrupted(), storage_batch(storage):
                 studies.release(study, asked, "interrupted: the search was stopped")
             raise

@@ -208,6 +208,45 @@ def test_a_stop_python_drops_in_a_gc_callback_still_ends_the_search(tmp_path, mo
     assert len(states) == 3 and set(states) <= {"COMPLETE", "PRUNED"}  # that batch kept, no more
 
 
+def _stop_cut_an_import_short(*args, **kwargs):
+    # SIGTERM while Python imports a compiled module (it happened with tensorstore, which orbax
+    # imports lazily): the handler's Interrupted reaches the caller as this ImportError instead.
+    try:
+        errors.stop(signal.SIGTERM)
+    except errors.Interrupted as err:
+        raise ImportError("initialization failed") from err
+
+
+def test_a_stop_that_became_an_import_error_releases_the_batch(tmp_path, monkeypatch):
+    space = parse_space({**TINY, "trials": 12, "batch": 3}, str(tmp_path / "space.yaml"))
+    monkeypatch.setattr(Evaluator, "evaluate", _stop_cut_an_import_short)
+    try:
+        with pytest.raises(ImportError):
+            search.run_search(space, out_dir=tmp_path / "run")
+    finally:
+        errors.clear_stops()
+    storage = studies.storage_for(None, tmp_path / "run")
+    trials = optuna.load_study(study_name="tiny", storage=storage).trials
+    # The three asked trials were released (failed as interrupted, their params queued again),
+    # as for any stop; without a pending stop the same ImportError leaves them to stale recovery.
+    assert [t.state.name for t in trials[:3]] == ["FAIL"] * 3
+    assert all("interrupted" in t.user_attrs["fail_reason"] for t in trials[:3])
+
+
+def test_the_cli_exits_as_stopped_when_a_stop_became_an_import_error(monkeypatch, capsys):
+    from codesign import cli
+
+    monkeypatch.setattr(cli, "_cmd_energy", _stop_cut_an_import_short)
+    assert cli.main(["energy"]) == 128 + signal.SIGTERM
+    assert capsys.readouterr().err == (
+        "codesign: interrupted (SIGTERM); run the same command to resume\n"
+    )
+    # The same ImportError without a stop is a real error: it is not hidden.
+    monkeypatch.setattr(cli, "_cmd_energy", lambda args: __import__("no_such_module_here"))
+    with pytest.raises(ImportError):
+        cli.main(["energy"])
+
+
 def test_same_seed_gives_the_same_front(tmp_path):
     space = parse_space({**TINY, "trials": 6}, str(tmp_path / "space.yaml"))
     fronts = []
