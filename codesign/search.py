@@ -174,16 +174,19 @@ def run_search(
                 finished, running = studies.counts(study)
                 want = min(batch, trials - finished - running)
                 if want <= 0:
-                    break
+                    if not (recover_stale and studies.unclaimed(study)):
+                        break
+                    time.sleep(1.0)  # a dead worker's unclaimed trial, recovered after its grace
+                    continue
                 for params, attrs in learned[:want]:
                     studies.enqueue(study, params, attrs)
                 if screened:  # under the lock: workers see each other's pending trials
                     rng = np.random.default_rng([base_seed, len(study.get_trials(deepcopy=False))])
                     for params in _proposals(space, study, evaluator, want, rng, reference_j):
                         studies.enqueue(study, params)
-                asked = [study.ask() for _ in range(want)]
-                for t in asked:
-                    t.set_user_attr("worker", worker)
+                for _ in range(want):  # claimed at once: on RDB storages these are two writes
+                    asked.append(study.ask())
+                    asked[-1].set_user_attr("worker", worker)
                 asked = studies.drop_surplus(study, asked, trials)
                 cands = [space.suggest(t) for t in asked]
             if not asked:

@@ -300,8 +300,21 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+UNCLAIMED_GRACE_S = 30.0  # a trial is asked, then claimed (its worker attr) one write later
+
+
+def unclaimed(study) -> bool:
+    """Whether a RUNNING trial has no worker yet: just asked, or its process died between the
+    ask and the claim (two writes on RDB storages; one batch on a journal file)."""
+    running = study.get_trials(deepcopy=False, states=(RUNNING,))
+    return any("worker" not in t.user_attrs for t in running)
+
+
 def _is_stale(trial, now: float, stale_after_s: float) -> bool:
-    """A RUNNING trial whose worker process is gone (same host), or silent for too long."""
+    """A RUNNING trial whose worker process is gone (same host), or silent for too long; one
+    never claimed by a worker is stale after `UNCLAIMED_GRACE_S`."""
+    if "worker" not in trial.user_attrs:
+        stale_after_s = min(stale_after_s, UNCLAIMED_GRACE_S)
     host, _, pid = str(trial.user_attrs.get("worker", "")).partition(":")
     if host == socket.gethostname() and pid.isdigit():
         if int(pid) == os.getpid():

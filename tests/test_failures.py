@@ -260,3 +260,19 @@ def search_front(study):
     from codesign import pareto
 
     return pareto.front(study)
+
+
+def test_a_trial_asked_but_never_claimed_is_recovered_after_its_grace(tmp_path, monkeypatch):
+    # On RDB storages a trial is asked and claimed (its worker attr) in two writes; a worker
+    # killed between them leaves a RUNNING trial nobody owns. It must not hold the total back.
+    space = parse_space({**TINY, "trials": 3, "batch": 3}, str(tmp_path / "space.yaml"))
+    study = search.run_search(space, trials=0, out_dir=tmp_path / "run")
+    orphan = study.ask()  # asked, never claimed
+    assert studies.unclaimed(study)
+    monkeypatch.setattr(studies, "UNCLAIMED_GRACE_S", 0.0)
+    study = search.run_search(space, out_dir=tmp_path / "run")
+    states = {t.number: t.state.name for t in study.trials}
+    assert states[orphan.number] == "FAIL"
+    assert "stale" in study.trials[orphan.number].user_attrs["fail_reason"]
+    assert sum(s in ("COMPLETE", "PRUNED") for s in states.values()) == 3
+    assert not studies.unclaimed(study)
