@@ -7,13 +7,18 @@ aihwkit's conventions (``InferenceRPUConfig`` / ``IOParameters`` and its
 where inputs and weights lie in [-1, 1]:
 
 1. weights are scaled per column by their abs-max (aihwkit's ``weight_scaling_columnwise``) and
-   get programming noise ``N(0, prog_noise)`` per noise draw; zero (pruned or padding) weights
-   are programmed to no conductance and stay exactly zero;
+   get programming noise of standard deviation ``prog_noise`` per noise draw; zero (pruned or
+   padding) weights are programmed to no conductance and stay exactly zero;
 2. inputs are scaled per example by their abs-max (aihwkit ``NoiseManagementType.ABS_MAX``) and
    quantized by a ``dac_bits`` DAC over [-1, 1];
 3. rows are split into row tiles of ``tile_rows``; each tile's column partial sum gets read noise
-   ``N(0, out_noise)``, is clipped to [-out_bound, out_bound] and quantized by an ``adc_bits``
-   ADC, then partial sums are added digitally across row tiles and rescaled.
+   of standard deviation ``out_noise``, is clipped to [-out_bound, out_bound] and quantized by
+   an ``adc_bits`` ADC, then partial sums are added digitally across row tiles and rescaled.
+
+Noise is zero-mean with the stated standard deviation, drawn by `standard_noise` (a sum of four
+uniform bytes, far cheaper than Gaussian draws on a CPU; its tails end at 3.46 standard
+deviations). The pre-2026-12 implementation (Gaussian draws, one matmul per row tile) is kept as
+the reference in tests/analog_reference.py: without noise both agree to float rounding.
 
 A b-bit converter is symmetric: 2**(b-1) - 1 levels on each side of 0 (2**b - 2 steps over the
 range, aihwkit's ``inp_res = 1 / (2**b - 2)`` convention); b is clipped to >= 2 (ternary).
@@ -33,13 +38,15 @@ independently), so ``tile_cols`` only matters to the energy model.
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-__all__ = ["AnalogConfig", "hybrid_matmul"]
+__all__ = ["AnalogConfig", "hybrid", "hybrid_matmul", "standard_noise"]
 
 
 @jax.tree_util.register_dataclass
@@ -66,8 +73,11 @@ class AnalogConfig:
     # aihwkit StandardHWATrainingPreset: out_bound=10.0 (IOParameters default is 12.0).
     out_bound: ArrayLike = 10.0
     # Static upper bound on row tiles per layer: a layer needs ceil(K / tile_rows) of them.
-    # Cost of the analog path is about max_row_tiles plain matmuls.
     max_row_tiles: int = dataclasses.field(default=8, metadata=dict(static=True))
+    # Static rows per partial-sum block; it must divide every tile_rows a call may see (0: a
+    # concrete tile_rows' own gcd, or 1 when traced). The analog product costs one matmul of
+    # x @ w plus a [blocks, tiles] sum, whatever the tile count; give it for traced tile sizes.
+    row_block: int = dataclasses.field(default=0, metadata=dict(static=True))
 
 
 def _levels(bits) -> jax.Array:
@@ -105,21 +115,66 @@ def _check_row_tiles(rows: int, cfg: AnalogConfig) -> None:
         )
 
 
-def _row_tiles(rows: int, tile_rows, max_row_tiles: int) -> jax.Array:
-    """[rows, max_row_tiles] one-hot of each row's tile.
+def _row_block(rows: int, cfg: AnalogConfig) -> int:
+    """The static row-block size: ``cfg.row_block``, else the gcd of a concrete ``tile_rows``,
+    else 1 (right for any traced tile size, but the partial sums take K times the memory)."""
+    if cfg.row_block:
+        return min(int(cfg.row_block), rows)
+    if isinstance(cfg.tile_rows, jax.core.Tracer):
+        return 1
+    sizes = np.unique(np.asarray(cfg.tile_rows)).astype(int)
+    return min(int(np.gcd.reduce(sizes)), rows) if sizes.size else rows
 
-    If ceil(rows / tile_rows) > max_row_tiles, tiles are enlarged to ceil(rows / max_row_tiles)
-    rows: ``hybrid_matmul`` raises for a concrete ``tile_rows``, but a traced one cannot.
+
+def _block_tiles(rows: int, block: int, tile_rows, max_row_tiles: int) -> jax.Array:
+    """[blocks, tiles] one-hot of the row tile each block of ``block`` rows lies in.
+
+    Row r lies in tile r // tile_rows, so a block lies in one tile when ``block`` divides
+    ``tile_rows``. If ceil(rows / tile_rows) > max_row_tiles, tiles are enlarged to
+    ceil(rows / max_row_tiles) rows (``hybrid_matmul`` raises for a concrete ``tile_rows``, a
+    traced one cannot) and a block is charged to the tile of its first row.
     """
+    blocks = -(-rows // block)
+    tiles = min(blocks, max_row_tiles)
     tile_rows = jnp.maximum(jnp.asarray(tile_rows, jnp.int32), -(-rows // max_row_tiles))
-    tile = jnp.arange(rows, dtype=jnp.int32) // tile_rows
-    return (tile[:, None] == jnp.arange(max_row_tiles, dtype=jnp.int32)[None, :]).astype(
-        jnp.float32
-    )
+    tile = jnp.arange(blocks, dtype=jnp.int32) * block // tile_rows
+    return (tile[:, None] == jnp.arange(tiles, dtype=jnp.int32)[None, :]).astype(jnp.float32)
+
+
+def _mix32(h: jax.Array) -> jax.Array:
+    """A 32-bit integer finaliser (the "lowbias32" constants of Wellons' hash-prospector,
+    github.com/skeeto/hash-prospector): every input bit flips each output bit with p ~ 1/2."""
+    h = h ^ (h >> 16)
+    h = h * jnp.uint32(0x7FEB352D)
+    h = h ^ (h >> 15)
+    h = h * jnp.uint32(0x846CA68B)
+    return h ^ (h >> 16)
+
+
+def standard_noise(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Zero-mean, unit-variance noise of ``shape``: a counter hash seeded once from ``key``.
+
+    Each element sums the four bytes of a 32-bit hash of its index (Irwin-Hall, n = 4): mean 0
+    and variance 1 exactly, kurtosis 2.7 (a Gaussian's is 3), bounded at +-3.46. On a CPU it costs
+    about a tenth of ``jax.random.normal`` (threefry), which was most of a fine-tune's time
+    (experiments/benchmarks/bench_finetune.py). Noise here only has to have the right mean and
+    variance: it stands for many small independent disturbances.
+    """
+    seed = _mix32(jax.random.bits(key, (), jnp.uint32))
+    index = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
+    h = _mix32(_mix32(index ^ seed) + seed)
+    total = sum(((h >> shift) & 0xFF).astype(jnp.float32) for shift in (0, 8, 16, 24))
+    # Four uniform bytes: mean 4 * 127.5, variance 4 * (256**2 - 1) / 12.
+    return (total - 510.0) * np.float32(1.0 / math.sqrt(4 * (256**2 - 1) / 12))
 
 
 def _analog_matmul(x: jax.Array, w: jax.Array, cfg: AnalogConfig, key) -> jax.Array:
-    """All columns of x[B, K] @ w[K, N] through the simulated crossbar (see module docstring)."""
+    """All columns of x[B, K] @ w[K, N] through the simulated crossbar (see module docstring).
+
+    Partial sums are formed per block of ``row_block`` rows (the FLOPs of one matmul) and added
+    into row tiles by a [blocks, tiles] one-hot, so the cost does not grow with the tile count.
+    """
+    rows, cols = w.shape
     x_scale = _abs_max(x, axis=1)  # [B, 1] noise management
     w_scale = _abs_max(w, axis=0)  # [1, N] column-wise weight scaling
     x_dac = _quantize(x / x_scale, cfg.dac_bits, 1.0)
@@ -127,32 +182,69 @@ def _analog_matmul(x: jax.Array, w: jax.Array, cfg: AnalogConfig, key) -> jax.Ar
     programmed = w != 0
     if key is not None:
         prog_key, read_key = jax.random.split(key)
-        noise = jax.random.normal(prog_key, w.shape, w_cells.dtype)
+        noise = standard_noise(prog_key, w.shape)
         w_cells = w_cells + jnp.where(programmed, cfg.prog_noise * noise, 0.0)
-    tiles = _row_tiles(w.shape[0], cfg.tile_rows, cfg.max_row_tiles)  # [K, T]
-    partials = jnp.einsum("bk,kt,kn->btn", x_dac, tiles, w_cells)
+    block = _row_block(rows, cfg)
+    blocks = -(-rows // block)
+    pad = blocks * block - rows
+    x_blocks = jnp.pad(x_dac, ((0, 0), (0, pad))).reshape(x.shape[0], blocks, block)
+    w_blocks = jnp.pad(w_cells, ((0, pad), (0, 0))).reshape(blocks, block, cols)
+    tiles = _block_tiles(rows, block, cfg.tile_rows, cfg.max_row_tiles)  # [blocks, T]
+    per_block = jnp.einsum("bjk,jkn->bjn", x_blocks, w_blocks)
+    partials = jnp.einsum("bjn,jt->btn", per_block, tiles)
     if key is not None:
         # A column segment holding no programmed weight is not read, so it adds no noise.
-        read = (tiles.T @ programmed.astype(jnp.float32) > 0)[None, :, :]  # [1, T, N]
-        noise = jax.random.normal(read_key, partials.shape, partials.dtype)
+        held = jnp.pad(programmed, ((0, pad), (0, 0))).reshape(blocks, block, cols).any(axis=1)
+        read = (tiles.T @ held.astype(jnp.float32) > 0)[None, :, :]  # [1, T, N]
+        noise = standard_noise(read_key, partials.shape)
         partials = partials + jnp.where(read, cfg.out_noise * noise, 0.0)
     adc = _quantize(partials, cfg.adc_bits, jnp.asarray(cfg.out_bound, jnp.float32))
     return jnp.sum(adc, axis=1) * x_scale * w_scale
 
 
+def hybrid(
+    digital: jax.Array,
+    analog_input: Callable[[], jax.Array],
+    w: jax.Array,
+    n_analog,
+    cfg: AnalogConfig,
+    key: jax.Array | None = None,
+    analog_on=None,
+) -> jax.Array:
+    """A layer's outputs [M, N] with columns j < n_analog taken from the simulated crossbar.
+
+    ``digital`` is the exact product [M, N] (a matmul or a convolution); ``analog_input()`` gives
+    the [M, K] matrix the crossbar multiplies by ``w`` [K, N] (for a convolution, its patches).
+    The crossbar is simulated only where ``analog_on`` (default ``n_analog > 0``): a
+    ``lax.cond``, so when the flag is not batched (one candidate, or a whole population with no
+    analog column in this layer) an all-digital layer costs its exact product alone.
+    """
+    is_analog = (jnp.arange(w.shape[1]) < n_analog)[None, :]
+
+    def with_analog():
+        return jnp.where(is_analog, _analog_matmul(analog_input(), w, cfg, key), digital)
+
+    analog_on = jnp.asarray(n_analog) > 0 if analog_on is None else analog_on
+    return jax.lax.cond(analog_on, with_analog, lambda: digital)
+
+
 def hybrid_matmul(
-    x: jax.Array, w: jax.Array, n_analog, cfg: AnalogConfig, key: jax.Array | None = None
+    x: jax.Array,
+    w: jax.Array,
+    n_analog,
+    cfg: AnalogConfig,
+    key: jax.Array | None = None,
+    analog_on=None,
 ) -> jax.Array:
     """x[..., K] @ w[K, N] with columns j < n_analog on analog tiles and the rest exact digital.
 
     ``n_analog`` and the array leaves of ``cfg`` may be traced, so candidates with different
-    splits, converters and tile sizes share one compiled program. ``key=None`` turns the
-    stochastic parts (programming and read noise) off; quantization and clipping stay on.
+    splits, converters and tile sizes share one compiled program (a traced ``tile_rows`` needs
+    ``cfg.row_block``). ``key=None`` turns the stochastic parts (programming and read noise) off;
+    quantization and clipping stay on. ``analog_on``: see `hybrid`.
     """
     _check_row_tiles(w.shape[0], cfg)
     batch_shape = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
-    digital = x2 @ w
-    analog = _analog_matmul(x2, w, cfg, key)
-    is_analog = (jnp.arange(w.shape[1]) < n_analog)[None, :]
-    return jnp.where(is_analog, analog, digital).reshape(*batch_shape, w.shape[1])
+    out = hybrid(x2 @ w, lambda: x2, w, n_analog, cfg, key, analog_on)
+    return out.reshape(*batch_shape, w.shape[1])

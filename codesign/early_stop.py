@@ -99,32 +99,38 @@ class Rungs:
         engine = self.engine
         x_val, y_val = (a[: engine.num_val] for a in data["eval"])
 
-        def one(cand, params, losses):
+        def one(cand, params, losses, analog_on):
             key = jax.random.fold_in(candidate_keys(cand.seed)[3], step)
-            logits = engine.forward(cand)(params, x_val, key)
+            logits = engine.forward(cand, analog_on)(params, x_val, key)
             accuracy = jnp.mean(jnp.argmax(logits, -1) == y_val)
             return jnp.where(jnp.isfinite(losses).all(), accuracy, 0.0)  # diverged: beats none
 
-        return jax.vmap(one)(population, state["params"], state["losses"])
+        return engine.population_map(one, population, state["params"], state["losses"])
 
     def _first_rung(self, population: Population, base, data, steps: int):
         """Inherit, mask and train the first `steps` steps: the one-shot program's shape."""
         engine = self.engine
 
-        def one(cand, params, masks):
-            return engine.train_one(cand, engine.init_one(params, masks), data, 0, steps)
+        def one(cand, params, masks, analog_on):
+            state = engine.init_one(params, masks)
+            return engine.train_one(cand, state, data, 0, steps, analog_on)
 
-        state = jax.vmap(one)(population, *engine.inherit(population, base))
+        state = engine.population_map(one, population, *engine.inherit(population, base))
         return state, self._probe(population, state, data, steps), engine.step_flops(state["masks"])
 
     def _next_rung(self, population: Population, state, data, start, steps: int):
         """Steps [start, start + steps) from the state reached."""
-        train = jax.vmap(self.engine.train_one, in_axes=(0, 0, None, None, None))
-        state = train(population, state, data, start, steps)
+        def one(cand, state, analog_on):
+            return self.engine.train_one(cand, state, data, start, steps, analog_on)
+
+        state = self.engine.population_map(one, population, state)
         return state, self._probe(population, state, data, start + steps)
 
     def _final_score(self, population: Population, state, data):
-        return jax.vmap(self.engine.score_one, in_axes=(0, 0, None))(population, state, data)
+        def one(cand, state, analog_on):
+            return self.engine.score_one(cand, state, data, analog_on)
+
+        return self.engine.population_map(one, population, state)
 
     # --- the host loop ---
 

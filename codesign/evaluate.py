@@ -220,7 +220,13 @@ class Evaluator:
     """Scores candidates of one problem: data, base network, engine and accelerators."""
 
     def __init__(
-        self, problem: Problem, *, min_tile_rows: int, cache_dir=None, log: Callable | None = None
+        self,
+        problem: Problem,
+        *,
+        min_tile_rows: int,
+        row_block: int = 0,
+        cache_dir=None,
+        log: Callable | None = None,
     ):
         self.problem = problem
         task = problem.task
@@ -243,6 +249,7 @@ class Evaluator:
             batch_size=ft.batch_size,
             eval_draws=ft.eval_draws,
             max_row_tiles=transfer.row_tile_bound(self.shapes, min_tile_rows),
+            row_block=row_block or min_tile_rows,
         )
         self.pretrain = transfer.PretrainConfig(
             steps=pre.steps,

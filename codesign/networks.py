@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 
@@ -10,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from codesign import conv
+from codesign.conv import Conv
 from codesign.resnet import apply_resnet, resnet_layers, resnet_maps
 
 
@@ -308,23 +311,54 @@ def init_params(spec: NetworkSpec, key: jax.Array) -> tuple[dict[str, jax.Array]
     return tuple(params)
 
 
-def _matmul(layer_index: int, x_matrix: jax.Array, w_matrix: jax.Array) -> jax.Array:
-    """The exact digital product; `apply` takes a replacement (e.g. the analog simulator)."""
+def digital_layer(layer_index: int, h: jax.Array, w: jax.Array, geometry: Conv | None):
+    """The exact digital layer: ``h @ w`` for a dense layer, the direct convolution for a conv
+    (`codesign.conv`). `apply` takes a replacement (e.g. the analog simulator)."""
     del layer_index
-    return x_matrix @ w_matrix
+    return h @ w if geometry is None else conv.conv(h, w, geometry)
 
 
-def _patches(h: jax.Array, kernel: int, stride: int, padding: int) -> jax.Array:
-    """[B, *spatial_out, C * kernel_area] conv patches of h [B, *spatial, C], channel-major."""
-    dims = h.ndim - 2
-    return jax.lax.conv_general_dilated_patches(
-        h,
-        filter_shape=(kernel,) * dims,
-        window_strides=(stride,) * dims,
-        padding=((padding, padding),) * dims,
-        dimension_numbers=_CONV_DIMENSIONS[dims],
-        precision=jax.lax.Precision.HIGHEST,  # a gather in disguise: keep it exact on any backend
-    )
+def _from_matmul(matmul: Callable[[int, jax.Array, jax.Array], jax.Array]) -> Callable:
+    """A layer function from a ``matmul(i, x_matrix [B*P, K], w)`` hook: conv layers become
+    their input patches times the weight matrix."""
+
+    def layer(i, h, w, geometry):
+        if geometry is None:
+            return matmul(i, h, w)
+        y = matmul(i, conv.patches(h, geometry), w)
+        spatial = tuple(geometry.out_size(n) for n in h.shape[1:-1])
+        return y.reshape(h.shape[0], *spatial, w.shape[1])
+
+    return layer
+
+
+def layer_geometry(spec: NetworkSpec, layer_index: int) -> Conv | None:
+    """The convolution layer ``layer_index`` applies, or None for a dense layer (a head)."""
+    if spec.family == "resnet":
+        layers, _ = resnet_layers(spec)
+        if layer_index == len(layers):
+            return None
+        layer = layers[layer_index]
+        return Conv(layer.kernel, layer.stride, layer.padding)
+    if spec.family == "cnn" and layer_index < spec.num_hidden:
+        return Conv(*(v[layer_index] for v in (spec.kernel_sizes, spec.strides, spec.paddings)))
+    return None
+
+
+def _head_input(spec: NetworkSpec, h: jax.Array) -> jax.Array:
+    """What the head multiplies: an MLP's flattened input or last hidden layer, a CNN's last
+    feature map flattened channel-major (like torch's view(B, -1)), a ResNet's global average."""
+    if spec.family == "resnet":
+        return jnp.mean(h, axis=tuple(range(1, h.ndim - 1)))
+    if spec.family == "cnn":
+        return jnp.moveaxis(h, -1, 1).reshape(h.shape[0], -1)
+    return h.reshape(h.shape[0], -1)
+
+
+def _per_unit(y: jax.Array, v: jax.Array, multiply: int) -> jax.Array:
+    """y [..., N] plus (multiply=0) or times (multiply=1) a per-unit vector v [N]."""
+    v = v.reshape((1,) * (y.ndim - 1) + v.shape)
+    return y * v if multiply else y + v
 
 
 def layer_input(spec: NetworkSpec, layer_index: int, h: jax.Array) -> jax.Array:
@@ -334,21 +368,12 @@ def layer_input(spec: NetworkSpec, layer_index: int, h: jax.Array) -> jax.Array:
     output [B, *spatial, N] (a ResNet layer's: its source's). Conv patches come out channel-major
     (c * kernel_area + offset).
     """
-    batch = h.shape[0]
-    if spec.family == "mlp":
-        return h.reshape(batch, -1)
-    if spec.family == "resnet":
-        layers, _ = resnet_layers(spec)
-        if layer_index == len(layers):  # head: global average pool
-            return jnp.mean(h, axis=tuple(range(1, h.ndim - 1)))
-        layer = layers[layer_index]
-        patches = _patches(h, layer.kernel, layer.stride, layer.padding)
-        return patches.reshape(-1, patches.shape[-1])
-    if layer_index == spec.num_hidden:  # head: flatten channel-major, like torch's view(B, -1)
-        return jnp.moveaxis(h, -1, 1).reshape(batch, -1)
-    k, s, p = (v[layer_index] for v in (spec.kernel_sizes, spec.strides, spec.paddings))
-    patches = _patches(h, k, s, p)
-    return patches.reshape(-1, patches.shape[-1])
+    geometry = layer_geometry(spec, layer_index)
+    if geometry is not None:
+        return conv.patches(h, geometry)
+    if spec.family == "mlp" and layer_index < spec.num_hidden:
+        return h.reshape(h.shape[0], -1)
+    return _head_input(spec, h)
 
 
 def apply(
@@ -358,6 +383,7 @@ def apply(
     *,
     unit_masks=None,
     matmul: Callable[[int, jax.Array, jax.Array], jax.Array] | None = None,
+    layer: Callable | None = None,
 ) -> jax.Array:
     """Logits [B, num_classes] for inputs x [B, *input_shape].
 
@@ -365,8 +391,12 @@ def apply(
         unit_masks: one [N_max] mask per width group (`layer_groups`; an MLP's or CNN's hidden
             layers), multiplied into the outputs of every layer that writes the group (1 keeps
             a unit, 0 removes it); None keeps every unit.
-        matmul: ``matmul(layer_index, x_matrix [B*P, K], w [K, N]) -> [B*P, N]``, the hook where
-            a hardware model replaces the exact product.
+        layer: ``layer(i, h, w [K, N], geometry) -> y``, the hook where a hardware model
+            replaces the exact layer (`digital_layer`): h is [B, K] and y [B, N] for a dense
+            layer (geometry None), h [B, *spatial, C] and y [B, *spatial_out, N] for a conv
+            (geometry a `codesign.conv.Conv`).
+        matmul: ``matmul(layer_index, x_matrix [B*P, K], w [K, N]) -> [B*P, N]``, a simpler
+            hook that sees every layer as a matrix product (convs as their patches); slower.
     """
     if tuple(x.shape[1:]) != spec.input_shape:
         raise ValueError(f"apply expects x of shape [B, *{spec.input_shape}], got {x.shape}")
@@ -375,20 +405,25 @@ def apply(
         raise ValueError(f"params hold {len(params)} layers, the network has {num_layers}")
     if unit_masks is not None and len(unit_masks) != spec.num_hidden:
         raise ValueError(f"need {spec.num_hidden} unit masks, one per width group")
-    matmul = _matmul if matmul is None else matmul
+    if matmul is not None and layer is not None:
+        raise ValueError("give apply a layer or a matmul hook, not both")
+    op = _from_matmul(matmul) if matmul is not None else (layer or digital_layer)
+
+    def dense_or_conv(i, h):
+        return _per_unit(op(i, h, params[i]["w"], layer_geometry(spec, i)), params[i]["b"], 0)
+
     if spec.family == "module":
-        return spec.network.apply(params, x, unit_masks, matmul)
+        return spec.network.apply(params, x, unit_masks, op)
     if spec.family == "resnet":
-        return apply_resnet(spec, params, x, unit_masks, matmul, layer_input)
-    maps = feature_map_shapes(spec) if spec.family == "cnn" else None
-    batch, h = x.shape[0], x
-    for i, layer in enumerate(params[:-1]):
-        y = jax.nn.relu(matmul(i, layer_input(spec, i, h), layer["w"]) + layer["b"][None, :])
+        keep = functools.partial(_per_unit, multiply=1)
+        head_input = functools.partial(_head_input, spec)
+        return apply_resnet(spec, x, unit_masks, dense_or_conv, head_input, keep)
+    h = x.reshape(x.shape[0], -1) if spec.family == "mlp" else x
+    for i in range(spec.num_hidden):
+        h = jax.nn.relu(dense_or_conv(i, h))
         if unit_masks is not None:
-            y = y * unit_masks[i][None, :]
-        h = y if maps is None else y.reshape(batch, *maps[i + 1], y.shape[-1])
-    head = spec.num_hidden
-    return matmul(head, layer_input(spec, head, h), params[head]["w"]) + params[head]["b"][None, :]
+            h = _per_unit(h, unit_masks[i], 1)
+    return dense_or_conv(spec.num_hidden, _head_input(spec, h))
 
 
 def width_masks(spec: NetworkSpec, widths) -> tuple[jax.Array, ...]:

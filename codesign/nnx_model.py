@@ -203,13 +203,15 @@ class ModuleNetwork:
             producer.setdefault(g, i)
         return tuple(producer[g] for g, _ in self.groups)
 
-    def apply(self, params, x, unit_masks, matmul) -> jax.Array:
-        """The module's logits, every layer computed by ``matmul`` from ``params``."""
+    def apply(self, params, x, unit_masks, layer_op) -> jax.Array:
+        """The module's logits, every layer computed by ``layer_op(i, x_matrix, w, None)`` (the
+        `codesign.networks.apply` hook; a module's convs reach it as their patches) from
+        ``params``."""
         batch = x.shape[0]
 
         def layer_fn(i, h):
             layer = self.layers[i]
-            y = matmul(i, _layer_input(layer, h), params[i]["w"]) + params[i]["b"][None, :]
+            y = layer_op(i, _layer_input(layer, h), params[i]["w"], None) + params[i]["b"][None, :]
             out_shape = (*layer.out_shape[:-1], y.shape[-1])
             y = y.reshape(batch, *out_shape)
             group = self.groups[i][1]

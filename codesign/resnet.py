@@ -81,24 +81,18 @@ def resnet_maps(spec) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
     return maps
 
 
-def apply_resnet(spec, params, x, unit_masks, matmul, layer_input) -> jax.Array:
+def apply_resnet(spec, x, unit_masks, layer, head_input, scale) -> jax.Array:
     """The ResNet forward (`networks.apply`): every stream is masked to its stage's width after
-    each add. ``layer_input(spec, i, h)`` is the [B*P, K] matrix layer i multiplies."""
+    each add. ``layer(i, h)`` is conv i's pre-activation output (the head's for the last i),
+    ``head_input(h)`` the global average the head reads, ``scale(y, mask)`` y times a unit mask."""
     layers, blocks = resnet_layers(spec)
-    maps = resnet_maps(spec)
-    batch = x.shape[0]
-
-    def conv(i, h):  # pre-activation output of conv i, [B, *spatial_out, N]
-        y = matmul(i, layer_input(spec, i, h), params[i]["w"]) + params[i]["b"][None, :]
-        return y.reshape(batch, *maps[i][1], y.shape[-1])
 
     def keep(group, y):
-        return y if unit_masks is None else y * unit_masks[group][(None,) * (y.ndim - 1)]
+        return y if unit_masks is None else scale(y, unit_masks[group])
 
-    h = keep(0, jax.nn.relu(conv(0, x)))
+    h = keep(0, jax.nn.relu(layer(0, x)))
     for block in blocks:
-        r = keep(block.group, jax.nn.relu(conv(block.conv1, h)))
-        shortcut = h if block.shortcut is None else conv(block.shortcut, h)
-        h = keep(block.group, jax.nn.relu(conv(block.conv2, r) + shortcut))
-    head = len(layers)
-    return matmul(head, layer_input(spec, head, h), params[head]["w"]) + params[head]["b"][None, :]
+        r = keep(block.group, jax.nn.relu(layer(block.conv1, h)))
+        shortcut = h if block.shortcut is None else layer(block.shortcut, h)
+        h = keep(block.group, jax.nn.relu(layer(block.conv2, r) + shortcut))
+    return layer(len(layers), head_input(h))

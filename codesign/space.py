@@ -33,6 +33,7 @@ valid choices.
 from __future__ import annotations
 
 import dataclasses
+import math
 import pathlib
 from typing import Any
 
@@ -107,8 +108,14 @@ class SearchSpace:
     def evaluator(self, *, cache_dir=None, log=None) -> Evaluator:
         """The space's evaluator (its smallest tile bounds the engine's row tiles). Data and a
         `pretrain.checkpoint` that does not fit the model fail here, before any study is written."""
-        min_rows = min(rows for rows, _ in self.tiles)
-        evaluator = Evaluator(self.problem, min_tile_rows=min_rows, cache_dir=cache_dir, log=log)
+        rows = [rows for rows, _ in self.tiles]
+        evaluator = Evaluator(
+            self.problem,
+            min_tile_rows=min(rows),
+            row_block=math.gcd(*rows),
+            cache_dir=cache_dir,
+            log=log,
+        )
         if self.problem.model.checkpoint:
             try:
                 transfer.load_checkpoint(evaluator.spec, self.problem.model.checkpoint)

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from codesign import analog, networks, pruning
+from codesign import analog, conv, networks, pruning
 from codesign.checkpoint import load_checkpoint
 from codesign.data import Dataset, TransferTask, cache_root
 from codesign.energy import GRANULARITIES
@@ -85,6 +85,14 @@ class FinetuneConfig:
     out_noise: float = analog.AnalogConfig.out_noise
     out_bound: float = analog.AnalogConfig.out_bound
     max_row_tiles: int = 8  # static bound: ceil(largest K / smallest tile rows) in the space
+    # Rows per analog partial-sum block: must divide every candidate's tile rows (a space's
+    # evaluator sets the gcd of its tile rows). See `codesign.analog.AnalogConfig.row_block`.
+    row_block: int = 16
+    # How a population is mapped over its candidates: "vmap" (one batched program), "sequential"
+    # (`lax.map`, one candidate at a time) or "auto": sequential for conv networks on a CPU,
+    # where XLA runs a vmapped convolution as a grouped one, several times slower than one
+    # convolution per candidate (experiments/benchmarks/bench_finetune.py), else vmap.
+    population_map: str = "auto"
 
 
 @jax.tree_util.register_dataclass
@@ -329,11 +337,36 @@ class Engine:
         """Inherit and mask every candidate, then fine-tune and score them all, vmapped."""
         self.traces += 1
 
-        def finetune(cand, params, masks):
-            state = self.train_one(cand, self.init_one(params, masks), data, 0, self.config.steps)
-            return self.score_one(cand, state, data)
+        def finetune(cand, params, masks, analog_on):
+            state = self.init_one(params, masks)
+            state = self.train_one(cand, state, data, 0, self.config.steps, analog_on)
+            return self.score_one(cand, state, data, analog_on)
 
-        return jax.vmap(finetune)(population, *self.inherit(population, base))
+        return self.population_map(finetune, population, *self.inherit(population, base))
+
+    @property
+    def sequential(self) -> bool:
+        """Whether populations run one candidate at a time (`FinetuneConfig.population_map`)."""
+        how = self.config.population_map
+        if how not in ("auto", "vmap", "sequential"):
+            raise ValueError(f"population_map must be auto, vmap or sequential, got {how!r}")
+        if how == "auto":
+            has_conv = any(s.positions > 1 or s.kernel_area > 1 for s in self.shapes[:-1])
+            return has_conv and jax.default_backend() == "cpu"
+        return how == "sequential"
+
+    def population_map(self, fn, population: Population, *mapped):
+        """``fn(cand, *one_of_each(mapped), analog_on)`` for every candidate: [B, ...] results.
+
+        vmapped, ``analog_on`` is the population's [layers] flags (a layer with no analog column
+        in any candidate skips the crossbar simulation for all); run one candidate at a time,
+        it is None (each candidate skips its own all-digital layers).
+        """
+        if self.sequential:
+            return jax.lax.map(lambda args: fn(*args, None), (population, *mapped))
+        _, cols = networks.layer_widths(self.spec, population.widths)
+        analog_on = jnp.any(jnp.round(population.analog_fraction * cols) > 0, axis=0)
+        return jax.vmap(lambda *args: fn(*args, analog_on))(population, *mapped)
 
     def inherit(self, population: Population, base):
         """Every candidate's inherited hidden layers with a fresh head, and its masks."""
@@ -379,13 +412,16 @@ class Engine:
         masks = masks.reshape(size, layers, k_max, n_max)
         return [masks[:, l, : s.rows, : s.out_units] for l, s in enumerate(shapes)]
 
-    def forward(self, cand: Population):
-        """One candidate's forward pass on its hardware: `forward(params, x, noise_key)`."""
+    def forward(self, cand: Population, analog_on=None):
+        """One candidate's forward pass on its hardware: `forward(params, x, noise_key)`.
+
+        ``analog_on``: [layers] flags, False where the crossbar simulation may be skipped (see
+        `population_map`); None decides per layer from the candidate's own split."""
         spec, cfg, shapes = self.spec, self.config, self.shapes
         widths = [cand.widths[i] for i in range(spec.num_hidden)]
         _, cols = networks.layer_widths(spec, cand.widths)
-        cols = [cols[i] for i in range(len(shapes))]
         n_analog = [jnp.round(cand.analog_fraction[i] * cols[i]) for i in range(len(shapes))]
+        flags = [None if analog_on is None else analog_on[i] for i in range(len(shapes))]
         unit_masks = networks.width_masks(spec, widths)
         hw = analog.AnalogConfig(
             dac_bits=cand.dac_bits,
@@ -395,15 +431,29 @@ class Engine:
             out_noise=cfg.out_noise,
             out_bound=cfg.out_bound,
             max_row_tiles=cfg.max_row_tiles,
+            row_block=cfg.row_block,
         )
 
         def forward(p, x, noise):
             keys = jax.random.split(noise, len(shapes))
 
-            def matmul(i, xm, w):
-                return analog.hybrid_matmul(xm, w, n_analog[i], hw, keys[i] if cfg.noise else None)
+            def layer(i, h, w, geometry):
+                key = keys[i] if cfg.noise else None
+                if geometry is None:
+                    return analog.hybrid_matmul(h, w, n_analog[i], hw, key, flags[i])
+                digital = conv.conv(h, w, geometry)
+                out = analog.hybrid(
+                    digital.reshape(-1, w.shape[1]),
+                    lambda: conv.patches(h, geometry),
+                    w,
+                    n_analog[i],
+                    hw,
+                    key,
+                    flags[i],
+                )
+                return out.reshape(digital.shape)
 
-            return networks.apply(spec, p, x, unit_masks=unit_masks, matmul=matmul)
+            return networks.apply(spec, p, x, unit_masks=unit_masks, layer=layer)
 
         return forward
 
@@ -415,13 +465,13 @@ class Engine:
         return {"params": params, "opt": self.optimizer.init(params), "masks": masks,
                 "losses": losses}  # fmt: skip
 
-    def train_one(self, cand: Population, state, data, start, steps: int):
+    def train_one(self, cand: Population, state, data, start, steps: int, analog_on=None):
         """One candidate, fully traced: steps [start, start + steps) of its fine-tune under
         analog noise. Its batches and noise keys are those of the whole fine-tune, sliced, so a
         fine-tune run in rungs gives the numbers of one run straight through."""
         cfg = self.config
         _, batch_key, noise_key, _ = candidate_keys(cand.seed)
-        forward, mask_tree = self.forward(cand), _mask_tree(state["masks"])
+        forward, mask_tree = self.forward(cand, analog_on), _mask_tree(state["masks"])
         x_train, y_train = data["train"]
 
         def step(carry, inputs):
@@ -441,7 +491,7 @@ class Engine:
         losses = jax.lax.dynamic_update_slice_in_dim(state["losses"], losses, start, 0)
         return {**state, "params": params, "opt": opt, "losses": losses}
 
-    def score_one(self, cand: Population, state, data):
+    def score_one(self, cand: Population, state, data, analog_on=None):
         """One fine-tuned candidate's accuracies (analog, averaged over noise draws; digital),
         final loss and training FLOPs."""
         spec, cfg = self.spec, self.config
@@ -450,7 +500,7 @@ class Engine:
         # noise draw is one programmed chip, read on both splits.
         x_eval, y_eval = data["eval"]
         draws = jax.random.split(candidate_keys(cand.seed)[3], cfg.eval_draws)
-        forward = self.forward(cand)
+        forward = self.forward(cand, analog_on)
         hits = jax.vmap(lambda k: jnp.argmax(forward(params, x_eval, k), -1) == y_eval)(draws)
         hits = jnp.mean(hits, axis=0)
         unit_masks = networks.width_masks(spec, [cand.widths[i] for i in range(spec.num_hidden)])
@@ -479,6 +529,16 @@ class Engine:
         )
         return 6.0 * kept_macs * self.config.batch_size
 
+    def check_population(self, population: Population) -> None:
+        """Raise unless every candidate's tile rows are a multiple of the row block."""
+        rows = np.asarray(population.tile_rows)
+        bad = sorted({int(r) for r in rows if r < 1 or r % self.config.row_block})
+        if bad:
+            raise ValueError(
+                f"tile rows {bad} are not multiples of FinetuneConfig.row_block="
+                f"{self.config.row_block}: set row_block to the gcd of the tile rows used"
+            )
+
     def evaluate_population(
         self, population: Population, *, chunk: int | None = None, keep_params=False
     ):
@@ -487,6 +547,7 @@ class Engine:
         The population is evaluated in chunks of `chunk` candidates (default: all at once);
         a short last chunk is padded with copies, so every call shares one compiled program.
         """
+        self.check_population(population)
         size = population.size
         chunk = chunk or size
         results = []

@@ -1,0 +1,139 @@
+"""Convolutions on codesign's weight matrices, direct and fast inside scanned training loops.
+
+A conv layer's weights are the [K, N] matrix the hardware holds, K = C * kernel_area rows
+ordered channel-major (row = c * kernel_area + kernel_offset, see `codesign.networks`). Two ways
+to apply it to a feature map h [B, *spatial, C] (1-D or 2-D, square kernel, symmetric padding):
+
+    conv(h, w, geometry)     a direct `lax.conv_general_dilated`: the exact digital product
+    patches(h, geometry)     the [B * P, K] matrix of input patches, rows as in w, for a model
+                             that needs per-row-tile partial sums (the analog crossbar)
+
+`conv` carries its own gradient: the input gradient is a direct convolution with the flipped,
+transposed kernel (input-dilated by the stride) and the kernel gradient one matmul per kernel
+offset. XLA's own conv transposes are as fast at the top level of a CPU program, but inside a
+`lax.scan` (every training loop here) they ran 5-24x slower than this
+(experiments/benchmarks/bench_finetune.py times both).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["Conv", "conv", "patches", "kernel_matrix"]
+
+_DIMENSIONS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
+
+
+@dataclasses.dataclass(frozen=True)
+class Conv:
+    """A convolution's geometry: square ``kernel``, ``stride`` and symmetric ``padding``."""
+
+    kernel: int
+    stride: int = 1
+    padding: int = 0
+
+    def out_size(self, n: int) -> int:
+        return (n + 2 * self.padding - self.kernel) // self.stride + 1
+
+
+def kernel_matrix(w_kernel: jax.Array) -> jax.Array:
+    """A [*kernel, C, N] kernel as the channel-major [C * kernel_area, N] matrix."""
+    c, n = w_kernel.shape[-2:]
+    return jnp.moveaxis(w_kernel, -2, 0).reshape(c * math.prod(w_kernel.shape[:-2]), n)
+
+
+def _kernel(w: jax.Array, dims: int, kernel: int) -> jax.Array:
+    """The [K, N] matrix as a [*kernel, C, N] kernel (inverse of `kernel_matrix`)."""
+    area = kernel**dims
+    c, n = w.shape[0] // area, w.shape[1]
+    return jnp.moveaxis(w.reshape(c, *(kernel,) * dims, n), 0, -2)
+
+
+def _forward(h: jax.Array, k: jax.Array, g: Conv) -> jax.Array:
+    dims = h.ndim - 2
+    return jax.lax.conv_general_dilated(
+        h,
+        k,
+        window_strides=(g.stride,) * dims,
+        padding=((g.padding, g.padding),) * dims,
+        dimension_numbers=_DIMENSIONS[dims],
+    )
+
+
+def _shifted(h_padded: jax.Array, offset: tuple[int, ...], stride: int, out: tuple[int, ...]):
+    """h_padded's values that kernel offset ``offset`` meets at every output position."""
+    index = (slice(None),)
+    index += tuple(slice(o, o + stride * (m - 1) + 1, stride) for o, m in zip(offset, out, strict=True))
+    return h_padded[(*index, slice(None))]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv(h: jax.Array, k: jax.Array, g: Conv) -> jax.Array:
+    return _forward(h, k, g)
+
+
+def _conv_fwd(h, k, g):
+    return _forward(h, k, g), (h, k)
+
+
+def _conv_bwd(g, residuals, dy):
+    h, k = residuals
+    dims = h.ndim - 2
+    spatial_in, spatial_out = h.shape[1:-1], dy.shape[1:-1]
+    # Input gradient: the transposed convolution, as a direct one over the stride-dilated dy.
+    low = g.kernel - 1 - g.padding
+    pads = tuple(
+        (low, n - (m - 1) * g.stride + g.padding - 1)
+        for n, m in zip(spatial_in, spatial_out, strict=True)
+    )
+    flipped = jnp.swapaxes(jnp.flip(k, axis=tuple(range(dims))), -1, -2)
+    dh = jax.lax.conv_general_dilated(
+        dy,
+        flipped,
+        window_strides=(1,) * dims,
+        padding=pads,
+        lhs_dilation=(g.stride,) * dims,
+        dimension_numbers=_DIMENSIONS[dims],
+    )
+    # Kernel gradient: one [C, B*P] @ [B*P, N] product per kernel offset.
+    h_padded = jnp.pad(h, ((0, 0), *((g.padding, g.padding),) * dims, (0, 0)))
+    dk = jnp.stack(
+        [
+            jnp.tensordot(
+                _shifted(h_padded, offset, g.stride, spatial_out),
+                dy,
+                axes=(tuple(range(dims + 1)), tuple(range(dims + 1))),
+            )
+            for offset in itertools.product(range(g.kernel), repeat=dims)
+        ]
+    ).reshape(*(g.kernel,) * dims, h.shape[-1], dy.shape[-1])
+    return dh, dk
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def conv(h: jax.Array, w: jax.Array, geometry: Conv) -> jax.Array:
+    """The convolution of h [B, *spatial, C] with the [C * kernel_area, N] matrix w:
+    [B, *spatial_out, N]."""
+    return _conv(h, _kernel(w, h.ndim - 2, geometry.kernel), geometry)
+
+
+def patches(h: jax.Array, geometry: Conv) -> jax.Array:
+    """[B * P, C * kernel_area] input patches of h [B, *spatial, C], rows ordered as a conv
+    weight matrix's (channel-major), so ``patches(h, g) @ w == conv(h, w, g)`` reshaped."""
+    dims, g = h.ndim - 2, geometry
+    spatial_out = tuple(g.out_size(n) for n in h.shape[1:-1])
+    h_padded = jnp.pad(h, ((0, 0), *((g.padding, g.padding),) * dims, (0, 0)))
+    shifted = [
+        _shifted(h_padded, offset, g.stride, spatial_out)
+        for offset in itertools.product(range(g.kernel), repeat=dims)
+    ]
+    stacked = jnp.stack(shifted, axis=-1)  # [B, *spatial_out, C, kernel_area]
+    return stacked.reshape(-1, h.shape[-1] * len(shifted))
