@@ -68,9 +68,8 @@ def _forward(h: jax.Array, k: jax.Array, g: Conv) -> jax.Array:
 
 def _shifted(h_padded: jax.Array, offset: tuple[int, ...], stride: int, out: tuple[int, ...]):
     """h_padded's values that kernel offset ``offset`` meets at every output position."""
-    index = (slice(None),)
-    index += tuple(slice(o, o + stride * (m - 1) + 1, stride) for o, m in zip(offset, out, strict=True))
-    return h_padded[(*index, slice(None))]
+    window = (slice(o, o + stride * (m - 1) + 1, stride) for o, m in zip(offset, out, strict=True))
+    return h_padded[(slice(None), *window, slice(None))]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))

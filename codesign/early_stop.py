@@ -120,6 +120,7 @@ class Rungs:
 
     def _next_rung(self, population: Population, state, data, start, steps: int):
         """Steps [start, start + steps) from the state reached."""
+
         def one(cand, state, analog_on):
             return self.engine.train_one(cand, state, data, start, steps, analog_on)
 

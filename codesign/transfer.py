@@ -52,6 +52,7 @@ __all__ = [
     "candidate_keys",
     "compiled",
     "pretrain",
+    "pretrain_program",
     "enable_compilation_cache",
     "load_checkpoint",
     "load_or_pretrain",
@@ -148,13 +149,11 @@ def _batches(key, n_examples: int, steps: int, batch_size: int):
     return jax.random.randint(key, (steps, batch_size), 0, n_examples)
 
 
-def pretrain(spec: networks.NetworkSpec, data: Dataset, config: PretrainConfig):
-    """Train the maximum-width network digitally on the source task; returns params."""
-    key = jax.random.PRNGKey(config.seed)
-    init_key, batch_key = jax.random.split(key)
-    params = networks.init_params(spec, init_key)
+def pretrain_program(spec: networks.NetworkSpec, config: PretrainConfig):
+    """The jitted pretraining loop, ``run(params, x, y) -> (params, losses)``: ``config.steps``
+    digital Adam steps (one `lax.scan`) on batches drawn from x, y with the config's seed."""
+    _, batch_key = jax.random.split(jax.random.PRNGKey(config.seed))
     optimizer = optax.adam(config.learning_rate)
-    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
 
     def loss_fn(p, xb, yb):
         return _cross_entropy(networks.apply(spec, p, xb), yb)
@@ -171,7 +170,15 @@ def pretrain(spec: networks.NetworkSpec, data: Dataset, config: PretrainConfig):
         (params, _), losses = jax.lax.scan(step, (params, optimizer.init(params)), idx)
         return params, losses
 
-    params, _ = run(params, x, y)
+    return run
+
+
+def pretrain(spec: networks.NetworkSpec, data: Dataset, config: PretrainConfig):
+    """Train the maximum-width network digitally on the source task; returns params."""
+    init_key, _ = jax.random.split(jax.random.PRNGKey(config.seed))
+    params = networks.init_params(spec, init_key)
+    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+    params, _ = pretrain_program(spec, config)(params, x, y)
     return networks.sort_units(spec, params)
 
 

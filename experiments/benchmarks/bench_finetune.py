@@ -1,493 +1,598 @@
-"""Fine-tune throughput: a plain Optuna + Flax loop, a one-compile loop and the codesign engine.
+"""The fine-tune engine against plain Flax/optax loops doing the same work, in one process.
 
-The same random candidates of a digits MLP (widths, sparsity, pruning granularity, tile size,
-analog split, ADC bits) are evaluated three ways in one run, from the same pretrained base, with
-the same data, steps and compiler flags (XLA CPU at -O1, `transfer._compiler_options`):
+Every baseline is written here, with Flax (linen) and optax alone, the way a competent JAX user
+writes it in an afternoon; none calls codesign. Each is timed in this process next to the
+engine on the same shapes, steps and batch sizes, compiled programs timed on a second call:
 
-(a) naive: what a competent user writes with Optuna and Flax NNX. Per trial, an `nnx` MLP at the
-    candidate's real widths inherits the base's first units, gets a fresh head and pruning masks
-    (`codesign.pruning`), then a jitted train step runs in a Python loop with the analog
-    non-idealities of `codesign.analog.hybrid_matmul` in its forward pass, the masks re-applied
-    after every step; then it is scored and told to the study. The optimizer
-    (`optax.adam`) is built once, so the jit cache hits whenever a shape repeats: it recompiles
-    only where shapes really change (widths; the tile size sets the row-tile count).
-(b) competent: the one-compile loop. The maximum-width model with width and pruning masks, every
-    knob a traced array, one jitted fine-tune (`lax.scan` over steps) compiled once, candidates
-    one by one. This is the engine's own per-candidate program at population size 1
-    (`evaluate_population(..., chunk=1)`), so (b) vs (c) isolates what evaluating a population
-    in one vmapped call buys.
-(c) engine: `transfer.Engine.evaluate_population` on the whole population in one call.
+1. Digits MLP (`search_spaces/digits_mlp.yaml`: 64-128-128-10 at most, batch 64), a population
+   of candidates fine-tuned from one base. Baseline: masked params and updates, `lax.scan` over
+   steps, `vmap` over candidates, one `jit`, no analog, then one accuracy pass over validation
+   and test. Engine: `transfer.Engine` on the same random candidates, analog noise on (its
+   program also scores each candidate on 3 noisy draws and a digital pass), and again with
+   every candidate all-digital (analog fraction 0).
+2. ResNet-20 on CIFAR-shaped data (a synthetic CIFAR-10 written here in the official python
+   format, batch 128). Baseline: a `nn.Conv` ResNet-20 with the same widths and shortcuts (3x3
+   stem, 3 stages of 3 basic blocks, strided 1x1 projections, no normalisation, second conv of a
+   block zero-initialised), its jitted Adam step called in a Python loop as the Flax examples
+   do. Engine: the digital pretraining loop (`transfer.pretrain_program`) and the analog
+   fine-tune of a population of full-width candidates, per step and candidate (the difference
+   of two step counts, so scoring and inheritance drop out).
+3. MNIST-1D CNN (`search_spaces/mnist1d_cnn.yaml`'s network), a population of full-width,
+   unpruned candidates (computed and useful FLOPs are equal), analog on. Baseline: the plain
+   Flax CNN trained per candidate (jitted step, Python loop) and vmapped over candidates; the
+   faster of the two is the baseline.
 
-Every path is timed three times: cold (an empty in-memory and persistent compilation cache, as
-in a new process on a new machine), run (called again: the compiled programs are hot, so this
-is the run time alone; compile = cold - run) and warm (in-memory caches cleared and new engines
-built, as in a new process reading the persistent cache). The headline rates are cold.
+FLOP/s are training FLOPs (6 per MAC and example) over seconds; the peak is the best of five
+float32 n x n x n `jnp.dot`s measured in the same run. The CIFAR-10 ResNet-20 search
+(`search_spaces/cifar10_resnet20.yaml`: its pretraining steps, 40 trials of its fine-tune steps
+and scoring) is projected from these timings. Peak memory (resident set, GB) is measured in
+child processes: a ResNet-20 population of 8 on CIFAR shapes, and a real `codesign search` of
+`search_spaces/mnist1d_resnet.yaml` (one batch of its trials).
 
-The engine's achieved FLOP/s is compared with this machine's peak matmul FLOP/s, measured in the
-same run (a large float32 `jnp.dot`): "executed" counts the training matmuls the program does
-(maximum widths: masks zero the pruned weights, they do not skip them), "useful" the kept
-weights' training FLOPs (`finetune_flops`). Measured on this digits MLP, on the MNIST-1D CNN
-space (`search_spaces/mnist1d_cnn.yaml`) and on the MNIST-1D ResNet-8 space
-(`search_spaces/mnist1d_resnet.yaml`), the latter two engine only, with candidates/s cold
-(compile included) and compiled, after a short pretraining (accuracy does not change FLOP/s).
-Noise draws differ between the naive and the other paths, so their accuracies agree only on
-average (reported as the mean absolute gap in validation accuracy).
-
-Last line: JSON with naive_per_s, competent_per_s, engine_per_s, speedup_vs_naive,
-speedup_vs_competent and engine_flops_fraction_of_peak (the MNIST-1D CNN, executed FLOPs),
-resnet_engine_per_s (cold) and resnet_flops_fraction_of_peak (executed).
+Last line: JSON with the ratios (engine over baseline, in time) and fractions of peak.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
 import math
+import os
 import pathlib
+import pickle
+import resource
+import subprocess
 import sys
 import tempfile
 import time
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import optuna
-from flax import nnx
 
-from codesign import analog, data, networks, pruning, transfer
-from codesign.energy import GRANULARITIES
+from codesign import data, networks, transfer
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import _results  # noqa: E402
 
 NAME = "bench_finetune"
-MAX_WIDTHS = (128, 128)
-TILES = (32, 64, 128, 256)  # square analog tiles, rows = cols, in cells
-PRETRAIN = transfer.PretrainConfig(steps=600)
-SPACES = pathlib.Path(__file__).resolve().parents[2] / "search_spaces"
-CNN_SPACE, RESNET_SPACE = SPACES / "mnist1d_cnn.yaml", SPACES / "mnist1d_resnet.yaml"
-# Every path compiles with the engine's flags (on CPU: LLVM -O1).
-JIT = functools.partial(jax.jit, compiler_options=transfer._compiler_options())
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SPACES = ROOT / "search_spaces"
 
 
-# --- the candidates: one seeded Optuna study, asked the same way by both paths ---
+def timed(fn, *args):
+    """(result, seconds) of fn(*args), waiting for every array."""
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    return out, time.perf_counter() - start
 
 
-def suggest(trial: optuna.Trial, num_layers: int) -> dict:
-    """One candidate as a `transfer.Population` row, from Optuna suggestions."""
-    tile = trial.suggest_categorical("tile", TILES)
-    sparsity = trial.suggest_float("sparsity", 0.0, 0.8, step=0.1)
-    granularity = trial.suggest_categorical("granularity", GRANULARITIES)
-    return {
-        "widths": [trial.suggest_int(f"width_{i}", 8, w, step=8) for i, w in enumerate(MAX_WIDTHS)],
-        "sparsity": [sparsity] * num_layers,
-        "granularity": [granularity] * num_layers,
-        "analog_fraction": [
-            trial.suggest_float(f"analog_{i}", 0.0, 1.0, step=0.25) for i in range(num_layers)
-        ],
-        "tile_rows": tile,
-        "tile_cols": tile,
-        "adc_bits": trial.suggest_int("adc_bits", 3, 8),
-        "dac_bits": 8,
-        "seed": trial.number,
-    }
-
-
-def new_study(seed: int) -> optuna.Study:
-    return optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed))
-
-
-# --- (a) the naive loop: plain Flax NNX at each candidate's real widths ---
-
-
-class MLP(nnx.Module):
-    """A plain MLP of `nnx.Linear` layers whose products run through the analog simulator."""
-
-    def __init__(self, sizes, rngs: nnx.Rngs):
-        self.layers = nnx.List(
-            [nnx.Linear(k, n, rngs=rngs) for k, n in zip(sizes[:-1], sizes[1:], strict=True)]
-        )
-
-    def __call__(self, x, hws=None, n_analog=None, key=None):
-        """Logits; `hws=None` is the exact digital network, `key=None` turns noise off."""
-        h = x.reshape(x.shape[0], -1)
-        keys = jax.random.split(key, len(self.layers)) if key is not None else None
-        for i, layer in enumerate(self.layers):
-            if hws is None:
-                h = layer(h)
-            else:
-                w = layer.kernel[...]
-                k = None if keys is None else keys[i]
-                h = analog.hybrid_matmul(h, w, n_analog[i], hws[i], k) + layer.bias[...][None, :]
-            if i < len(self.layers) - 1:
-                h = jax.nn.relu(h)
-        return h
+def peak_matmul_flops(n: int, repeats: int = 5) -> float:
+    """This machine's float32 matmul FLOP/s now: the best of `repeats` n x n x n `jnp.dot`s."""
+    a = jnp.ones((n, n), jnp.float32)
+    dot = jax.jit(jnp.dot)
+    dot(a, a).block_until_ready()
+    return 2 * n**3 / min(timed(dot, a, a)[1] for _ in range(repeats))
 
 
 def _cross_entropy(logits, labels):
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
-@functools.partial(JIT, static_argnums=0)
-def _train_step(graphdef, state, x, y, key, masks, n_analog, hws):
-    """One Adam step with analog noise on, then the pruning masks re-applied."""
-    model, optimizer = nnx.merge(graphdef, state)
-    loss, grads = nnx.value_and_grad(lambda m: _cross_entropy(m(x, hws, n_analog, key), y))(model)
-    optimizer.update(model, grads)
-    for layer, mask in zip(model.layers, masks, strict=True):
-        layer.kernel[...] = layer.kernel[...] * mask
-    return nnx.state((model, optimizer)), loss
+# --- the baselines: plain Flax/optax ---
 
 
-@functools.partial(JIT, static_argnums=(0, 5))
-def _scores(graphdef, state, x_eval, y_eval, key, draws, n_analog, hws):
-    """Per-example hits under analog noise averaged over draws, and exact digital hits."""
-    model, _ = nnx.merge(graphdef, state)
+class FlaxMLP(nn.Module):
+    widths: tuple[int, ...]
+    num_classes: int
 
-    def hits(k):
-        return jnp.argmax(model(x_eval, hws, n_analog, k), -1) == y_eval
-
-    noisy = jnp.mean(jax.vmap(hits)(jax.random.split(key, draws)), axis=0)
-    return noisy, jnp.argmax(model(x_eval), -1) == y_eval
-
-
-@functools.partial(JIT, static_argnums=(0, 3))
-def _mask(granularity: str, w, sparsity, tile: int):
-    """The candidate's pruning mask for a whole (real-width) weight matrix."""
-    rows, cols = w.shape
-    if granularity == "block":
-        return pruning.block_mask(w, sparsity, rows, cols, tile, tile)
-    return getattr(pruning, f"{granularity}_mask")(w, sparsity, rows, cols)
+    @nn.compact
+    def __call__(self, x):
+        x = x.reshape(x.shape[0], -1)
+        for w in self.widths:
+            x = nn.relu(nn.Dense(w)(x))
+        return nn.Dense(self.num_classes)(x)
 
 
-def naive_trial(cand: dict, base, target: data.Dataset, cfg: transfer.FinetuneConfig, tx) -> dict:
-    """Build, inherit, prune, fine-tune and score one candidate the plain Flax way.
+class FlaxCNN(nn.Module):
+    """MNIST-1D ConvBase: 1-D convs (kernel, stride, padding per layer), a dense head over the
+    flattened last map."""
 
-    `tx` is built once per loop: `nnx.Optimizer` keeps it as static metadata, so a new
-    `optax.adam` per trial would miss the jit cache even for a shape seen before."""
-    sizes = (math.prod(target.input_shape), *cand["widths"], target.num_classes)
-    model = MLP(sizes, nnx.Rngs(cand["seed"]))
-    for i, layer in enumerate(model.layers[:-1]):  # inherit the base's first (best) units
-        layer.kernel[...] = base[i]["w"][: sizes[i], : sizes[i + 1]]
-        layer.bias[...] = base[i]["b"][: sizes[i + 1]]
-    tile = cand["tile_rows"]
-    masks = []
-    for layer, granularity, sparsity in zip(
-        model.layers, cand["granularity"], cand["sparsity"], strict=True
-    ):
-        masks.append(_mask(granularity, layer.kernel[...], sparsity, tile))
-        layer.kernel[...] = layer.kernel[...] * masks[-1]
-    n_analog = [round(f * n) for f, n in zip(cand["analog_fraction"], sizes[1:], strict=True)]
-    hw = analog.AnalogConfig(
-        dac_bits=jnp.int32(cand["dac_bits"]),
-        adc_bits=jnp.int32(cand["adc_bits"]),
-        tile_rows=jnp.int32(tile),
-        prog_noise=cfg.prog_noise,
-        out_noise=cfg.out_noise,
-        out_bound=cfg.out_bound,
-    )
-    hws = [dataclasses.replace(hw, max_row_tiles=-(-k // tile)) for k in sizes[:-1]]
-    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
-    graphdef, state = nnx.split((model, optimizer))
+    widths: tuple[int, ...]
+    kernels: tuple[int, ...]
+    strides: tuple[int, ...]
+    paddings: tuple[int, ...]
+    num_classes: int
 
-    rng = np.random.default_rng(cand["seed"])
-    noise_key, eval_key = jax.random.split(jax.random.PRNGKey(cand["seed"]))
-    step_keys = jax.random.split(noise_key, cfg.steps)
-    for step in range(cfg.steps):
-        idx = rng.integers(0, len(target.x_train), cfg.batch_size)
-        state, loss = _train_step(
-            graphdef, state, target.x_train[idx], target.y_train[idx], step_keys[step], masks,
-            n_analog, hws,
-        )  # fmt: skip
-    x_eval = np.concatenate([target.x_val, target.x_test])
-    y_eval = np.concatenate([target.y_val, target.y_test])
-    noisy, digital = _scores(
-        graphdef, state, x_eval, y_eval, eval_key, cfg.eval_draws, n_analog, hws
-    )
-    n_val = len(target.y_val)
-    return {
-        "val_accuracy": float(noisy[:n_val].mean()),
-        "test_accuracy": float(noisy[n_val:].mean()),
-        "digital_test_accuracy": float(digital[n_val:].mean()),
-        "final_loss": float(loss),
-    }
+    @nn.compact
+    def __call__(self, x):
+        for w, k, s, p in zip(self.widths, self.kernels, self.strides, self.paddings, strict=True):
+            x = nn.relu(nn.Conv(w, (k,), strides=(s,), padding=((p, p),))(x))
+        return nn.Dense(self.num_classes)(x.reshape(x.shape[0], -1))
 
 
-def run_naive(n: int, seed: int, base, target, cfg) -> tuple[list[dict], list[dict]]:
-    """Ask, evaluate one by one, tell: the plain Optuna loop."""
-    study = new_study(seed)
-    tx = optax.adam(cfg.learning_rate)  # once: see `naive_trial`
-    cands, results = [], []
-    for _ in range(n):
-        trial = study.ask()
-        cand = suggest(trial, len(base) + 1)
-        result = naive_trial(cand, base, target, cfg, tx)
-        study.tell(trial, result["val_accuracy"])
-        cands.append(cand)
-        results.append(result)
-    return cands, results
+class FlaxBlock(nn.Module):
+    features: int
+    stride: int
+
+    @nn.compact
+    def __call__(self, x):
+        s = (self.stride, self.stride)
+        r = nn.relu(nn.Conv(self.features, (3, 3), strides=s, padding=((1, 1), (1, 1)))(x))
+        r = nn.Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), kernel_init=nn.zeros)(r)
+        if self.stride > 1 or x.shape[-1] != self.features:
+            x = nn.Conv(self.features, (1, 1), strides=s, padding="VALID")(x)
+        return nn.relu(r + x)
 
 
-# --- (b) one compile, candidates one by one, and (c) the engine: the population in one call ---
+class FlaxResNet(nn.Module):
+    """A CIFAR ResNet (He et al. 2016, sec. 4.2) without normalisation: `blocks` per stage."""
+
+    widths: tuple[int, ...]
+    blocks: int
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Conv(self.widths[0], (3, 3), padding=((1, 1), (1, 1)))(x))
+        for stage, w in enumerate(self.widths):
+            for b in range(self.blocks):
+                x = FlaxBlock(w, 2 if stage > 0 and b == 0 else 1)(x)
+        return nn.Dense(self.num_classes)(jnp.mean(x, axis=(1, 2)))
 
 
-def run_engine(n: int, seed: int, engine: transfer.Engine, chunk: int | None = None):
-    """Ask a batch, evaluate it as arrays (`chunk` candidates per call: 1 is the one-compile
-    loop, None the whole population at once), tell; returns candidates, outputs, seconds."""
-    start = time.perf_counter()
-    study = new_study(seed)
-    trials = [study.ask() for _ in range(n)]
-    cands = [suggest(t, len(engine.shapes)) for t in trials]
-    out = engine.evaluate_population(transfer.Population.stack(cands), chunk=chunk)
-    for trial, acc in zip(trials, out["val_accuracy"], strict=True):
-        study.tell(trial, float(acc))
-    return cands, out, time.perf_counter() - start
+def flax_train_step(model: nn.Module, optimizer):
+    """The jitted train step of the Flax examples: (params, opt_state, x, y) -> updated, loss."""
+
+    @jax.jit
+    def step(params, opt_state, x, y):
+        loss, grads = jax.value_and_grad(lambda p: _cross_entropy(model.apply(p, x), y))(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return step
 
 
-# --- the hardware limit: peak matmul FLOP/s, and the FLOPs a population program executes ---
+def flax_loop(step, params, opt_state, batches):
+    """Run `step` over (x, y) batches in a Python loop; returns params and the last loss."""
+    loss = None
+    for x, y in batches:
+        params, opt_state, loss = step(params, opt_state, x, y)
+    return jax.block_until_ready((params, loss))
 
 
-def peak_matmul_flops(n: int = 2048, repeats: int = 5) -> float:
-    """This machine's float32 matmul FLOP/s now: the best of `repeats` n x n x n `jnp.dot`s."""
-    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
-    dot = jax.jit(jnp.dot)
-    dot(a, b).block_until_ready()
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        dot(a, b).block_until_ready()
-        best = min(best, time.perf_counter() - start)
-    return 2.0 * n**3 / best
+def flax_masked_population(model: nn.Module, optimizer, steps: int, batch: int):
+    """The competent population loop: masked params and updates, `lax.scan` over steps, `vmap`
+    over candidates, one `jit`; then validation+test accuracy."""
+
+    def one(params, masks, seed, x, y, x_eval, y_eval):
+        idx = jax.random.randint(jax.random.PRNGKey(seed), (steps, batch), 0, x.shape[0])
+        params = jax.tree.map(jnp.multiply, params, masks)
+
+        def step(carry, i):
+            p, s = carry
+            loss, g = jax.value_and_grad(lambda q: _cross_entropy(model.apply(q, x[i]), y[i]))(p)
+            u, s = optimizer.update(g, s, p)
+            return (optax.apply_updates(p, jax.tree.map(jnp.multiply, u, masks)), s), loss
+
+        (params, _), losses = jax.lax.scan(step, (params, optimizer.init(params)), idx)
+        hits = jnp.argmax(model.apply(params, x_eval), -1) == y_eval
+        return jnp.mean(hits), losses[-1]
+
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, None, None, None, None)))
 
 
-def executed_flops(engine: transfer.Engine, candidates: int) -> float:
-    """Matmul FLOPs the population program executes at the maximum widths (masked weights are
-    multiplied, not skipped): training 6 per MAC (forward 2, backward 4) per example, then
-    evaluation 2 per MAC per example for each noise draw and the exact digital pass."""
-    cfg = engine.config
-    macs = sum(s.rows * s.out_units * s.positions for s in engine.shapes)
-    evaluated = engine.data["eval"][0].shape[0] * (cfg.eval_draws + 1)
-    return (6.0 * cfg.batch_size * cfg.steps + 2.0 * evaluated) * macs * candidates
+# --- 1. the digits MLP ---
 
 
-def engine_flops(engine: transfer.Engine, population, peak: float) -> dict:
-    """The engine's candidates/s and FLOP/s on a population (compiled first, then timed again)
-    against the peak."""
-    n = population.size
-    start = time.perf_counter()
-    engine.evaluate_population(population)  # compile and run
-    cold_s = time.perf_counter() - start
-    start = time.perf_counter()
-    out = engine.evaluate_population(population)
-    run_s = time.perf_counter() - start
-    executed = executed_flops(engine, n) / run_s
-    useful = float(np.sum(out["finetune_flops"])) / run_s
-    return {
-        "candidates": n,
-        "steps": engine.config.steps,
-        "batch_size": engine.config.batch_size,
-        "cold_s": round(cold_s, 3),
-        "run_s": round(run_s, 3),
-        "cold_per_s": round(n / cold_s, 4),
-        "run_per_s": round(n / run_s, 4),
-        "executed_flops_per_s": executed,
-        "useful_flops_per_s": useful,
-        "executed_fraction_of_peak": round(executed / peak, 4),
-        "useful_fraction_of_peak": round(useful / peak, 4),
-    }
-
-
-def space_engine_flops(space_file, candidates: int, steps, pretrain_steps: int, peak, cache_dir):
-    """`engine_flops` on random candidates of a search space (MNIST-1D CNN or ResNet)."""
-    from codesign.evaluate import Evaluator
-    from codesign.space import load_space
-
-    space = load_space(space_file)
-    problem = space.problem
-    problem = dataclasses.replace(
-        problem, pretrain=dataclasses.replace(problem.pretrain, steps=pretrain_steps)
-    )
-    if steps is not None:
-        problem = dataclasses.replace(
-            problem, finetune=dataclasses.replace(problem.finetune, steps=steps)
+def random_population(rng, spec, layers: int, n: int, tiles, analog: float | None) -> dict:
+    """n random candidates as `transfer.Population` rows (analog None: random fractions)."""
+    rows = []
+    for i in range(n):
+        widths = [int(rng.integers(1, w // 8 + 1)) * 8 for w in spec.widths]
+        fraction = [float(rng.choice([0, 0.25, 0.5, 0.75, 1.0])) for _ in range(layers)]
+        rows.append(
+            {
+                "widths": widths,
+                "sparsity": [float(rng.choice(np.arange(0, 0.85, 0.1)))] * layers,
+                "granularity": [int(rng.integers(0, 4))] * layers,
+                "analog_fraction": fraction if analog is None else [analog] * layers,
+                "tile_rows": int(rng.choice(tiles)),
+                "tile_cols": 128,
+                "adc_bits": int(rng.integers(3, 9)),
+                "dac_bits": 8,
+                "seed": i,
+            }
         )
-    min_rows = min(rows for rows, _ in space.tiles)
-    evaluator = Evaluator(problem, min_tile_rows=min_rows, cache_dir=cache_dir)
-    params = space.sample_params(np.random.default_rng(0), candidates)
-    population = evaluator.population([space.candidate(p) for p in params], list(range(candidates)))
-    return {"space": space_file.name, **engine_flops(evaluator.engine, population, peak)}
+    return rows
 
 
-def _timed(fn):
+def bench_mlp(args, log) -> dict:
+    task = data.transfer_split("digits")
+    spec = networks.NetworkSpec("mlp", task.source.x_train.shape[1:], 5, (128, 128))
+    target = dataclasses.replace(spec, num_classes=task.target.num_classes)
+    shapes = networks.layer_shapes(target)
+    tiles = (32, 64, 128, 256)  # digits_mlp.yaml's tile rows
+    base = networks.sort_units(spec, networks.init_params(spec, jax.random.PRNGKey(0)))
+    config = transfer.FinetuneConfig(
+        steps=args.mlp_steps,
+        batch_size=64,
+        eval_draws=3,
+        max_row_tiles=transfer.row_tile_bound(shapes, min(tiles)),
+        row_block=math.gcd(*tiles),
+    )
+    engine = transfer.Engine(spec, task, config, base_params=base)
+    rng = np.random.default_rng(args.seed)
+    rows = random_population(rng, target, len(shapes), args.mlp_candidates, tiles, None)
+    population = transfer.Population.stack(rows)
+    digital = transfer.Population.stack(
+        [{**r, "analog_fraction": [0.0] * len(shapes)} for r in rows]
+    )
+
+    out = {}
+    for name, pop in (("engine", population), ("engine_all_digital", digital)):
+        _, cold = timed(engine.evaluate_population, pop)
+        result, run = timed(engine.evaluate_population, pop)
+        out[name] = {"cold_s": cold, "run_s": run, "val_accuracy": result["val_accuracy"].tolist()}
+
+    # The baseline on the same candidates: width masks x unstructured masks at their sparsity.
+    model = FlaxMLP((128, 128), task.target.num_classes)
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, *spec.input_shape)))
+    names = sorted(params["params"])  # Dense_0, Dense_1, Dense_2
+    for name, layer in zip(names[:-1], base[:-1], strict=True):
+        params["params"][name] = {"kernel": layer["w"], "bias": layer["b"]}
+    n = len(rows)
+    stacked = jax.tree.map(lambda p: jnp.broadcast_to(p, (n, *p.shape)), params)
+    masks = jax.tree.map(np.ones_like, jax.tree.map(np.asarray, stacked))
+    for c, row in enumerate(rows):
+        ins, outs = networks.layer_widths(target, np.asarray(row["widths"]))
+        for l, name in enumerate(names):
+            keep = rng.random(masks["params"][name]["kernel"][c].shape) >= row["sparsity"][l]
+            keep[ins[l] :, :] = False
+            keep[:, outs[l] :] = False
+            masks["params"][name]["kernel"][c] = keep
+            masks["params"][name]["bias"][c, outs[l] :] = 0
+    masks = jax.tree.map(jnp.asarray, masks)
+    run_flax = flax_masked_population(model, optax.adam(3e-3), args.mlp_steps, 64)
+    t = task.target
+    x_eval, y_eval = np.concatenate([t.x_val, t.x_test]), np.concatenate([t.y_val, t.y_test])
+    inputs = (stacked, masks, jnp.arange(n), t.x_train, t.y_train, x_eval, y_eval)
+    _, cold = timed(run_flax, *inputs)
+    (acc, _), run = timed(run_flax, *inputs)
+    out["flax"] = {"cold_s": cold, "run_s": run, "val_accuracy": np.asarray(acc).tolist()}
+    log(
+        f"digits MLP, {n} candidates x {args.mlp_steps} steps (compiled): Flax "
+        f"{out['flax']['run_s']:.2f} s, engine {out['engine']['run_s']:.2f} s (all digital "
+        f"{out['engine_all_digital']['run_s']:.2f} s)"
+    )
+    return out
+
+
+# --- 2. ResNet-20 on CIFAR shapes ---
+
+
+def synthetic_cifar10(folder: pathlib.Path, per_class_train: int, per_class_test: int, seed=0):
+    """A CIFAR-10 python archive's folder (data_batch_1..5, test_batch): random images, each
+    class brighter in one colour plane so that there is something to learn."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def batch(per_class):
+        labels = np.repeat(np.arange(10), per_class)
+        rng.shuffle(labels)
+        images = rng.integers(0, 200, size=(len(labels), 3, 32, 32), dtype=np.uint8)
+        images[np.arange(len(labels)), labels % 3] += (labels * 5).astype(np.uint8)[:, None, None]
+        return {b"data": images.reshape(len(labels), 3072), b"labels": labels.tolist()}
+
+    for i in range(1, 6):
+        (folder / f"data_batch_{i}").write_bytes(pickle.dumps(batch(per_class_train // 5)))
+    (folder / "test_batch").write_bytes(pickle.dumps(batch(per_class_test)))
+    return folder
+
+
+def resnet_population(n: int, layers: int, tiles) -> transfer.Population:
+    """n full-width, unpruned, all-analog candidates cycling through the tile sizes."""
+    return transfer.Population.stack(
+        [
+            {
+                "widths": [16, 32, 64],
+                "sparsity": [0.0] * layers,
+                "granularity": [0] * layers,
+                "analog_fraction": [1.0] * layers,
+                "tile_rows": tiles[i % len(tiles)],
+                "tile_cols": 128,
+                "adc_bits": 6,
+                "dac_bits": 8,
+                "seed": i,
+            }
+            for i in range(n)
+        ]
+    )
+
+
+def resnet_engine(task, steps: int, batch: int, base):
+    spec = networks.NetworkSpec("resnet", (32, 32, 3), 5, (16, 32, 64), depth=20)
+    target = dataclasses.replace(spec, num_classes=task.target.num_classes)
+    tiles = (64, 128, 256)  # cifar10_resnet20.yaml's tile rows
+    config = transfer.FinetuneConfig(
+        steps=steps,
+        batch_size=batch,
+        eval_draws=2,
+        max_row_tiles=transfer.row_tile_bound(networks.layer_shapes(target), min(tiles)),
+        row_block=math.gcd(*tiles),
+    )
+    return transfer.Engine(spec, task, config, base_params=base), tiles
+
+
+def bench_resnet(args, folder: pathlib.Path, log) -> dict:
+    task = data.transfer_split(str(folder))
+    spec = networks.NetworkSpec("resnet", (32, 32, 3), 5, (16, 32, 64), depth=20)
+    shapes = networks.layer_shapes(spec)
+    batch, steps = 128, args.resnet_steps
+    rng = np.random.default_rng(args.seed)
+    x, y = jnp.asarray(task.source.x_train), jnp.asarray(task.source.y_train)
+    batches = [
+        (x[i], y[i]) for i in (rng.integers(0, len(y), batch) for _ in range(steps))
+    ]  # fmt: skip
+
+    model = FlaxResNet((16, 32, 64), 3, 5)
+    params = model.init(jax.random.PRNGKey(0), x[:1])
+    optimizer = optax.adam(2e-3)
+    step = flax_train_step(model, optimizer)
+    _, compile_s = timed(flax_loop, step, params, optimizer.init(params), batches[:1])
+    _, flax_s = timed(flax_loop, step, params, optimizer.init(params), batches)
+    flax_step = flax_s / steps
+
+    config = transfer.PretrainConfig(steps=steps, batch_size=batch, learning_rate=2e-3)
+    run = transfer.pretrain_program(spec, config)
+    init = networks.init_params(spec, jax.random.PRNGKey(0))
+    _, pre_cold = timed(run, init, x, y)
+    _, pre_s = timed(run, init, x, y)
+    pretrain_step = pre_s / steps
+    log(f"ResNet-20 step, batch {batch}: Flax {flax_step:.3f} s, engine {pretrain_step:.3f} s")
+
+    # The analog fine-tune, per step and candidate: two step counts, the same population.
+    base = networks.sort_units(spec, init)
+    n = args.resnet_candidates
+    times = {}
+    for s in (args.resnet_ft_steps, 2 * args.resnet_ft_steps):
+        engine, tiles = resnet_engine(task, s, batch, base)
+        population = resnet_population(n, len(engine.shapes), tiles)
+        _, cold = timed(engine.evaluate_population, population)
+        _, times[s] = timed(engine.evaluate_population, population)
+        log(f"  engine, {n} candidates x {s} fine-tune steps: {times[s]:.1f} s ({cold:.1f} s cold)")
+    s1, s2 = sorted(times)
+    finetune_step = max(times[s2] - times[s1], 1e-9) / (s2 - s1) / n
+    overhead = max(times[s1] - s1 * finetune_step * n, 0.0) / n  # scoring etc., per candidate
+    t = task.target
+    macs = sum(s.macs for s in networks.layer_shapes(engine.spec))
+    return {
+        "flax_step_s": flax_step,
+        "flax_compile_s": compile_s,
+        "engine_pretrain_step_s": pretrain_step,
+        "engine_pretrain_compile_s": pre_cold - pre_s,
+        "engine_finetune_step_s": finetune_step,
+        "engine_overhead_per_candidate_s": overhead,
+        "eval_examples": int(len(t.y_val) + len(t.y_test)),
+        "finetune_flops_per_step": 6.0 * macs * batch,
+        "pretrain_macs": sum(s.macs for s in shapes),
+        "candidates": n,
+    }
+
+
+# --- 3. the MNIST-1D CNN ---
+
+
+def bench_cnn(args, log) -> dict:
+    task = data.transfer_split("mnist1d")
+    spec = networks.default_spec("cnn", task.source.x_train.shape[1:], 5)
+    target = dataclasses.replace(spec, num_classes=task.target.num_classes)
+    shapes = networks.layer_shapes(target)
+    tiles = (32, 64, 128)  # mnist1d_cnn.yaml's tile rows
+    steps, batch, n = args.cnn_steps, 100, args.cnn_candidates
+    config = transfer.FinetuneConfig(
+        steps=steps,
+        batch_size=batch,
+        eval_draws=3,
+        max_row_tiles=transfer.row_tile_bound(shapes, min(tiles)),
+        row_block=math.gcd(*tiles),
+    )
+    base = networks.init_params(spec, jax.random.PRNGKey(0))
+    engine = transfer.Engine(spec, task, config, base_params=base)
+    population = transfer.Population.stack(
+        [
+            {
+                "widths": list(spec.widths),
+                "sparsity": [0.0] * len(shapes),
+                "granularity": [0] * len(shapes),
+                "analog_fraction": [1.0] * len(shapes),
+                "tile_rows": tiles[i % len(tiles)],
+                "tile_cols": 128,
+                "adc_bits": 6,
+                "dac_bits": 8,
+                "seed": i,
+            }
+            for i in range(n)
+        ]
+    )
+    _, cold = timed(engine.evaluate_population, population)
+    out, run = timed(engine.evaluate_population, population)
+    flops = float(np.sum(out["finetune_flops"]))
+
+    model = FlaxCNN(spec.widths, spec.kernel_sizes, spec.strides, spec.paddings, 5)
+    x, y = jnp.asarray(task.target.x_train), jnp.asarray(task.target.y_train)
+    rng = np.random.default_rng(args.seed)
+    idx = [rng.integers(0, len(y), batch) for _ in range(steps)]
+    optimizer = optax.adam(3e-3)
+    params = model.init(jax.random.PRNGKey(0), x[:1])
+    step = flax_train_step(model, optimizer)
+    flax_loop(step, params, optimizer.init(params), [(x[idx[0]], y[idx[0]])])
     start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
+    for _ in range(n):
+        flax_loop(step, params, optimizer.init(params), [(x[i], y[i]) for i in idx])
+    one_by_one = time.perf_counter() - start
+    stacked = jax.tree.map(lambda p: jnp.stack([p] * n), params)
+    vstep = jax.jit(jax.vmap(step, in_axes=(0, 0, None, None)))
+    vstate = jax.vmap(optimizer.init)(stacked)
+    flax_loop(vstep, stacked, vstate, [(x[idx[0]], y[idx[0]])])
+    _, vmapped = timed(flax_loop, vstep, stacked, vstate, [(x[i], y[i]) for i in idx])
+    flax_s = min(one_by_one, vmapped)
+    log(
+        f"MNIST-1D CNN, {n} candidates x {steps} steps: Flax {one_by_one:.2f} s one by one, "
+        f"{vmapped:.2f} s vmapped; engine {run:.2f} s ({cold:.1f} s cold)"
+    )
+    return {
+        "engine_run_s": run,
+        "engine_cold_s": cold,
+        "flax_one_by_one_s": one_by_one,
+        "flax_vmapped_s": vmapped,
+        "training_flops": flops,
+        "engine_flops_per_s": flops / run,
+        "flax_flops_per_s": flops / flax_s,
+    }
+
+
+# --- peak memory, in child processes ---
+
+
+def _child_peak_gb(command: list[str], env=None) -> float | None:
+    """Peak resident memory (GB) of a child process running `command`, None if it failed."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(done.stdout[-2000:], done.stderr[-2000:], file=sys.stderr)
+        return None
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(peak, before) * 1024 / 1e9  # ru_maxrss is in KiB on Linux
+
+
+def memory_probe(folder: str, n: int, steps: int) -> None:
+    """A ResNet-20 population of n on CIFAR shapes, fine-tuned `steps` steps (child process)."""
+    task = data.transfer_split(folder)
+    spec = networks.NetworkSpec("resnet", (32, 32, 3), 5, (16, 32, 64), depth=20)
+    base = networks.init_params(spec, jax.random.PRNGKey(0))
+    engine, tiles = resnet_engine(task, steps, 128, base)
+    engine.evaluate_population(resnet_population(n, len(engine.shapes), tiles))
+
+
+def measure_memory(folder: pathlib.Path, args, workdir: pathlib.Path) -> dict:
+    python = sys.executable
+    probe = [python, __file__, "--memory-probe", str(folder), "--resnet-ft-steps", "2"]
+    resnet_gb = _child_peak_gb(probe)
+    search = [
+        python, "-c", "from codesign.cli import entry; entry()", "search",
+        str(SPACES / "mnist1d_resnet.yaml"), "--out", str(workdir / "mnist1d_resnet_run"),
+        "--trials", str(args.search_trials),
+    ]  # fmt: skip
+    env = {**os.environ, "CODESIGN_CACHE": str(workdir / "cache")}  # pretrains its own base
+    search_gb = _child_peak_gb(search, env)
+    return {"resnet20_population_8_peak_gb": resnet_gb, "mnist1d_resnet_search_peak_gb": search_gb}
+
+
+# --- the run ---
+
+
+def project_cifar_search_h(resnet: dict, trials: int = 40) -> float:
+    """Hours for cifar10_resnet20.yaml on this machine: its pretraining, then `trials`
+    fine-tunes and their scoring (scaled to the real target's validation+test examples)."""
+    import yaml
+
+    space = yaml.safe_load((SPACES / "cifar10_resnet20.yaml").read_text())
+    pre, ft = space["pretrain"], space["finetune"]
+    # CIFAR-10 classes 5-9: 25,000 training and 5,000 test images; the validation split is cut
+    # from training as `data.transfer_split` cuts it here (same fractions).
+    real_eval = resnet["eval_examples"] * (5000 / resnet["synthetic_test_per_target_class"] / 5)
+    pretrain_s = pre["steps"] * resnet["engine_pretrain_step_s"] * pre["batch_size"] / 128
+    per_trial = ft["steps"] * resnet["engine_finetune_step_s"] * ft["batch_size"] / 128
+    per_trial += resnet["engine_overhead_per_candidate_s"] * real_eval / resnet["eval_examples"]
+    return (pretrain_s + trials * per_trial) / 3600
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--candidates", type=int, default=24)
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the logic only")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cnn-candidates", type=int, default=12, help="MNIST-1D CNN FLOP/s run")
-    parser.add_argument(
-        "--resnet-candidates", type=int, default=8, help="MNIST-1D ResNet-8 candidates/s run"
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="3 candidates, 10 steps, short pretraining (CI smoke)"
-    )
-    parser.add_argument("--cache-dir", help="pretrained bases (default: a temporary directory)")
+    parser.add_argument("--mlp-candidates", type=int, default=8)
+    parser.add_argument("--mlp-steps", type=int, default=150)
+    parser.add_argument("--resnet-steps", type=int, default=6, help="steps timed per ResNet loop")
+    parser.add_argument("--resnet-ft-steps", type=int, default=3)
+    parser.add_argument("--resnet-candidates", type=int, default=2)
+    parser.add_argument("--cnn-candidates", type=int, default=4)
+    parser.add_argument("--cnn-steps", type=int, default=100)
+    parser.add_argument("--search-trials", type=int, default=12, help="memory: one batch")
+    parser.add_argument("--no-memory", action="store_true", help="skip the child processes")
+    parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
     parser.add_argument("--out", help="output directory (default: results/, quick: temporary)")
     args = parser.parse_args(argv)
+    if args.memory_probe:
+        memory_probe(args.memory_probe, 8, args.resnet_ft_steps)
+        return {}
     stamp = _results.stamp("quick" if args.quick else "full")
-    pretrain = transfer.PretrainConfig(steps=100) if args.quick else PRETRAIN
-    cnn_steps, cnn_pretrain = 50, 300  # FLOP/s only: a short fine-tune, a rough base
     if args.quick:
-        args.candidates, args.steps, args.cnn_candidates, args.resnet_candidates = 3, 10, 0, 0
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+        args.mlp_candidates, args.mlp_steps, args.resnet_steps, args.resnet_ft_steps = 2, 10, 2, 1
+        args.resnet_candidates, args.cnn_candidates, args.cnn_steps = 1, 2, 5
+        args.no_memory = True
+    per_class = (40, 10) if args.quick else (500, 100)
+    log = lambda text: print(text, flush=True)  # noqa: E731
+    out_dir = _results.out_dir(args.out, args.quick, NAME)
 
-    task = data.transfer_split("digits")
-    spec = networks.NetworkSpec("mlp", task.source.input_shape, task.source.num_classes, MAX_WIDTHS)
-    cfg = transfer.FinetuneConfig(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        max_row_tiles=transfer.row_tile_bound(networks.layer_shapes(spec), min(TILES)),
-    )
-    n = args.candidates
-    seconds = {}
+    peak = peak_matmul_flops(512 if args.quick else 2048)
+    log(f"peak matmul: {peak / 1e9:.1f} GFLOP/s")
+    mlp = bench_mlp(args, log)
+    cnn = bench_cnn(args, log)
     with tempfile.TemporaryDirectory() as tmp:
-        base, _ = transfer.load_or_pretrain(spec, task.source, pretrain, args.cache_dir or tmp)
-        base = jax.tree.map(np.asarray, tuple(base))  # every path starts from these arrays
+        folder = synthetic_cifar10(pathlib.Path(tmp) / "cifar-10-batches-py", *per_class)
+        resnet = bench_resnet(args, folder, log)
+        resnet["synthetic_test_per_target_class"] = per_class[1]
+        memory = {} if args.no_memory else measure_memory(folder, args, pathlib.Path(tmp))
 
-        def engine():
-            return transfer.Engine(spec, task, cfg, pretrain, base_params=base)
-
-        def paths(one_by_one, population):
-            return {
-                "naive": lambda: run_naive(n, args.seed, base[:-1], task.target, cfg),
-                "competent": lambda: run_engine(n, args.seed, one_by_one, chunk=1),
-                "engine": lambda: run_engine(n, args.seed, population),
-            }
-
-        with _results.compilation_cache(pathlib.Path(tmp) / "xla", min_compile_s=0.0):
-            jax.clear_caches()
-            outs = {}
-            # cold: nothing compiled, in memory or on disk; run: the same again, all compiled
-            cold_paths = paths(engine(), engine())
-            for phase in ("cold", "run"):
-                for name, fn in cold_paths.items():
-                    outs[name], seconds[(name, phase)] = _timed(fn)
-            # warm: a new process's view, programs only in the persistent cache
-            jax.clear_caches()
-            for name, fn in paths(engine(), engine()).items():
-                _, seconds[(name, "warm")] = _timed(fn)
-        peak = peak_matmul_flops(512 if args.quick else 2048)
-        population = transfer.Population.stack(outs["engine"][0])
-        mlp_flops = engine_flops(engine(), population, peak)
-        cnn_flops = resnet_flops = None
-        if args.cnn_candidates:
-            cnn_flops = space_engine_flops(
-                CNN_SPACE, args.cnn_candidates, cnn_steps, cnn_pretrain, peak, tmp
-            )
-        if args.resnet_candidates:
-            resnet_flops = space_engine_flops(
-                RESNET_SPACE, args.resnet_candidates, cnn_steps, cnn_pretrain, peak, tmp
-            )
-
-    naive_cands, naive = outs["naive"]
-    if not (naive_cands == outs["competent"][0] == outs["engine"][0]):
-        raise RuntimeError("the paths evaluated different candidates")
-    naive_val = np.array([r["val_accuracy"] for r in naive])
-    engine_val = outs["engine"][1]["val_accuracy"]
-    gap = float(np.mean(np.abs(naive_val - engine_val)))
-    timing = {
-        name: {
-            "cold_s": round(seconds[(name, "cold")], 2),
-            "run_s": round(seconds[(name, "run")], 2),
-            "compile_s": round(seconds[(name, "cold")] - seconds[(name, "run")], 2),
-            "warm_s": round(seconds[(name, "warm")], 2),
-            "cold_per_s": round(n / seconds[(name, "cold")], 3),
-            "run_per_s": round(n / seconds[(name, "run")], 3),
-            "warm_per_s": round(n / seconds[(name, "warm")], 3),
-        }
-        for name in ("naive", "competent", "engine")
+    summary = {
+        "mlp_engine_over_flax": round(mlp["engine"]["run_s"] / mlp["flax"]["run_s"], 2),
+        "mlp_all_digital_over_flax": round(
+            mlp["engine_all_digital"]["run_s"] / mlp["flax"]["run_s"], 2
+        ),
+        "resnet_pretrain_step_over_flax": round(
+            resnet["engine_pretrain_step_s"] / resnet["flax_step_s"], 2
+        ),
+        "resnet_finetune_step_over_flax": round(
+            resnet["engine_finetune_step_s"] / resnet["flax_step_s"], 2
+        ),
+        "cnn_flops_over_flax": round(cnn["engine_flops_per_s"] / cnn["flax_flops_per_s"], 3),
+        "resnet_flops_fraction_of_peak": round(
+            resnet["finetune_flops_per_step"] / resnet["engine_finetune_step_s"] / peak, 4
+        ),
+        "resnet_search_peak_gb": memory.get("mnist1d_resnet_search_peak_gb"),
+        "resnet20_population_8_peak_gb": memory.get("resnet20_population_8_peak_gb"),
+        "cifar10_resnet20_search_projected_h": round(project_cifar_search_h(resnet), 1),
     }
-    rate = {name: t["cold_per_s"] for name, t in timing.items()}
-    speedup_vs_competent = rate["engine"] / rate["competent"]
-    flops_on = cnn_flops or mlp_flops  # the goal is set on the CNN; --quick skips it
-    flops_fraction = flops_on["executed_fraction_of_peak"]
+    goals = {
+        "mlp_3x": summary["mlp_engine_over_flax"] <= 3,
+        "mlp_all_digital_1.5x": summary["mlp_all_digital_over_flax"] <= 1.5,
+        "resnet_pretrain_1.5x": summary["resnet_pretrain_step_over_flax"] <= 1.5,
+        "resnet_finetune_3x": summary["resnet_finetune_step_over_flax"] <= 3,
+        "cnn_flops_50pct_of_flax": summary["cnn_flops_over_flax"] >= 0.5,
+        "resnet_20pct_of_peak": summary["resnet_flops_fraction_of_peak"] >= 0.2,
+        "memory_3gb": None
+        if not memory
+        else all(v is not None and v <= 3 for v in memory.values()),
+    }
     result = {
-        "bench": "finetune",
-        "naive_per_s": rate["naive"],
-        "competent_per_s": rate["competent"],
-        "engine_per_s": rate["engine"],
-        "speedup_vs_naive": round(rate["engine"] / rate["naive"], 2),
-        "speedup_vs_competent": round(speedup_vs_competent, 2),
-        "engine_flops_fraction_of_peak": flops_fraction,
-        "engine_flops_space": "mnist1d_cnn" if cnn_flops else "digits_mlp",
-        "speedup_vs_competent_run_only": round(
-            timing["engine"]["run_per_s"] / timing["competent"]["run_per_s"], 2
-        ),
-        "speedup_vs_competent_warm": round(
-            timing["engine"]["warm_per_s"] / timing["competent"]["warm_per_s"], 2
-        ),
-        "goals": {
-            "engine_2x_competent": speedup_vs_competent >= 2.0,
-            "engine_20pct_of_peak": flops_fraction >= 0.20,
-        },
-        "candidates": n,
-        "steps": args.steps,
-        "timing": timing,
-        "peak_matmul_flops_per_s": peak,
-        "engine_flops_digits_mlp": mlp_flops,
-        "engine_flops_mnist1d_cnn": cnn_flops,
-        "engine_flops_mnist1d_resnet": resnet_flops,
-        "resnet_engine_per_s": resnet_flops["cold_per_s"] if resnet_flops else None,
-        "resnet_flops_fraction_of_peak": (
-            resnet_flops["executed_fraction_of_peak"] if resnet_flops else None
-        ),
-        "naive_mean_val_accuracy": round(float(naive_val.mean()), 4),
-        "engine_mean_val_accuracy": round(float(engine_val.mean()), 4),
-        "mean_abs_val_accuracy_gap": round(gap, 4),
-        "compiler_options": transfer._compiler_options(),
-        "device": str(jax.devices()[0]),
         **_results.finish(stamp),
+        **summary,
+        "goals": goals,
+        "peak_matmul_flops_per_s": peak,
+        "mlp": mlp,
+        "cnn": cnn,
+        "resnet": resnet,
+        "memory": memory,
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "memory_probe")},
     }
-    out = _results.write(result, _results.out_dir(args.out, args.quick, NAME), NAME)
-    print(f"{n} candidates x {args.steps} steps (digits MLP); seconds and candidates/s")
-    print(f"{'path':<10}{'cold s':>9}{'compile s':>11}{'run s':>8}{'warm s':>8}{'cold /s':>9}")
-    for name, t in timing.items():
-        print(
-            f"{name:<10}{t['cold_s']:>9.1f}{t['compile_s']:>11.1f}{t['run_s']:>8.2f}"
-            f"{t['warm_s']:>8.1f}{t['cold_per_s']:>9.3f}"
-        )
-    print(
-        f"engine vs naive {result['speedup_vs_naive']}x, vs competent "
-        f"{result['speedup_vs_competent']}x cold, {result['speedup_vs_competent_run_only']}x "
-        f"run only, {result['speedup_vs_competent_warm']}x warm"
-    )
-    print(f"peak matmul: {peak / 1e9:.1f} GFLOP/s")
-    flops = (("digits MLP", mlp_flops), ("MNIST-1D CNN", cnn_flops), ("ResNet-8", resnet_flops))
-    for label, f in flops:
-        if not f:
-            continue
-        print(
-            f"engine on {label}: {f['cold_per_s']:.3f} candidates/s cold, {f['run_per_s']:.3f} "
-            f"compiled; {f['executed_flops_per_s'] / 1e9:.2f} GFLOP/s executed "
-            f"({f['executed_fraction_of_peak']:.1%} of peak), "
-            f"{f['useful_flops_per_s'] / 1e9:.2f} useful ({f['useful_fraction_of_peak']:.1%})"
-        )
-    print(
-        f"mean |val accuracy naive - engine| = {gap:.3f} "
-        f"(means {naive_val.mean():.3f} and {engine_val.mean():.3f})"
-    )
-    print(f"written to {out}")
-    print(json.dumps({k: v for k, v in result.items() if k not in ("timing",)}))
+    path = _results.write(result, out_dir, NAME)
+    log(f"wrote {path}")
+    print(json.dumps(summary))
     return result
 
 
