@@ -91,11 +91,21 @@ def _straight_through(x: jax.Array, forward: jax.Array) -> jax.Array:
     return x + jax.lax.stop_gradient(forward - x)
 
 
+@jax.custom_jvp
+def _round_to(v: jax.Array, step: jax.Array) -> jax.Array:
+    """v rounded to a multiple of ``step``, with the identity as its derivative in v (the
+    straight-through estimator as one rule, so XLA fuses the rounding into one pass)."""
+    return jnp.round(v / step) * step
+
+
+@_round_to.defjvp
+def _round_to_jvp(primals, tangents):
+    return _round_to(*primals), tangents[0]
+
+
 def _quantize(v: jax.Array, bits, bound) -> jax.Array:
     """Clip to [-bound, bound] and round to a symmetric ``bits``-bit grid, straight-through."""
-    clipped = jnp.clip(v, -bound, bound)
-    step = bound / _levels(bits)
-    return _straight_through(clipped, jnp.round(clipped / step) * step)
+    return _round_to(jnp.clip(v, -bound, bound), bound / _levels(bits))
 
 
 def _abs_max(v: jax.Array, axis: int) -> jax.Array:
@@ -162,10 +172,17 @@ def standard_noise(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     """
     seed = _mix32(jax.random.bits(key, (), jnp.uint32))
     index = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
-    h = _mix32(_mix32(index ^ seed) + seed)
+    h = _mix32(index * jnp.uint32(0x9E3779B9) + seed)
     total = sum(((h >> shift) & 0xFF).astype(jnp.float32) for shift in (0, 8, 16, 24))
     # Four uniform bytes: mean 4 * 127.5, variance 4 * (256**2 - 1) / 12.
     return (total - 510.0) * np.float32(1.0 / math.sqrt(4 * (256**2 - 1) / 12))
+
+
+# Below this many extra columns ((tiles - 1) x N), spreading w over its tiles' columns (T times
+# the matmul's FLOPs) beat regrouping x into row blocks (one matmul's FLOPs, but a copy of x):
+# on a 2-core CPU, 0.68x the time for a ResNet-20 stage-1 conv (K 144, N 16, 3 tiles), 1.5x for
+# a stage-3 one (K 576, N 64, 9 tiles) (experiments/benchmarks/bench_finetune.py's shapes).
+_SPREAD_COLUMNS = 32
 
 
 def _analog_matmul(x: jax.Array, w: jax.Array, cfg: AnalogConfig, key) -> jax.Array:
@@ -187,19 +204,29 @@ def _analog_matmul(x: jax.Array, w: jax.Array, cfg: AnalogConfig, key) -> jax.Ar
     block = _row_block(rows, cfg)
     blocks = -(-rows // block)
     pad = blocks * block - rows
-    x_blocks = jnp.pad(x_dac, ((0, 0), (0, pad))).reshape(x.shape[0], blocks, block)
-    w_blocks = jnp.pad(w_cells, ((0, pad), (0, 0))).reshape(blocks, block, cols)
+    batch = x.shape[0]
     tiles = _block_tiles(rows, block, cfg.tile_rows, cfg.max_row_tiles)  # [blocks, T]
-    per_block = jnp.einsum("bjk,jkn->bjn", x_blocks, w_blocks)
-    partials = jnp.einsum("bjn,jt->btn", per_block, tiles)
+    count = tiles.shape[1]
+    if (count - 1) * cols <= _SPREAD_COLUMNS:
+        # Few tiles of few columns: one matmul with each weight spread to its tile's columns,
+        # x[B, K] @ w_tiles[K, T * N], costs less than regrouping x's rows into blocks.
+        row_tiles = jnp.repeat(tiles, block, axis=0)[:rows]  # [K, T]
+        w_tiles = (row_tiles[:, :, None] * w_cells[:, None, :]).reshape(rows, count * cols)
+        partials = (x_dac @ w_tiles).reshape(batch, count, cols).swapaxes(0, 1)  # [T, B, N]
+    else:
+        # Blocks lead ([blocks, B, N]), so both products are plain (batched) matmuls.
+        x_blocks = jnp.pad(x_dac, ((0, 0), (0, pad))).reshape(batch, blocks, block)
+        w_blocks = jnp.pad(w_cells, ((0, pad), (0, 0))).reshape(blocks, block, cols)
+        per_block = jnp.matmul(x_blocks.swapaxes(0, 1), w_blocks).reshape(blocks, batch * cols)
+        partials = (tiles.T @ per_block).reshape(count, batch, cols)  # [T, B, N]
     if key is not None:
         # A column segment holding no programmed weight is not read, so it adds no noise.
         held = jnp.pad(programmed, ((0, pad), (0, 0))).reshape(blocks, block, cols).any(axis=1)
-        read = (tiles.T @ held.astype(jnp.float32) > 0)[None, :, :]  # [1, T, N]
+        read = (tiles.T @ held.astype(jnp.float32) > 0)[:, None, :]  # [T, 1, N]
         noise = standard_noise(read_key, partials.shape)
         partials = partials + jnp.where(read, cfg.out_noise * noise, 0.0)
     adc = _quantize(partials, cfg.adc_bits, jnp.asarray(cfg.out_bound, jnp.float32))
-    return jnp.sum(adc, axis=1) * x_scale * w_scale
+    return jnp.sum(adc, axis=0) * x_scale * w_scale
 
 
 def hybrid(

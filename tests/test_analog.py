@@ -144,3 +144,40 @@ def test_seeded_noise_is_deterministic():
 def test_too_many_row_tiles_is_an_error():
     with pytest.raises(ValueError, match="max_row_tiles=8"):
         hybrid_matmul(X, W, N, AnalogConfig(tile_rows=4))
+
+
+@pytest.mark.parametrize(
+    ("rows", "cols", "tile_rows", "row_block"),
+    [(64, 16, 16, 16), (131, 40, 32, 32), (100, 8, 32, 32), (96, 32, 64, 32), (144, 16, 64, 64)],
+)
+def test_matches_the_reference_simulator(rows, cols, tile_rows, row_block):
+    """Partial sums by row block (or spread over tile columns) give the per-tile-matmul
+    reference's outputs without noise, to float rounding (an ADC step where rounding ties
+    break differently), and output errors of the same mean and spread with noise."""
+    from tests.analog_reference import reference_matmul
+
+    k = jax.random.split(jax.random.key(5), 3)
+    x = jax.random.normal(k[0], (48, rows))
+    w = 0.1 * jax.random.normal(k[1], (rows, cols)) * (jax.random.uniform(k[2], (rows, cols)) > 0.3)
+    cfg = AnalogConfig(adc_bits=6, tile_rows=tile_rows, row_block=row_block)
+    n_analog = cols - 3
+    new, ref = matmul(x, w, n_analog, cfg), jax.jit(reference_matmul)(x, w, n_analog, cfg)
+    step = float(cfg.out_bound) / (2 ** (6 - 1) - 1) * np.max(np.abs(x)) * np.max(np.abs(w))
+    flips = np.abs(np.asarray(new) - np.asarray(ref)) > 1e-5  # more than float rounding
+    assert np.mean(flips) < 0.01
+    np.testing.assert_allclose(new, ref, atol=step * 1.01)
+    exact = x @ w
+    draws = jax.random.split(_keys[3], 40)
+    errors = [np.asarray(matmul(x, w, cols, cfg, d) - exact) for d in draws]
+    reference = [np.asarray(reference_matmul(x, w, cols, cfg, d) - exact) for d in draws]
+    # 40 draws of 48 x cols outputs: the spreads agree within a few percent.
+    assert np.std(errors) == pytest.approx(np.std(reference), rel=0.05)
+    assert abs(np.mean(errors) - np.mean(reference)) < 0.05 * np.std(reference)
+
+
+def test_noise_has_zero_mean_and_unit_variance_and_differs_per_key():
+    from codesign.analog import standard_noise
+
+    a, b = (np.asarray(standard_noise(k, (256, 256))).ravel() for k in jax.random.split(_keys[0]))
+    assert abs(a.mean()) < 0.01 and a.std() == pytest.approx(1.0, abs=0.01)
+    assert abs(np.corrcoef(a, b)[0, 1]) < 0.01 and abs(np.corrcoef(a[:-1], a[1:])[0, 1]) < 0.01
