@@ -202,13 +202,18 @@ def _results(report, cands: list[Candidate]) -> list[Result]:
     macs = np.asarray(report.macs, np.float64)
     empty = (np.asarray(report.layer_macs) == 0).sum(-1)
     tops = np.divide(2.0 * macs / 1e12, energy, out=np.zeros_like(energy), where=energy > 0)
+    # Per-candidate values as Python lists, each array summed once (the report's totals are
+    # properties that sum over every candidate: reading them per candidate made this quadratic).
+    latency, tiles = np.asarray(report.latency_s).tolist(), np.asarray(report.tiles_used).tolist()
+    per_layer = {c: v.tolist() for c, v in layers.items()}
+    energy, tops, empty = energy.tolist(), tops.tolist(), empty.tolist()
     return [
         Result(
-            energy_j=float(energy[i]),
-            latency_s=float(report.latency_s[i]),
-            tiles=int(report.tiles_used[i]),
-            tops_per_w=float(tops[i]),
-            energy_layers_j={c: [float(x) for x in v[i]] for c, v in layers.items()},
+            energy_j=energy[i],
+            latency_s=float(latency[i]),
+            tiles=int(tiles[i]),
+            tops_per_w=tops[i],
+            energy_layers_j={c: v[i] for c, v in per_layer.items()},
             candidate=cand,
             empty_layers=int(empty[i]),
         )
@@ -286,7 +291,7 @@ class Evaluator:
             self._accelerators[key] = self.problem.accelerator(cand)
         return self._accelerators[key]
 
-    def _arrays(self, cands: list[Candidate]) -> tuple[Design, Accelerator, dict]:
+    def arrays(self, cands: list[Candidate]) -> tuple[Design, Accelerator, dict]:
         """The one candidate -> arrays adapter: energy-model designs and accelerators, and the
         engine's per-candidate knobs (its tile columns are logical: weights, not cells)."""
         keys = [(tuple(c.tile), c.adc_bits) for c in cands]
@@ -325,7 +330,7 @@ class Evaluator:
         `pad_to` pads the batch to a fixed size, so batches up to it share one compiled program.
         """
         rows = [*cands, *[cands[0]] * ((pad_to or len(cands)) - len(cands))]
-        design, accs, _ = self._arrays(rows)
+        design, accs, _ = self.arrays(rows)
         report = estimate_energy_batch(self.shapes, design, accs)
         report = jax.tree.map(lambda x: np.asarray(x)[: len(cands)], report)
         return _results(report, cands)
@@ -341,7 +346,7 @@ class Evaluator:
         return np.concatenate(out) if out else np.zeros(0)
 
     def population(self, cands: list[Candidate], seeds: list[int]) -> transfer.Population:
-        _, _, knobs = self._arrays(cands)
+        _, _, knobs = self.arrays(cands)
         arrays = {**knobs, "seed": np.asarray(seeds, np.int32)}
         return transfer.Population(**{k: jnp.asarray(v) for k, v in arrays.items()})
 
@@ -414,7 +419,7 @@ class Evaluator:
         (flops), its relaxed energy (relaxed_energy_j) and final loss."""
         if (config, bounds) not in self._relaxations:
             self._relaxations[config, bounds] = gradient.Relaxation(self.engine, config, bounds)
-        design, accs, _ = self._arrays(cands)
+        design, accs, _ = self.arrays(cands)
         widths = np.asarray([c.widths for c in cands], np.float32)
         out = self._relaxations[config, bounds](design, accs, widths, lambdas, seeds)
         learned = [
