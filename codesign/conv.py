@@ -20,12 +20,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Conv", "conv", "patches", "kernel_matrix"]
+__all__ = ["Conv", "conv", "matmul_layer", "patches"]
 
 _DIMENSIONS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
 
@@ -42,14 +42,8 @@ class Conv:
         return (n + 2 * self.padding - self.kernel) // self.stride + 1
 
 
-def kernel_matrix(w_kernel: jax.Array) -> jax.Array:
-    """A [*kernel, C, N] kernel as the channel-major [C * kernel_area, N] matrix."""
-    c, n = w_kernel.shape[-2:]
-    return jnp.moveaxis(w_kernel, -2, 0).reshape(c * math.prod(w_kernel.shape[:-2]), n)
-
-
 def _kernel(w: jax.Array, dims: int, kernel: int) -> jax.Array:
-    """The [K, N] matrix as a [*kernel, C, N] kernel (inverse of `kernel_matrix`)."""
+    """The channel-major [C * kernel_area, N] matrix as a [*kernel, C, N] kernel."""
     area = kernel**dims
     c, n = w.shape[0] // area, w.shape[1]
     return jnp.moveaxis(w.reshape(c, *(kernel,) * dims, n), 0, -2)
@@ -136,3 +130,17 @@ def patches(h: jax.Array, geometry: Conv) -> jax.Array:
     ]
     stacked = jnp.stack(shifted, axis=-1)  # [B, *spatial_out, C, kernel_area]
     return stacked.reshape(-1, h.shape[-1] * len(shifted))
+
+
+def matmul_layer(matmul: Callable[[int, jax.Array, jax.Array], jax.Array]) -> Callable:
+    """A ``layer(i, h, w, geometry)`` hook (`codesign.networks.apply`) from a
+    ``matmul(i, x_matrix [B*P, K], w)`` one: a conv layer becomes its patches times w."""
+
+    def layer(i, h, w, geometry):
+        if geometry is None:
+            return matmul(i, h, w)
+        y = matmul(i, patches(h, geometry), w)
+        spatial = tuple(geometry.out_size(n) for n in h.shape[1:-1])
+        return y.reshape(h.shape[0], *spatial, w.shape[1])
+
+    return layer

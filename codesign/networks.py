@@ -318,20 +318,6 @@ def digital_layer(layer_index: int, h: jax.Array, w: jax.Array, geometry: Conv |
     return h @ w if geometry is None else conv.conv(h, w, geometry)
 
 
-def _from_matmul(matmul: Callable[[int, jax.Array, jax.Array], jax.Array]) -> Callable:
-    """A layer function from a ``matmul(i, x_matrix [B*P, K], w)`` hook: conv layers become
-    their input patches times the weight matrix."""
-
-    def layer(i, h, w, geometry):
-        if geometry is None:
-            return matmul(i, h, w)
-        y = matmul(i, conv.patches(h, geometry), w)
-        spatial = tuple(geometry.out_size(n) for n in h.shape[1:-1])
-        return y.reshape(h.shape[0], *spatial, w.shape[1])
-
-    return layer
-
-
 def layer_geometry(spec: NetworkSpec, layer_index: int) -> Conv | None:
     """The convolution layer ``layer_index`` applies, or None for a dense layer (a head)."""
     if spec.family == "resnet":
@@ -407,7 +393,7 @@ def apply(
         raise ValueError(f"need {spec.num_hidden} unit masks, one per width group")
     if matmul is not None and layer is not None:
         raise ValueError("give apply a layer or a matmul hook, not both")
-    op = _from_matmul(matmul) if matmul is not None else (layer or digital_layer)
+    op = conv.matmul_layer(matmul) if matmul is not None else (layer or digital_layer)
 
     def dense_or_conv(i, h):
         return _per_unit(op(i, h, params[i]["w"], layer_geometry(spec, i)), params[i]["b"], 0)

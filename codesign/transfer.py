@@ -27,11 +27,7 @@ and `enable_compilation_cache` keeps it on disk for the next process.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
-import os
-import pathlib
 from collections.abc import Sequence
 
 import jax
@@ -41,8 +37,19 @@ import optax
 
 from codesign import analog, conv, networks, pruning
 from codesign.checkpoint import load_checkpoint
-from codesign.data import Dataset, TransferTask, cache_root
+from codesign.data import TransferTask
 from codesign.energy import GRANULARITIES
+from codesign.errors import CodesignError
+from codesign.pretrain import (
+    PretrainConfig,
+    base_key,
+    batches,
+    cross_entropy,
+    enable_compilation_cache,
+    load_or_pretrain,
+    pretrain,
+    pretrain_program,
+)
 
 __all__ = [
     "FinetuneConfig",
@@ -53,23 +60,12 @@ __all__ = [
     "compiled",
     "pretrain",
     "pretrain_program",
+    "base_key",
     "enable_compilation_cache",
     "load_checkpoint",
     "load_or_pretrain",
     "row_tile_bound",
 ]
-
-# Bumped whenever pretraining changes in a way that invalidates cached bases.
-_BASE_FORMAT = 1
-
-
-@dataclasses.dataclass(frozen=True)
-class PretrainConfig:
-    steps: int = 500
-    learning_rate: float = 3e-3
-    batch_size: int = 64
-    seed: int = 0
-    checkpoint: str | None = None  # your own pretrained base instead (see `load_checkpoint`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,131 +132,6 @@ class Population:
 
     def take(self, index) -> Population:
         return jax.tree.map(lambda x: x[index], self)
-
-
-# --- training primitives ---
-
-
-def _cross_entropy(logits, labels):
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-
-def _batches(key, n_examples: int, steps: int, batch_size: int):
-    """[steps, batch] example indices, reshuffled with `key` (sampling with replacement)."""
-    return jax.random.randint(key, (steps, batch_size), 0, n_examples)
-
-
-def pretrain_program(spec: networks.NetworkSpec, config: PretrainConfig):
-    """The jitted pretraining loop, ``run(params, x, y) -> (params, losses)``: ``config.steps``
-    digital Adam steps (one `lax.scan`) on batches drawn from x, y with the config's seed."""
-    _, batch_key = jax.random.split(jax.random.PRNGKey(config.seed))
-    optimizer = optax.adam(config.learning_rate)
-
-    def loss_fn(p, xb, yb):
-        return _cross_entropy(networks.apply(spec, p, xb), yb)
-
-    @jax.jit
-    def run(params, x, y):
-        def step(carry, idx):
-            p, opt_state = carry
-            loss, grads = jax.value_and_grad(loss_fn)(p, x[idx], y[idx])
-            updates, opt_state = optimizer.update(grads, opt_state, p)
-            return (optax.apply_updates(p, updates), opt_state), loss
-
-        idx = _batches(batch_key, x.shape[0], config.steps, config.batch_size)
-        (params, _), losses = jax.lax.scan(step, (params, optimizer.init(params)), idx)
-        return params, losses
-
-    return run
-
-
-def pretrain(spec: networks.NetworkSpec, data: Dataset, config: PretrainConfig):
-    """Train the maximum-width network digitally on the source task; returns params."""
-    init_key, _ = jax.random.split(jax.random.PRNGKey(config.seed))
-    params = networks.init_params(spec, init_key)
-    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-    params, _ = pretrain_program(spec, config)(params, x, y)
-    return networks.sort_units(spec, params)
-
-
-def enable_compilation_cache(path: str | os.PathLike | None = None) -> pathlib.Path:
-    """Keep compiled programs on disk, so a new process skips the population program's compile.
-
-    Default path: JAX's cache directory if one is set already, else ``$CODESIGN_CACHE/xla``. Only
-    programs that took at least half a second to compile are stored (JAX's default: 1 s).
-    The cache is trusted code: keep it in a directory only you can write to.
-    """
-    from jax.experimental.compilation_cache import compilation_cache
-
-    if path is None:
-        path = jax.config.jax_compilation_cache_dir or cache_root() / "xla"
-    path = pathlib.Path(path)
-    if str(path) != jax.config.jax_compilation_cache_dir:
-        compilation_cache.reset_cache()  # JAX opens its cache once: forget one at another path
-        jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    return path
-
-
-def base_key(spec: networks.NetworkSpec, data: Dataset, config: PretrainConfig) -> str:
-    """Hash of everything that determines a pretrained base: network, data, training, format."""
-    digest = hashlib.sha256()
-    extra = [spec.depth] if spec.depth else []  # kept out of repr: older keys stay valid
-    extra += [spec.network.key] if spec.network is not None else []
-    digest.update(json.dumps([_BASE_FORMAT, repr(spec), repr(config), data.name, *extra]).encode())
-    for array in (data.x_train, data.y_train):
-        digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()[:20]
-
-
-def load_or_pretrain(
-    spec: networks.NetworkSpec,
-    data: Dataset,
-    config: PretrainConfig,
-    cache_dir: str | os.PathLike | None = None,
-    log=None,
-):
-    """The pretrained base from the cache, or pretrain it and save it.
-
-    Safe with concurrent processes and kills: a file lock lets one process pretrain while the
-    others wait and then load; the checkpoint is written under a temporary name and renamed into
-    place whole, so a killed pretraining leaves no half-written base behind.
-    """
-    import fcntl
-    import shutil
-    import uuid
-
-    import orbax.checkpoint as ocp
-
-    if config.checkpoint:
-        if log:
-            log(f"pretrained base from {config.checkpoint}")
-        return load_checkpoint(spec, config.checkpoint), True
-    root = pathlib.Path(cache_dir) if cache_dir is not None else cache_root() / "bases"
-    root.mkdir(parents=True, exist_ok=True)
-    path = (root / f"base-{base_key(spec, data, config)}").resolve()
-    template = networks.init_params(spec, jax.random.PRNGKey(0))
-    checkpointer = ocp.StandardCheckpointer()
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if path.is_dir():
-            try:
-                params = checkpointer.restore(path, template)
-                if log:
-                    log(f"loaded pretrained base {path.name}")
-                return tuple(params), True
-            except Exception as err:  # a damaged cache entry is rebuilt, never trusted
-                if log:
-                    log(f"cached base {path.name} unreadable ({type(err).__name__}); retraining")
-                shutil.rmtree(path, ignore_errors=True)
-        if log:
-            log(f"pretraining base network ({config.steps} steps on {data.name} source classes)")
-        params = pretrain(spec, data, config)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        checkpointer.save(tmp, params)
-        checkpointer.wait_until_finished()
-        os.replace(tmp, path)
-    return params, False
 
 
 def row_tile_bound(shapes: Sequence[networks.LayerShape], min_tile_rows: int) -> int:
@@ -486,13 +357,13 @@ class Engine:
             p, opt_state = carry
             idx, step_key = inputs
             loss, grads = jax.value_and_grad(
-                lambda q: _cross_entropy(forward(q, x_train[idx], step_key), y_train[idx])
+                lambda q: cross_entropy(forward(q, x_train[idx], step_key), y_train[idx])
             )(p)
             updates, opt_state = self.optimizer.update(grads, opt_state, p)
             p = optax.apply_updates(p, pruning.masked_update(updates, mask_tree))
             return (p, opt_state), loss
 
-        idx = _batches(batch_key, x_train.shape[0], cfg.steps, cfg.batch_size)
+        idx = batches(batch_key, x_train.shape[0], cfg.steps, cfg.batch_size)
         step_keys = jax.random.split(noise_key, cfg.steps)
         window = [jax.lax.dynamic_slice_in_dim(a, start, steps) for a in (idx, step_keys)]
         (params, opt), losses = jax.lax.scan(step, (state["params"], state["opt"]), window)
@@ -507,13 +378,23 @@ class Engine:
         # Validation and test in one pass (one noisy forward in the program, not two): each
         # noise draw is one programmed chip, read on both splits.
         x_eval, y_eval = data["eval"]
-        draws = jax.random.split(candidate_keys(cand.seed)[3], cfg.eval_draws)
-        forward = self.forward(cand, analog_on)
-        hits = jax.vmap(lambda k: jnp.argmax(forward(params, x_eval, k), -1) == y_eval)(draws)
-        hits = jnp.mean(hits, axis=0)
         unit_masks = networks.width_masks(spec, [cand.widths[i] for i in range(spec.num_hidden)])
         digital_logits = networks.apply(spec, params, x_eval, unit_masks=unit_masks)
         digital_hits = jnp.argmax(digital_logits, -1) == y_eval
+        draws = jax.random.split(candidate_keys(cand.seed)[3], cfg.eval_draws)
+        forward = self.forward(cand, analog_on)
+
+        def noisy_hits():
+            hits = jax.vmap(lambda k: jnp.argmax(forward(params, x_eval, k), -1) == y_eval)(draws)
+            return jnp.mean(hits, axis=0)
+
+        # With no analog column, every draw is the digital pass itself: score it once.
+        if analog_on is None:
+            _, cols = networks.layer_widths(spec, cand.widths)
+            analog_on = jnp.round(cand.analog_fraction * cols) > 0
+        hits = jax.lax.cond(
+            jnp.any(analog_on), noisy_hits, lambda: digital_hits.astype(jnp.float32)
+        )
         n_val = self.num_val
         final_loss = jnp.mean(losses[-max(1, cfg.steps // 10) :])
         return {
@@ -542,7 +423,7 @@ class Engine:
         rows = np.asarray(population.tile_rows)
         bad = sorted({int(r) for r in rows if r < 1 or r % self.config.row_block})
         if bad:
-            raise ValueError(
+            raise CodesignError(
                 f"tile rows {bad} are not multiples of FinetuneConfig.row_block="
                 f"{self.config.row_block}: set row_block to the gcd of the tile rows used"
             )

@@ -377,7 +377,7 @@ def bench_resnet(args, folder: pathlib.Path, log) -> dict:
         engine, tiles = resnet_engine(task, s, batch, base, args.resnet_depth)
         population = resnet_population(n, len(engine.shapes), tiles)
         _, cold = timed(engine.evaluate_population, population)
-        _, times[s] = best_of(engine.evaluate_population, population)
+        _, times[s] = timed(engine.evaluate_population, population)  # minutes: timed once
         log(f"  engine, {n} candidates x {s} fine-tune steps: {times[s]:.1f} s ({cold:.1f} s cold)")
     s1, s2 = sorted(times)
     finetune_step = max(times[s2] - times[s1], 1e-9) / (s2 - s1) / n
@@ -558,7 +558,7 @@ def main(argv=None) -> dict:
         args.resnet_depth, args.resnet_batch = 8, 8
         REPEATS[0] = 1
         args.no_memory = True
-    per_class = (40, 10) if args.quick else (500, 100)
+    per_class = (40, 10) if args.quick else (250, 20)  # a small test set: scoring is scaled
     log = lambda text: print(text, flush=True)  # noqa: E731
     out_dir = _results.out_dir(args.out, args.quick, NAME)
 

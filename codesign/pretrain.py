@@ -1,0 +1,171 @@
+"""Pretraining the base network once per search space, cached on disk.
+
+pretrain_program   the jitted digital training loop (Adam, one `lax.scan` over steps)
+pretrain           a maximum-width base trained on the source task, units sorted by
+                   importance (so a candidate's widths keep the best units)
+load_or_pretrain   the base from the cache (keyed by `base_key`: a hash of everything that
+                   determines it), or pretrained and saved whole, safe under kills and
+                   concurrent processes
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from codesign import networks
+from codesign.checkpoint import load_checkpoint
+from codesign.data import Dataset, cache_root
+
+__all__ = [
+    "PretrainConfig",
+    "base_key",
+    "batches",
+    "cross_entropy",
+    "enable_compilation_cache",
+    "load_or_pretrain",
+    "pretrain",
+    "pretrain_program",
+]
+
+# Bumped whenever pretraining changes in a way that invalidates cached bases.
+_BASE_FORMAT = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+    steps: int = 500
+    learning_rate: float = 3e-3
+    batch_size: int = 64
+    seed: int = 0
+    checkpoint: str | None = None  # your own pretrained base instead (see `load_checkpoint`)
+
+
+def cross_entropy(logits, labels):
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def batches(key, n_examples: int, steps: int, batch_size: int):
+    """[steps, batch] example indices, reshuffled with `key` (sampling with replacement)."""
+    return jax.random.randint(key, (steps, batch_size), 0, n_examples)
+
+
+def pretrain_program(spec: networks.NetworkSpec, config: PretrainConfig):
+    """The jitted pretraining loop, ``run(params, x, y) -> (params, losses)``: ``config.steps``
+    digital Adam steps (one `lax.scan`) on batches drawn from x, y with the config's seed."""
+    _, batch_key = jax.random.split(jax.random.PRNGKey(config.seed))
+    optimizer = optax.adam(config.learning_rate)
+
+    def loss_fn(p, xb, yb):
+        return cross_entropy(networks.apply(spec, p, xb), yb)
+
+    @jax.jit
+    def run(params, x, y):
+        def step(carry, idx):
+            p, opt_state = carry
+            loss, grads = jax.value_and_grad(loss_fn)(p, x[idx], y[idx])
+            updates, opt_state = optimizer.update(grads, opt_state, p)
+            return (optax.apply_updates(p, updates), opt_state), loss
+
+        idx = batches(batch_key, x.shape[0], config.steps, config.batch_size)
+        (params, _), losses = jax.lax.scan(step, (params, optimizer.init(params)), idx)
+        return params, losses
+
+    return run
+
+
+def pretrain(spec: networks.NetworkSpec, data: Dataset, config: PretrainConfig):
+    """Train the maximum-width network digitally on the source task; returns params."""
+    init_key, _ = jax.random.split(jax.random.PRNGKey(config.seed))
+    params = networks.init_params(spec, init_key)
+    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+    params, _ = pretrain_program(spec, config)(params, x, y)
+    return networks.sort_units(spec, params)
+
+
+def enable_compilation_cache(path: str | os.PathLike | None = None) -> pathlib.Path:
+    """Keep compiled programs on disk, so a new process skips the population program's compile.
+
+    Default path: JAX's cache directory if one is set already, else ``$CODESIGN_CACHE/xla``. Only
+    programs that took at least half a second to compile are stored (JAX's default: 1 s).
+    The cache is trusted code: keep it in a directory only you can write to.
+    """
+    from jax.experimental.compilation_cache import compilation_cache
+
+    if path is None:
+        path = jax.config.jax_compilation_cache_dir or cache_root() / "xla"
+    path = pathlib.Path(path)
+    if str(path) != jax.config.jax_compilation_cache_dir:
+        compilation_cache.reset_cache()  # JAX opens its cache once: forget one at another path
+        jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    return path
+
+
+def base_key(spec: networks.NetworkSpec, data: Dataset, config: PretrainConfig) -> str:
+    """Hash of everything that determines a pretrained base: network, data, training, format."""
+    digest = hashlib.sha256()
+    extra = [spec.depth] if spec.depth else []  # kept out of repr: older keys stay valid
+    extra += [spec.network.key] if spec.network is not None else []
+    digest.update(json.dumps([_BASE_FORMAT, repr(spec), repr(config), data.name, *extra]).encode())
+    for array in (data.x_train, data.y_train):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:20]
+
+
+def load_or_pretrain(
+    spec: networks.NetworkSpec,
+    data: Dataset,
+    config: PretrainConfig,
+    cache_dir: str | os.PathLike | None = None,
+    log=None,
+):
+    """The pretrained base from the cache, or pretrain it and save it.
+
+    Safe with concurrent processes and kills: a file lock lets one process pretrain while the
+    others wait and then load; the checkpoint is written under a temporary name and renamed into
+    place whole, so a killed pretraining leaves no half-written base behind.
+    """
+    import fcntl
+    import shutil
+    import uuid
+
+    import orbax.checkpoint as ocp
+
+    if config.checkpoint:
+        if log:
+            log(f"pretrained base from {config.checkpoint}")
+        return load_checkpoint(spec, config.checkpoint), True
+    root = pathlib.Path(cache_dir) if cache_dir is not None else cache_root() / "bases"
+    root.mkdir(parents=True, exist_ok=True)
+    path = (root / f"base-{base_key(spec, data, config)}").resolve()
+    template = networks.init_params(spec, jax.random.PRNGKey(0))
+    checkpointer = ocp.StandardCheckpointer()
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.is_dir():
+            try:
+                params = checkpointer.restore(path, template)
+                if log:
+                    log(f"loaded pretrained base {path.name}")
+                return tuple(params), True
+            except Exception as err:  # a damaged cache entry is rebuilt, never trusted
+                if log:
+                    log(f"cached base {path.name} unreadable ({type(err).__name__}); retraining")
+                shutil.rmtree(path, ignore_errors=True)
+        if log:
+            log(f"pretraining base network ({config.steps} steps on {data.name} source classes)")
+        params = pretrain(spec, data, config)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        checkpointer.save(tmp, params)
+        checkpointer.wait_until_finished()
+        os.replace(tmp, path)
+    return params, False
