@@ -35,6 +35,10 @@ def test_bench_energy_reports_throughput(capsys, tmp_path, monkeypatch):
         result["candidates_per_s"] / result["loop_candidates_per_s"], rel=0.05, abs=0.1
     )
     assert result["candidates"] == 2000 and result["mode"] == "quick"
+    # The energy API is timed against the jitted model it wraps, on the same candidates.
+    assert result["estimate_api_over_core"] == pytest.approx(
+        result["estimate_api_s"] / result["estimate_core_s"], rel=0.05, abs=0.1
+    )
 
 
 def test_bench_search_summaries_from_fixed_trajectories():
@@ -85,6 +89,19 @@ def test_bench_search_quick(tmp_path, monkeypatch):
         assert s["hv_mean"]["8"] >= s["hv_mean"]["4"]
     assert result["reference_accuracy"] == 0.5  # digits_mlp's min_accuracy budget
     assert len(result["runs"]) == 2 and all(len(r["trajectory"]) == 8 for r in result["runs"])
+
+
+def test_bench_search_overhead_with_stubbed_evaluation(tmp_path, monkeypatch):
+    """--stub-evaluation measures the framework's own time per trial without any fine-tune:
+    both samplers, and the evaluator put back afterwards."""
+    before = Evaluator.evaluate
+    args = ["--stub-evaluation"]
+    result = run_quick(
+        _load("bench_search").main, "bench_search_overhead", tmp_path, monkeypatch, args
+    )
+    assert Evaluator.evaluate is before
+    overhead = result["overhead_ms_per_trial"]
+    assert set(overhead) == {"energy-aware", "random"} and all(v > 0 for v in overhead.values())
 
 
 @pytest.mark.slow

@@ -303,12 +303,12 @@ def synthetic_cifar10(folder: pathlib.Path, per_class_train: int, per_class_test
     return folder
 
 
-def resnet_population(n: int, layers: int, tiles) -> transfer.Population:
+def full_width_population(widths, n: int, layers: int, tiles) -> transfer.Population:
     """n full-width, unpruned, all-analog candidates cycling through the tile sizes."""
     return transfer.Population.stack(
         [
             {
-                "widths": [16, 32, 64],
+                "widths": list(widths),
                 "sparsity": [0.0] * layers,
                 "granularity": [0] * layers,
                 "analog_fraction": [1.0] * layers,
@@ -375,7 +375,7 @@ def bench_resnet(args, folder: pathlib.Path, log) -> dict:
     times = {}
     for s in (args.resnet_ft_steps, 2 * args.resnet_ft_steps):
         engine, tiles = resnet_engine(task, s, batch, base, args.resnet_depth)
-        population = resnet_population(n, len(engine.shapes), tiles)
+        population = full_width_population((16, 32, 64), n, len(engine.shapes), tiles)
         _, cold = timed(engine.evaluate_population, population)
         _, times[s] = timed(engine.evaluate_population, population)  # minutes: timed once
         log(f"  engine, {n} candidates x {s} fine-tune steps: {times[s]:.1f} s ({cold:.1f} s cold)")
@@ -419,22 +419,7 @@ def bench_cnn(args, log) -> dict:
     )
     base = networks.init_params(spec, jax.random.PRNGKey(0))
     engine = transfer.Engine(spec, task, config, base_params=base)
-    population = transfer.Population.stack(
-        [
-            {
-                "widths": list(spec.widths),
-                "sparsity": [0.0] * len(shapes),
-                "granularity": [0] * len(shapes),
-                "analog_fraction": [1.0] * len(shapes),
-                "tile_rows": tiles[i % len(tiles)],
-                "tile_cols": 128,
-                "adc_bits": 6,
-                "dac_bits": 8,
-                "seed": i,
-            }
-            for i in range(n)
-        ]
-    )
+    population = full_width_population(spec.widths, n, len(shapes), tiles)
     _, cold = timed(engine.evaluate_population, population)
     out, run = best_of(engine.evaluate_population, population)
     flops = float(np.sum(out["finetune_flops"]))
@@ -493,7 +478,7 @@ def memory_probe(folder: str, n: int, steps: int) -> None:
     task = data.transfer_split(folder)
     base = networks.init_params(resnet_spec(20), jax.random.PRNGKey(0))
     engine, tiles = resnet_engine(task, steps, 128, base, 20)
-    engine.evaluate_population(resnet_population(n, len(engine.shapes), tiles))
+    engine.evaluate_population(full_width_population((16, 32, 64), n, len(engine.shapes), tiles))
 
 
 def measure_memory(folder: pathlib.Path, args, workdir: pathlib.Path) -> dict:
