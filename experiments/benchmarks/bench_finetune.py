@@ -41,7 +41,6 @@ import math
 import os
 import pathlib
 import pickle
-import resource
 import subprocess
 import sys
 import tempfile
@@ -463,14 +462,18 @@ def bench_cnn(args, log) -> dict:
 
 
 def _child_peak_gb(command: list[str], env=None) -> float | None:
-    """Peak resident memory (GB) of a child process running `command`, None if it failed."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        print(done.stdout[-2000:], done.stderr[-2000:], file=sys.stderr)
+    """Peak resident memory (GB) of one child process running `command` (its own rusage, from
+    `os.wait4`), None if it failed."""
+    child = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    output = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        print(output[-3000:], file=sys.stderr)
         return None
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(peak, before) * 1024 / 1e9  # ru_maxrss is in KiB on Linux
+    return usage.ru_maxrss * 1024 / 1e9  # ru_maxrss is in KiB on Linux
 
 
 def memory_probe(folder: str, n: int, steps: int) -> None:
