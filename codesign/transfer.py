@@ -84,7 +84,7 @@ class FinetuneConfig:
     max_row_tiles: int = 8  # static bound: ceil(largest K / smallest tile rows) in the space
     # Rows per analog partial-sum block: must divide every candidate's tile rows (a space's
     # evaluator sets the gcd of its tile rows). See `codesign.analog.AnalogConfig.row_block`.
-    row_block: int = 16
+    row_block: int = 8
     # How a population is mapped over its candidates: "vmap" (one batched program), "sequential"
     # (`lax.map`, one candidate at a time) or "auto": sequential for 2-D conv networks on a CPU,
     # where XLA runs a vmapped convolution as a grouped one, 6x slower than one convolution per

@@ -4,6 +4,7 @@ reports ratios consistent with its own timings (quick mode: tiny sizes, figures 
 import importlib.util
 import json
 import pathlib
+import sys
 
 import pytest
 
@@ -15,6 +16,7 @@ BENCH = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "benchmark
 def _load(name):
     spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its Flax modules are dataclasses, which look their module up
     spec.loader.exec_module(module)
     return module
 
