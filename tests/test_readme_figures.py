@@ -28,7 +28,9 @@ def energy_row() -> str:
     e = _json("bench_energy")
     return (
         f"{e['candidates_per_s'] / 1e6:.2f} million candidates/s; a one-candidate jitted loop: "
-        f"{e['loop_candidates_per_s']:,}/s"
+        f"{e['loop_candidates_per_s']:,}/s; `Evaluator.estimate` (candidates in, results out) on "
+        f"{e['candidates']:,} digits_mlp.yaml candidates {e['estimate_api_s']:.2f} s, "
+        f"{e['estimate_api_over_core']}x the jitted model inside it"
     )
 
 
@@ -119,6 +121,11 @@ def overhead_row() -> str:
         f"energy-aware {s['energy-aware']['overhead_ms_per_trial']} ms, random "
         f"{s['random']['overhead_ms_per_trial']} ms"
     )
+
+
+def overhead_stub_row() -> str:
+    o = _json("bench_search_overhead")["overhead_ms_per_trial"]
+    return f"energy-aware {o['energy-aware']} ms, random {o['random']} ms"
 
 
 def workers_row() -> str:
@@ -265,6 +272,7 @@ README_FIGURES = (
     finetune_row,
     search_row,
     overhead_row,
+    overhead_stub_row,
     *((workers_row,) if (RESULTS / "bench_workers.json").exists() else ()),
     mnist1d_mlp_gradient_row,
     mnist1d_cnn_gradient_row,
