@@ -237,6 +237,7 @@ def hybrid(
     cfg: AnalogConfig,
     key: jax.Array | None = None,
     analog_on=None,
+    remat: bool = False,
 ) -> jax.Array:
     """A layer's outputs [M, N] with columns j < n_analog taken from the simulated crossbar.
 
@@ -245,11 +246,24 @@ def hybrid(
     The crossbar is simulated only where ``analog_on`` (default ``n_analog > 0``): a
     ``lax.cond``, so when the flag is not batched (one candidate, or a whole population with no
     analog column in this layer) an all-digital layer costs its exact product alone.
+
+    ``remat``: recompute the simulation's elementwise work (the input, its quantisation, the
+    noise) in the backward pass, keeping only its matmul outputs (`jax.checkpoint` with
+    ``dots_saveable``). For a convolution, whose input is built from patches, this drops the
+    patch-sized buffers a `lax.cond` keeps for the backward pass from both branches: a ResNet-20
+    training step at batch 128 on CIFAR shapes needs 1.5 GB of XLA temporaries instead of 4.1,
+    for about 8% more time per step (2-core CPU; experiments/benchmarks/bench_finetune.py).
     """
     is_analog = (jnp.arange(w.shape[1]) < n_analog)[None, :]
 
+    def simulated(w):
+        return _analog_matmul(analog_input(), w, cfg, key)
+
+    if remat:
+        simulated = jax.checkpoint(simulated, policy=jax.checkpoint_policies.dots_saveable)
+
     def with_analog():
-        return jnp.where(is_analog, _analog_matmul(analog_input(), w, cfg, key), digital)
+        return jnp.where(is_analog, simulated(w), digital)
 
     analog_on = jnp.asarray(n_analog) > 0 if analog_on is None else analog_on
     return jax.lax.cond(analog_on, with_analog, lambda: digital)

@@ -17,8 +17,10 @@ import pathlib
 import numpy as np
 
 from codesign import networks
+from codesign.data import cache_root
 from codesign.errors import CodesignError
 from codesign.evaluate import Result
+from codesign.files import atomic_write, writable_folder
 from codesign.hardware import TRAINING_J_PER_FLOP
 from codesign.problem import Candidate
 from codesign.space import SearchSpace, parse_space
@@ -107,7 +109,41 @@ class FoundDesign:
                 f"{path}: malformed design file ({type(err).__name__}: {err})"
             ) from None
         design.search_space().check(design.candidate, path)  # a point of its own space
+        _check_copies(data, design.to_json(), path)
         return design
+
+
+def _check_copies(data: dict, made: dict, path: str) -> None:
+    """The readable copies of a design's choices (`network`, `pruning`, `accelerator`) must say
+    what its `candidate` says: codesign reads the candidate, so an edit of a copy alone would be
+    ignored silently. Refuse the file instead, naming the first field that disagrees."""
+    for section in ("network", "pruning", "accelerator"):
+        if section not in data:
+            continue  # optional: the candidate is what counts
+        got, want = data[section], made[section]
+        for key, value in _flat(want):
+            have = _lookup(got, key)
+            if have != value:
+                raise CodesignError(
+                    f"{path}: {section}.{key} is {have!r} but the design's candidate gives "
+                    f"{value!r}; codesign reads `candidate`: edit it (or export the design again)"
+                )
+
+
+def _flat(tree: dict, prefix: str = ""):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _flat(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _lookup(tree, dotted: str):
+    for key in dotted.split("."):
+        if not isinstance(tree, dict) or key not in tree:
+            return "<missing>"
+        tree = tree[key]
+    return tree
 
 
 def _accelerator_json(acc) -> dict:
@@ -226,11 +262,9 @@ def save_design(design: FoundDesign, path: str | pathlib.Path) -> pathlib.Path:
     path = pathlib.Path(path)
     if path.is_dir():
         raise CodesignError(f"-o {str(path)!r} is a directory; give a file name like design.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(design.to_json(), indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    writable_folder(path.parent, "-o", make=True)
+    text = json.dumps(design.to_json(), indent=2) + "\n"
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def load_design(path: str | pathlib.Path) -> FoundDesign:
@@ -292,8 +326,6 @@ def train_design(
     log=None,
 ) -> dict:
     """Fine-tune the design for longer; save checkpoint, compact weights and a report."""
-    import orbax.checkpoint as ocp
-
     out = pathlib.Path(out_dir)
     if out.exists() and not out.is_dir():
         raise CodesignError(f"--out {str(out)!r} exists and is not a directory")
@@ -303,6 +335,8 @@ def train_design(
     steps = steps or 5 * space.problem.finetune.steps
     space = space.with_finetune(steps=steps)
     problem = space.problem
+    writable_folder(out, "--out")  # before the training, not after it
+    writable_folder(cache_root(), "CODESIGN_CACHE")
     evaluator = space.evaluator(cache_dir=cache_dir, log=log)
     if log:
         log(f"fine-tuning the design for {steps} steps under analog noise")
@@ -310,16 +344,8 @@ def train_design(
     if result.diverged:
         raise CodesignError(f"training diverged (final loss {result.final_loss})")
 
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint = (out / "checkpoint").resolve()
-    if checkpoint.exists():
-        import shutil
-
-        shutil.rmtree(checkpoint)
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(checkpoint, {"params": params, "masks": masks})
-    checkpointer.wait_until_finished()
-
+    writable_folder(out, "--out", make=True)
+    _save_checkpoint((out / "checkpoint").resolve(), {"params": params, "masks": masks})
     spec = evaluator.engine.spec
     compact = _compact(params, masks, spec, evaluator.shapes)
     arrays = {"num_layers": np.asarray(len(compact))}
@@ -327,7 +353,7 @@ def train_design(
         arrays[f"layer{i}_w"], arrays[f"layer{i}_b"] = layer["w"], layer["b"]
         if layer["kept_units"] is not None:
             arrays[f"layer{i}_kept_units"] = layer["kept_units"]
-    np.savez(out / "weights.npz", **arrays)
+    atomic_write(out / "weights.npz", lambda tmp: _savez(tmp, arrays))
 
     energy = {
         "energy_j": result.energy_j,
@@ -356,5 +382,35 @@ def train_design(
         "files": {"checkpoint": "checkpoint", "weights": "weights.npz", "design": "design.json"},
     }
     save_design(design, out / "design.json")  # the trained directory is self-contained
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    text = json.dumps(report, indent=2) + "\n"
+    atomic_write(out / "report.json", lambda tmp: tmp.write_text(text))
     return report
+
+
+def _savez(path: pathlib.Path, arrays: dict) -> None:
+    with open(path, "wb") as f:  # a file object: np.savez would add ".npz" to a name
+        np.savez(f, **arrays)
+
+
+def _save_checkpoint(path: pathlib.Path, tree) -> None:
+    """An orbax checkpoint written under a temporary name, then renamed over `path` whole; a
+    failed write (a full disk) removes its part and leaves any previous checkpoint intact."""
+    import shutil
+    import uuid
+
+    import orbax.checkpoint as ocp
+
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        checkpointer = ocp.StandardCheckpointer()
+        checkpointer.save(tmp, tree)
+        checkpointer.wait_until_finished()
+        old = path.with_name(f".{path.name}.{uuid.uuid4().hex}.old")
+        if path.exists():
+            path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+    except (OSError, ValueError, RuntimeError) as err:  # orbax wraps some I/O errors
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CodesignError(f"{path}: could not write the checkpoint ({reason})") from None

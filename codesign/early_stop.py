@@ -18,11 +18,9 @@ Rules (`Rungs.evaluate_population`):
   score at a fraction of its cost, and the final score's noise draws are unchanged. A candidate
   whose loss has gone non-finite probes at 0: it stops others never, and is stopped itself.
 - Survivors continue from their state (params, Adam's state, and the batch and noise streams
-  at the step reached: `Engine.train_one` slices the whole fine-tune's streams), so a survivor
-  ends with the numbers of an uninterrupted fine-tune (`Engine.evaluate_population`) up to float
-  rounding: each rung is its own XLA program, compiled differently from the one-shot program
-  (weights differ in their last bits after a step; where that moves an analog quantization
-  level, accuracy can differ by an example or two).
+  at the step reached: `codesign.engine.train` slices the whole fine-tune's streams), so a
+  survivor ends with the numbers of an uninterrupted fine-tune (`Engine.evaluate_population`):
+  the rungs are the engine's own programs, the same steps in the same order.
 - Survivors are packed into a population of the next power of two (padded with copies of the
   last survivor), so the programs are: one per first-rung length, one per (rung length, packed
   size) and one final score per packed size; a rung never compiles anything else.
@@ -41,8 +39,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from codesign.engine import TrainState
 from codesign.problem import EarlyStop
-from codesign.transfer import Engine, Population, candidate_keys, compiled
+from codesign.transfer import Engine, Population
 
 __all__ = ["EarlyStop", "Rungs", "dominated", "rung_steps"]
 
@@ -75,63 +74,17 @@ def _packed(n: int, most: int) -> int:
 class Rungs:
     """An engine's fine-tunes run in rungs, with multi-objective early stopping between them.
 
-    The programs depend on the engine only: any rungs and margin (`EarlyStop`) share them.
+    The programs are the engine's own (`Engine._init`, `_train`, `_score`), shared with its
+    plain fine-tunes: any rungs and margin (`EarlyStop`) share them.
     """
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        self.traces = 0  # how often a rung program was traced (compiled)
-        self._first = compiled(self._counted(self._first_rung), static_argnums=3)
-        self._next = compiled(self._counted(self._next_rung), static_argnums=4)
-        self._score = compiled(self._counted(self._final_score))
 
-    def _counted(self, program):
-        def traced(*args):
-            self.traces += 1
-            return program(*args)
-
-        return traced
-
-    # --- the programs ---
-
-    def _probe(self, population: Population, state, data, step):
-        """Each candidate's validation accuracy under one noise draw, at `step`."""
-        engine = self.engine
-        x_val, y_val = (a[: engine.num_val] for a in data["eval"])
-
-        def one(cand, params, losses, analog_on):
-            key = jax.random.fold_in(candidate_keys(cand.seed)[3], step)
-            logits = engine.forward(cand, analog_on)(params, x_val, key)
-            accuracy = jnp.mean(jnp.argmax(logits, -1) == y_val)
-            return jnp.where(jnp.isfinite(losses).all(), accuracy, 0.0)  # diverged: beats none
-
-        return engine.population_map(one, population, state["params"], state["losses"])
-
-    def _first_rung(self, population: Population, base, data, steps: int):
-        """Inherit, mask and train the first `steps` steps: the one-shot program's shape."""
-        engine = self.engine
-
-        def one(cand, params, masks, analog_on):
-            state = engine.init_one(params, masks)
-            return engine.train_one(cand, state, data, 0, steps, analog_on)
-
-        state = engine.population_map(one, population, *engine.inherit(population, base))
-        return state, self._probe(population, state, data, steps), engine.step_flops(state["masks"])
-
-    def _next_rung(self, population: Population, state, data, start, steps: int):
-        """Steps [start, start + steps) from the state reached."""
-
-        def one(cand, state, analog_on):
-            return self.engine.train_one(cand, state, data, start, steps, analog_on)
-
-        state = self.engine.population_map(one, population, state)
-        return state, self._probe(population, state, data, start + steps)
-
-    def _final_score(self, population: Population, state, data):
-        def one(cand, state, analog_on):
-            return self.engine.score_one(cand, state, data, analog_on)
-
-        return self.engine.population_map(one, population, state)
+    @property
+    def traces(self) -> int:
+        """How often one of the engine's population programs was traced (compiled)."""
+        return self.engine.traces
 
     # --- the host loop ---
 
@@ -165,10 +118,11 @@ class Rungs:
         engine = self.engine
         steps = rung_steps(engine.config.steps, config.rungs)
         n = len(rows)
-        state, probe, step_flops = self._first(part, engine.base, engine.data, steps[0])
-        masks = [np.asarray(m[:n]) for m in state["masks"]]
+        state = engine._init(part, engine.base)
+        state, probe = engine._train(part, state, engine.data, 0, steps[0], True)
+        masks = [np.asarray(m[:n]) for m in state.layer_masks]
         energy = np.asarray(energy_j(rows, masks), np.float64)
-        step_flops = np.asarray(step_flops)[:n]
+        step_flops = np.asarray(engine.step_flops(masks))
         alive = np.arange(n)  # which of the chunk's candidates each row of `state` holds
         rung_acc = np.full((n, len(steps) - 1), np.nan, np.float32)
         pieces = []  # (chunk positions, outputs) of stopped candidates, then of the survivors
@@ -185,9 +139,9 @@ class Rungs:
                 state, part = jax.tree.map(lambda x, i=take: x[i], (state, part))
                 alive = alive[keep]
             start = jnp.asarray(end, jnp.int32)
-            state, probe = self._next(part, state, engine.data, start, steps[r + 1] - end)
+            state, probe = engine._train(part, state, engine.data, start, steps[r + 1] - end, True)
         out = jax.tree.map(
-            lambda x: np.asarray(x)[: len(alive)], self._score(part, state, engine.data)
+            lambda x: np.asarray(x)[: len(alive)], engine._score(part, state, engine.data)
         )
         out["steps_run"] = np.full(len(alive), steps[-1])
         pieces.append((alive, out))
@@ -198,11 +152,11 @@ class Rungs:
         return {**merged, "rung_val_accuracies": rung_acc}
 
 
-def _stopped(state: dict, step_flops: np.ndarray, steps_run: int) -> dict:
+def _stopped(state: TrainState, step_flops: np.ndarray, steps_run: int) -> dict:
     """The outputs of candidates stopped after `steps_run` steps (host arrays, one row each),
     shaped like `Engine.score_one`'s: accuracies NaN, loss and FLOPs over the steps run."""
     n = len(step_flops)
-    losses = state["losses"][:, :steps_run]
+    losses = state.losses[:, :steps_run]
     final_loss = losses[:, -max(1, steps_run // 10) :].mean(axis=1)
     nan = np.full(n, np.nan, np.float32)
     return {
@@ -212,8 +166,8 @@ def _stopped(state: dict, step_flops: np.ndarray, steps_run: int) -> dict:
         "final_loss": final_loss.astype(np.float32),
         "diverged": ~np.isfinite(final_loss),
         "finetune_flops": (step_flops * np.float32(steps_run)).astype(np.float32),
-        "kept_weights": np.stack([m.sum(axis=(-2, -1)) for m in state["masks"]], axis=1),
-        "params": state["params"],
-        "masks": tuple(state["masks"]),
+        "kept_weights": np.stack([m.sum(axis=(-2, -1)) for m in state.layer_masks], axis=1),
+        "params": state.params,
+        "masks": state.layer_masks,
         "steps_run": np.full(n, steps_run),
     }

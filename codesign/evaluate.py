@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from itertools import chain
+from operator import attrgetter
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +38,7 @@ __all__ = [
     "OBJECTIVES",  # re-exported from codesign.problem, with the types below
     "Budgets",
     "Candidate",
+    "Estimates",
     "Evaluator",
     "Model",
     "Problem",
@@ -195,30 +198,51 @@ def network_spec(model: Model, source: data.Dataset) -> networks.NetworkSpec:
     return dataclasses.replace(base, widths=tuple(model.widths), **depth)
 
 
-def _results(report, cands: list[Candidate]) -> list[Result]:
-    """Results (energy only) from a batched EnergyReport whose leaves are NumPy arrays."""
-    layers = {c: np.asarray(report.layer_j[c], np.float64) for c in COMPONENTS}
-    energy = sum(v.sum(-1) for v in layers.values())
-    macs = np.asarray(report.macs, np.float64)
-    empty = (np.asarray(report.layer_macs) == 0).sum(-1)
-    tops = np.divide(2.0 * macs / 1e12, energy, out=np.zeros_like(energy), where=energy > 0)
-    # Per-candidate values as Python lists, each array summed once (the report's totals are
-    # properties that sum over every candidate: reading them per candidate made this quadratic).
-    latency, tiles = np.asarray(report.latency_s).tolist(), np.asarray(report.tiles_used).tolist()
-    per_layer = {c: v.tolist() for c, v in layers.items()}
-    energy, tops, empty = energy.tolist(), tops.tolist(), empty.tolist()
-    return [
-        Result(
-            energy_j=energy[i],
-            latency_s=float(latency[i]),
-            tiles=int(tiles[i]),
-            tops_per_w=tops[i],
-            energy_layers_j={c: v[i] for c, v in per_layer.items()},
-            candidate=cand,
-            empty_layers=int(empty[i]),
+class Estimates(Sequence):
+    """Energy-only results of a batch of candidates, as columns: `Result`s built on access.
+
+    `Evaluator.estimate` returns one, so scoring 100,000 candidates costs the energy model and
+    a few array reductions, not 100,000 Python objects: read the columns (`energy_j`, ...) for
+    bulk work, index or iterate for `Result`s.
+    """
+
+    def __init__(self, report, cands: list[Candidate]):
+        layers = {c: np.asarray(report.layer_j[c], np.float64) for c in COMPONENTS}
+        self.energy_j = sum(v.sum(-1) for v in layers.values())  # [N]
+        macs = np.asarray(report.macs, np.float64)
+        self.latency_s = np.asarray(report.latency_s, np.float64)
+        self.tiles = np.asarray(report.tiles_used)
+        self.empty_layers = (np.asarray(report.layer_macs) == 0).sum(-1)
+        self.tops_per_w = np.divide(
+            2.0 * macs / 1e12, self.energy_j, out=np.zeros_like(self.energy_j),
+            where=self.energy_j > 0,
+        )  # fmt: skip
+        self.energy_layers_j = layers  # component -> [N, layers]
+        self.candidates = list(cands)
+
+    def __len__(self) -> int:
+        return len(self.candidates)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = range(len(self))[i]  # IndexError past the end, negative indices from it
+        return Result(
+            energy_j=float(self.energy_j[i]),
+            latency_s=float(self.latency_s[i]),
+            tiles=int(self.tiles[i]),
+            tops_per_w=float(self.tops_per_w[i]),
+            energy_layers_j={c: v[i].tolist() for c, v in self.energy_layers_j.items()},
+            candidate=self.candidates[i],
+            empty_layers=int(self.empty_layers[i]),
         )
-        for i, cand in enumerate(cands)
-    ]
+
+
+def _rows(values: np.ndarray, n: int, width: int, fields) -> np.ndarray:
+    """n candidates' values of `fields` read in one stream, as [n, width] rows."""
+    if values.size != n * width:
+        raise ValueError(f"candidates of another network: each needs {width} values of {fields}")
+    return values.reshape(n, width)
 
 
 class Evaluator:
@@ -286,7 +310,7 @@ class Evaluator:
 
     def accelerator(self, cand: Candidate) -> Accelerator:
         """The candidate's accelerator; a space has few (tile, ADC) pairs, each built once."""
-        key = (tuple(cand.tile), cand.adc_bits)
+        key = (cand.tile, cand.adc_bits)
         if key not in self._accelerators:
             self._accelerators[key] = self.problem.accelerator(cand)
         return self._accelerators[key]
@@ -294,37 +318,46 @@ class Evaluator:
     def arrays(self, cands: list[Candidate]) -> tuple[Design, Accelerator, dict]:
         """The one candidate -> arrays adapter: energy-model designs and accelerators, and the
         engine's per-candidate knobs (its tile columns are logical: weights, not cells)."""
-        keys = [(tuple(c.tile), c.adc_bits) for c in cands]
-        for cand in {key: c for key, c in zip(keys, cands, strict=True)}.values():
-            self.accelerator(cand)
+        keys = list(map(attrgetter("tile", "adc_bits"), cands))
+        for key in dict.fromkeys(keys):  # a space has a few (tile, ADC) pairs: each built once
+            if key not in self._accelerators:
+                self._accelerators[key] = self.problem.accelerator(cands[keys.index(key)])
         order = {key: i for i, key in enumerate(self._accelerators)}
-        index = np.asarray([order[key] for key in keys])
+        index = np.fromiter(map(order.__getitem__, keys), np.int64, len(keys))
         stacked = jax.tree.map(
             lambda *xs: np.asarray(xs, np.float32)[index], *self._accelerators.values()
         )
-        group_widths = np.asarray([c.widths for c in cands], np.float32)
+        # Every candidate's numbers read in one pass of C iterators into one array, so 100,000
+        # candidates take a fraction of a second (`Evaluator.estimate` stays close to the model).
+        n, groups, layers = len(cands), len(self.spec.widths), len(self.shapes)
+        fields = {"widths": groups, "sparsity": layers, "analog_fraction": layers}
+        numbers = chain.from_iterable(chain.from_iterable(map(attrgetter(*fields), cands)))
+        table = _rows(np.fromiter(numbers, np.float32), n, sum(fields.values()), list(fields))
+        group_widths, sparsity, analog_fraction = np.split(table, [groups, groups + layers], 1)
+        code = {g: i for i, g in enumerate(pruning.GRANULARITIES)}.__getitem__
+        names = chain.from_iterable(map(attrgetter("granularity"), cands))
+        granularity = _rows(np.fromiter(map(code, names), np.int32), n, layers, ["granularity"])
+        adc_bits = np.fromiter(map(attrgetter("adc_bits"), cands), np.float32, n)
         design = Design(
             widths=networks.layer_widths(self.target_spec, group_widths)[1],
-            analog_fraction=np.asarray([c.analog_fraction for c in cands], np.float32),
-            sparsity=np.asarray([c.sparsity for c in cands], np.float32),
-            granularity=np.asarray(
-                [[pruning.GRANULARITIES.index(g) for g in c.granularity] for c in cands], np.int32
-            ),
+            analog_fraction=analog_fraction,
+            sparsity=sparsity,
+            granularity=granularity,
         )
         cells = np.ceil(stacked.weight_bits / stacked.cell_bits)
         knobs = {
-            "widths": np.asarray([c.widths for c in cands], np.int32),
+            "widths": group_widths.astype(np.int32),
             "sparsity": design.sparsity,
             "granularity": design.granularity,
             "analog_fraction": design.analog_fraction,
             "tile_rows": stacked.tile_rows.astype(np.int32),
             "tile_cols": np.maximum(1, stacked.tile_cols // cells).astype(np.int32),
-            "adc_bits": np.asarray([c.adc_bits for c in cands], np.int32),
+            "adc_bits": adc_bits.astype(np.int32),
             "dac_bits": stacked.dac_bits.astype(np.int32),
         }
         return design, stacked, knobs
 
-    def estimate(self, cands: list[Candidate], pad_to: int | None = None) -> list[Result]:
+    def estimate(self, cands: list[Candidate], pad_to: int | None = None) -> Estimates:
         """Energy-only results (from the designs' statistics) in one vmapped call.
 
         `pad_to` pads the batch to a fixed size, so batches up to it share one compiled program.
@@ -333,7 +366,7 @@ class Evaluator:
         design, accs, _ = self.arrays(rows)
         report = estimate_energy_batch(self.shapes, design, accs)
         report = jax.tree.map(lambda x: np.asarray(x)[: len(cands)], report)
-        return _results(report, cands)
+        return Estimates(report, cands)
 
     def budget_energies(self, cands: list[Candidate], chunk: int = 256) -> np.ndarray:
         """Energy per candidate, np.inf where it is not worth training (a budget broken, or a
@@ -387,7 +420,7 @@ class Evaluator:
         counts = counts_from_masks(self.shapes, masks, np.asarray(cand.analog_fraction), acc)
         report = estimate_energy(self.shapes, counts, acc)
         report = jax.tree.map(lambda x: np.asarray(x)[None], report)  # a batch of one
-        return _results(report, [cand])[0]
+        return Estimates(report, [cand])[0]
 
     def _trained(
         self, cand: Candidate, seed: int, out: dict, i: int, energy: Result | None = None

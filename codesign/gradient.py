@@ -42,7 +42,7 @@ import optax
 
 from codesign import networks
 from codesign.energy import Design, estimate_energy
-from codesign.transfer import _compiler_options
+from codesign.engine import TrainState, compiled, cross_entropy, streams, train
 
 __all__ = ["GradientConfig", "Bounds", "Relaxation", "lambdas"]
 
@@ -141,39 +141,38 @@ def _program(spec, shapes, ft, config: GradientConfig, bounds: Bounds):
 
         return networks.apply(spec, params, x, unit_masks=gates, matmul=matmul)
 
-    weights_opt, design_opt = optax.adam(ft.learning_rate), optax.adam(config.design_learning_rate)
+    # The weights train at the fine-tune's rate, the design variables at their own, both by Adam.
+    optimizer = optax.multi_transform(
+        {
+            "weights": optax.adam(ft.learning_rate),
+            "design": optax.adam(config.design_learning_rate),
+        },
+        {"weights": "weights", "design": "design"},
+    )
 
     def member(theta, granularity, acc, lam, seed, base, x_train, y_train):
-        key = jax.random.PRNGKey(seed)
-        head_key, batch_key, noise_key = jax.random.split(key, 3)
-        params = (*base, networks.init_params(spec, head_key)[-1])
+        keys = streams(seed, 3)  # init (the new head), batches, noise: `codesign.engine`
+        params = {"weights": (*base, networks.init_params(spec, keys.init)[-1]), "design": theta}
 
-        def loss_fn(params, theta, idx, step_key):
-            knobs = relaxed(theta)
-            logits = forward(params, knobs, x_train[idx], step_key)
-            ce = optax.softmax_cross_entropy_with_integer_labels(logits, y_train[idx]).mean()
+        def loss(p, xb, yb, key):
+            knobs = relaxed(p["design"])
+            ce = cross_entropy(forward(p["weights"], knobs, xb, key), yb)
             return ce + lam * jnp.log(energy(knobs, granularity, acc)), ce
 
-        def step(carry, inputs):
-            params, theta, w_state, d_state = carry
-            idx, step_key = inputs
-            (_, ce), (g_params, g_theta) = jax.value_and_grad(loss_fn, (0, 1), has_aux=True)(
-                params, theta, idx, step_key
-            )
-            updates, w_state = weights_opt.update(g_params, w_state, params)
-            params = optax.apply_updates(params, updates)
-            updates, d_state = design_opt.update(g_theta, d_state, theta)
-            return (params, optax.apply_updates(theta, updates), w_state, d_state), ce
-
-        idx = jax.random.randint(batch_key, (config.steps, ft.batch_size), 0, x_train.shape[0])
-        keys = jax.random.split(noise_key, config.steps)
-        carry = (params, theta, weights_opt.init(params), design_opt.init(theta))
-        (_, theta, _, _), losses = jax.lax.scan(step, carry, (idx, keys))
-        knobs = relaxed(theta)
-        return {**knobs, "relaxed_energy_j": energy(knobs, granularity, acc), "loss": losses[-1]}
+        state = TrainState.create(params, optimizer, config.steps)
+        state = train(
+            state, loss, optimizer, (x_train, y_train), keys, batch_size=ft.batch_size,
+            has_aux=True,
+        )  # fmt: skip
+        knobs = relaxed(state.params["design"])
+        return {
+            **knobs,
+            "relaxed_energy_j": energy(knobs, granularity, acc),
+            "loss": state.losses[-1],
+        }
 
     run = jax.vmap(member, in_axes=(0, 0, 0, 0, 0, None, None, None))
-    return jax.jit(run, compiler_options=_compiler_options())
+    return compiled(run)
 
 
 class Relaxation:

@@ -14,6 +14,17 @@ stopped by SIGTERM or kill -9 never leaves a stale lock behind. The backend hold
 hands to Optuna, so it takes and releases it without reaching into Optuna's privates; the one
 inherited detail it relies on is the parent's index of log line offsets (`_log_number_offset`),
 which tells how many lines the file held when the lock was taken. Paths are made absolute.
+
+Nothing is lost on a crash or a full disk:
+
+- A write that fails (ENOSPC, EIO, a quota) is undone: the file is cut back to its size before
+  the write, under the lock, and the error says so in one line (`JournalWriteError`); the study
+  stays as it was before the batch, readable and resumable.
+- A record cut off by a crash mid-write (no final newline, or a last line that is not JSON) is
+  never built upon: every write first checks the file's tail under the lock, moves cut-off bytes
+  to ``study.journal.torn-<time>``, cuts the file back to its last complete record and says so
+  in one line (`repair`); Optuna's reader already skips such a last line, so the study read
+  before is the study kept. A broken record before the last one is refused by the reader.
 """
 
 from __future__ import annotations
@@ -22,10 +33,85 @@ import contextlib
 import fcntl
 import json
 import os
+import sys
+import time
 
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-__all__ = ["BatchedJournalFileBackend", "BatchedJournalStorage", "FlockLock", "batch"]
+from codesign.errors import CodesignError
+
+__all__ = [
+    "BatchedJournalFileBackend",
+    "BatchedJournalStorage",
+    "FlockLock",
+    "JournalWriteError",
+    "batch",
+    "repair",
+]
+
+
+class JournalWriteError(CodesignError):
+    """A journal write failed (disk full, I/O error) and was undone: the study is as before."""
+
+
+def repair(path: str, say=None) -> int:
+    """Cut a journal back to its last complete record; returns the bytes cut (0: it was whole).
+
+    Call with the journal's lock held (every write does, first). Reads the file's tail only. The
+    cut bytes are kept in ``PATH.torn-<time>``, and `say` (default: print to stderr) gets one
+    line about them. Where nothing can be written the file is left as it is: Optuna's reader
+    ignores a cut-off last line, and the write that follows fails in one line.
+    """
+    size = os.path.getsize(path)
+    window = 1 << 16
+    with open(path, "rb") as f:
+        while True:
+            start = max(0, size - window)
+            f.seek(start)
+            tail = f.read()
+            end = tail.rfind(b"\n")
+            if end == len(tail) - 1:  # ends with a newline: is the last line a record?
+                begin = tail.rfind(b"\n", 0, end)
+                if begin < 0 and start > 0:
+                    window *= 16  # a last line longer than the window: read more
+                    continue
+                try:
+                    json.loads(tail[begin + 1 :])
+                    return 0
+                except ValueError:  # a whole line of garbage at the end: cut it too
+                    keep = start + begin + 1
+            elif end < 0 and start > 0:
+                window *= 16
+                continue
+            else:  # a last line with no newline: cut off mid-write
+                keep = start + end + 1
+            f.seek(keep)
+            torn = f.read()
+            break
+    if not torn:
+        return 0
+    saved = f"{path}.torn-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    try:
+        with open(saved, "wb") as f:
+            f.write(torn)
+            f.flush()
+            os.fsync(f.fileno())
+        with open(path, "r+b") as f:
+            f.truncate(keep)
+            os.fsync(f.fileno())
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(saved)
+        return 0
+    (say or _stderr)(
+        f"{path}: its last record was cut off ({len(torn)} bytes, from a crash or a full disk "
+        f"mid-write); moved to {saved}; the study goes on from the records before it"
+    )
+    return len(torn)
+
+
+def _stderr(line: str) -> None:
+    print(f"codesign: {line}", file=sys.stderr)
 
 
 class FlockLock:
@@ -76,6 +162,7 @@ class BatchedJournalFileBackend(JournalFileBackend):
             return
         self.lock.acquire()
         try:
+            repair(self.path)  # never build on a record a crash cut off
             known = max(self._log_number_offset)
             self._file_logs = known + sum(1 for _ in super().read_logs(known))
             self._pending = []
@@ -87,19 +174,42 @@ class BatchedJournalFileBackend(JournalFileBackend):
             self.lock.release()
 
     def _write(self, logs: list) -> None:
-        text = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
-        with open(self.path, "ab") as f:
-            f.write(text.encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
+        """Append `logs` in one write and one fsync (the lock held); a failed write is undone."""
+        data = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        try:
+            size = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                done = 0
+                while done < len(data):  # unbuffered: nothing left to flush at close
+                    done += os.write(fd, data[done:])
+                os.fsync(fd)
+            except OSError as err:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)  # never leave a cut-off record behind
+                    os.fsync(fd)
+                raise JournalWriteError(
+                    f"{self.path}: could not save the study's last {len(logs)} operations "
+                    f"({err.strerror or err}); they were undone and the study is as it was "
+                    "before them: free space (or fix the disk) and run the command again"
+                ) from None
+        finally:
+            os.close(fd)
         for _ in super().read_logs(self._file_logs):  # index the new lines' offsets
             pass
 
     def append_logs(self, logs) -> None:
-        if self._pending is None:
-            super().append_logs(logs)
-        else:
+        if self._pending is not None:
             self._pending.extend(logs)
+            return
+        self.lock.acquire()
+        try:
+            repair(self.path)
+            self._file_logs = max(self._log_number_offset)
+            self._file_logs += sum(1 for _ in super().read_logs(self._file_logs))
+            self._write(logs)
+        finally:
+            self.lock.release()
 
     def read_logs(self, log_number_from: int):
         if self._pending is None:

@@ -13,6 +13,8 @@ Rules:
 - The last layer called is the head: its outputs are the logits (its width is the task's class
   count, whatever the module was built with) and nothing may be added to them.
 - Only Linear and Conv weights are trained; any other parameter (a norm's scale) stays as built.
+  The module runs in inference mode (`nnx.Module.eval`): BatchNorm normalises with its running
+  statistics as built, never updated; Dropout is off.
 - Conv: any padding and stride, no dilation, no feature groups. A Linear after a flatten of an
   NHWC map (position-major features) keeps its rows unit-major inside codesign and is written
   back in the module's order at export.
@@ -56,8 +58,11 @@ def load_factory(module) -> Callable:
         raise CodesignError(f"model.module: {module!r} is not of the form 'package.module:Class'")
     try:
         return getattr(importlib.import_module(name), attr)
-    except (ImportError, AttributeError) as err:
-        raise CodesignError(f"model.module: cannot import {module!r} ({err})") from None
+    except Exception as err:  # noqa: BLE001  (user code: any error it raises on import)
+        why = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise CodesignError(
+            f"model.module: cannot import {module!r} ({type(err).__name__}: {why})"
+        ) from None
 
 
 def build_module(module, kwargs: dict) -> nnx.Module:
@@ -272,6 +277,10 @@ def trace_module(
             )
     originals = {i: layer for i, (_, layer) in enumerate(found)}
     tapped = nnx.clone(built)
+    # Inference mode: BatchNorm normalises with its running statistics as built (they are not
+    # updated: codesign trains only Linear and Conv weights), Dropout is off. Either layer in
+    # training mode would update its state inside codesign's traced programs.
+    tapped.eval()
     taps = [_Tap(i) for i in range(len(found))]
     for (path, _), tap in zip(found, taps, strict=True):
         parent = tapped

@@ -20,6 +20,7 @@ import pathlib
 import numpy as np
 import optuna
 
+from codesign.files import atomic_write
 from codesign.study import feasible, result_of
 
 __all__ = [
@@ -178,8 +179,11 @@ def plot_front(
     if path.suffix == ".html":
         import plotly.graph_objects as go
 
-        def hover(ts):
-            return [json.dumps(result_of(t).to_attrs().get("candidate", {})) for t in ts]
+        def hover(ts):  # the trial number first: `codesign export --trial N` picks it
+            return [
+                f"trial {t.number}: {json.dumps(result_of(t).to_attrs().get('candidate', {}))}"
+                for t in ts
+            ]
 
         fig = go.Figure()
         fig.add_scatter(
@@ -211,8 +215,7 @@ def plot_front(
             xaxis={"type": "log", "title": "energy per inference (J)"},
             yaxis={"title": "accuracy (target validation)"},
         )
-        fig.write_html(path, include_plotlyjs=True)
-        return path
+        return atomic_write(path, lambda tmp: fig.write_html(tmp, include_plotlyjs=True))
     import matplotlib
     import matplotlib.ticker
 
@@ -244,6 +247,7 @@ def plot_front(
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)

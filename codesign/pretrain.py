@@ -1,6 +1,6 @@
 """Pretraining the base network once per search space, cached on disk.
 
-pretrain_program   the jitted digital training loop (Adam, one `lax.scan` over steps)
+pretrain_program   the jitted digital training loop (Adam; `codesign.engine.train`)
 pretrain           a maximum-width base trained on the source task, units sorted by
                    importance (so a candidate's widths keep the best units)
 load_or_pretrain   the base from the cache (keyed by `base_key`: a hash of everything that
@@ -24,12 +24,13 @@ import optax
 from codesign import networks
 from codesign.checkpoint import load_checkpoint
 from codesign.data import Dataset, cache_root
+from codesign.engine import TrainState, batches, cross_entropy, streams, train
 
 __all__ = [
     "PretrainConfig",
     "base_key",
-    "batches",
-    "cross_entropy",
+    "batches",  # re-exported from codesign.engine
+    "cross_entropy",  # re-exported from codesign.engine
     "enable_compilation_cache",
     "load_or_pretrain",
     "pretrain",
@@ -49,43 +50,28 @@ class PretrainConfig:
     checkpoint: str | None = None  # your own pretrained base instead (see `load_checkpoint`)
 
 
-def cross_entropy(logits, labels):
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-
-def batches(key, n_examples: int, steps: int, batch_size: int):
-    """[steps, batch] example indices, reshuffled with `key` (sampling with replacement)."""
-    return jax.random.randint(key, (steps, batch_size), 0, n_examples)
-
-
 def pretrain_program(spec: networks.NetworkSpec, config: PretrainConfig):
     """The jitted pretraining loop, ``run(params, x, y) -> (params, losses)``: ``config.steps``
-    digital Adam steps (one `lax.scan`) on batches drawn from x, y with the config's seed."""
-    _, batch_key = jax.random.split(jax.random.PRNGKey(config.seed))
+    digital Adam steps (`codesign.engine.train`) on batches drawn from x, y with the config's
+    seed (its `init` and `batches` streams)."""
+    keys = streams(config.seed, 2)
     optimizer = optax.adam(config.learning_rate)
 
-    def loss_fn(p, xb, yb):
+    def loss(p, xb, yb, _):
         return cross_entropy(networks.apply(spec, p, xb), yb)
 
     @jax.jit
     def run(params, x, y):
-        def step(carry, idx):
-            p, opt_state = carry
-            loss, grads = jax.value_and_grad(loss_fn)(p, x[idx], y[idx])
-            updates, opt_state = optimizer.update(grads, opt_state, p)
-            return (optax.apply_updates(p, updates), opt_state), loss
-
-        idx = batches(batch_key, x.shape[0], config.steps, config.batch_size)
-        (params, _), losses = jax.lax.scan(step, (params, optimizer.init(params)), idx)
-        return params, losses
+        state = TrainState.create(params, optimizer, config.steps)
+        state = train(state, loss, optimizer, (x, y), keys, batch_size=config.batch_size)
+        return state.params, state.losses
 
     return run
 
 
 def pretrain(spec: networks.NetworkSpec, data: Dataset, config: PretrainConfig):
     """Train the maximum-width network digitally on the source task; returns params."""
-    init_key, _ = jax.random.split(jax.random.PRNGKey(config.seed))
-    params = networks.init_params(spec, init_key)
+    params = networks.init_params(spec, streams(config.seed, 2).init)
     x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
     params, _ = pretrain_program(spec, config)(params, x, y)
     return networks.sort_units(spec, params)

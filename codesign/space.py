@@ -37,14 +37,13 @@ import math
 import pathlib
 from typing import Any
 
-import yaml
-
 from codesign import early_stop, transfer
 from codesign.checks import choice, fail, int_list, override, parse_tile, section, typed
 from codesign.data import DATASET_NAMES, SPLITS, looks_like_path
 from codesign.dimensions import Dimension, parse_dimension
 from codesign.errors import CodesignError
 from codesign.evaluate import Evaluator
+from codesign.files import load_yaml
 from codesign.gradient import Bounds
 from codesign.hardware import Accelerator
 from codesign.networks import FAMILIES
@@ -244,16 +243,7 @@ def load_space(path: str | pathlib.Path) -> SearchSpace:
     path = pathlib.Path(path)
     if not path.is_file():
         raise CodesignError(f"{path}: no such search space file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except UnicodeDecodeError:
-        raise CodesignError(f"{path}: not a text (UTF-8) file; a search space is YAML") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise CodesignError(f"{path}:{where} YAML syntax error: {problem}") from None
-    return parse_space(data, str(path))
+    return parse_space(load_yaml(path, "a search space"), str(path))
 
 
 # --- validation helpers ---

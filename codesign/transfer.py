@@ -20,7 +20,7 @@ Widths are masks over the maximum shapes and every per-candidate knob (widths, s
 granularity, tile size, analog split, converter bits, seed) is a traced array, so a search
 space compiles exactly one program per population size. On a CPU, compiling it takes about as
 long as running a small population: so the program holds each mask maker once and one noisy
-evaluation pass (validation and test together), it is compiled at -O1 (`_compiler_options`),
+evaluation pass (validation and test together), it is compiled at -O1 (`engine.compiled`),
 and `enable_compilation_cache` keeps it on disk for the next process.
 """
 
@@ -39,12 +39,11 @@ from codesign import analog, conv, networks, pruning
 from codesign.checkpoint import load_checkpoint
 from codesign.data import TransferTask
 from codesign.energy import GRANULARITIES
+from codesign.engine import TrainState, compiled, cross_entropy, streams, train
 from codesign.errors import CodesignError
 from codesign.pretrain import (
     PretrainConfig,
     base_key,
-    batches,
-    cross_entropy,
     enable_compilation_cache,
     load_or_pretrain,
     pretrain,
@@ -91,6 +90,9 @@ class FinetuneConfig:
     # candidate for a ResNet-20 conv (forward and gradient, 8 candidates); else vmap (1-D
     # MNIST-1D convs ran 12% faster vmapped).
     population_map: str = "auto"
+    # Conv layers' crossbar simulation recomputed in the backward pass instead of stored
+    # (`codesign.analog.hybrid`'s remat): 2.7x less XLA memory per ResNet-20 step, ~8% slower.
+    remat: bool = True
 
 
 @jax.tree_util.register_dataclass
@@ -143,28 +145,14 @@ def row_tile_bound(shapes: Sequence[networks.LayerShape], min_tile_rows: int) ->
 
 
 def candidate_keys(seed):
-    """A candidate's streams from its seed: head init, batches, training noise, evaluation."""
-    return jax.random.split(jax.random.PRNGKey(seed), 4)
+    """A candidate's streams from its seed: head init, batches, training noise, evaluation
+    (`codesign.engine.streams`: the one key-stream rule)."""
+    return streams(seed, 4)
 
 
 def _mask_tree(masks):
     """Weight masks as a params-shaped tree; a bias is kept where its column keeps a weight."""
     return tuple({"w": m, "b": (m.sum(axis=0) > 0).astype(m.dtype)} for m in masks)
-
-
-def _compiler_options() -> dict | None:
-    """XLA options for the population program: on CPU, LLVM at -O1 instead of the default -O2.
-
-    A fine-tune runs for seconds, so compile time matters as much as run time. On CPU, -O1 halves
-    the compile time and leaves the run time unchanged (the hot loops are Eigen matmuls, which
-    are precompiled): see experiments/benchmarks/bench_finetune.py.
-    """
-    return {"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else None
-
-
-def compiled(fn, **jit_kwargs):
-    """`jax.jit` with the population programs' compiler options."""
-    return jax.jit(fn, compiler_options=_compiler_options(), **jit_kwargs)
 
 
 class Engine:
@@ -205,23 +193,60 @@ class Engine:
             ),
         }
         self.num_val = len(target.y_val)
-        self.traces = 0  # how often the population program was traced (compiled)
+        self.traces = 0  # how often a population program was traced (compiled)
         self.optimizer = optax.adam(finetune.learning_rate)
-        self._program = compiled(self._evaluate)
+        self._init = compiled(self._counted(self._init_program))
+        self._train = compiled(self._counted(self._train_program), static_argnums=(4, 5))
+        self._score = compiled(self._counted(self._score_program))
 
-    # The population program: arrays with a leading candidate axis. Its per-candidate pieces
-    # `init_one`, `train_one` and `score_one` are vmapped here as one program, and run as
-    # separate programs between rungs by `codesign.early_stop`.
-    def _evaluate(self, population: Population, base, data):
-        """Inherit and mask every candidate, then fine-tune and score them all, vmapped."""
-        self.traces += 1
+    # The population programs: arrays with a leading candidate axis, the per-candidate pieces
+    # (`init_one`, `train_one`, `score_one`) mapped by `population_map`. A plain fine-tune is
+    # `_init`, `_train` over all its steps, then `_score`; early stopping (`codesign.early_stop`)
+    # runs `_train` a rung at a time between the same `_init` and `_score`. Every training window
+    # starts from a state passed in (never one computed in the same program, whose layout XLA
+    # could choose differently), so a candidate's numbers are bit-identical through either path
+    # (tests/test_early_stop.py).
+    def _counted(self, program):
+        def traced(*args):
+            self.traces += 1
+            return program(*args)
 
-        def finetune(cand, params, masks, analog_on):
-            state = self.init_one(params, masks)
-            state = self.train_one(cand, state, data, 0, self.config.steps, analog_on)
-            return self.score_one(cand, state, data, analog_on)
+        return traced
 
-        return self.population_map(finetune, population, *self.inherit(population, base))
+    def _init_program(self, population: Population, base) -> TrainState:
+        """Every candidate's inherited, masked network and fresh optimizer state."""
+        params, masks = self.inherit(population, base)
+        return jax.vmap(self.init_one)(params, masks)
+
+    def _train_program(self, population: Population, state, data, start, steps: int, probe: bool):
+        """Steps [start, start + steps) from the state reached; with `probe`, also each
+        candidate's validation accuracy under one noise draw at the end (`probe`)."""
+
+        def one(cand, state, analog_on):
+            return self.train_one(cand, state, data, start, steps, analog_on)
+
+        state = self.population_map(one, population, state)
+        return (state, self.probe(population, state, data, start + steps)) if probe else state
+
+    def _score_program(self, population: Population, state, data):
+        return self.population_map(
+            lambda cand, state, analog_on: self.score_one(cand, state, data, analog_on),
+            population,
+            state,
+        )
+
+    def probe(self, population: Population, state: TrainState, data, step):
+        """Each candidate's validation accuracy under one noise draw (key: its evaluation stream
+        folded with `step`); 0 where its loss has gone non-finite."""
+        x_val, y_val = (a[: self.num_val] for a in data["eval"])
+
+        def one(cand, params, losses, analog_on):
+            key = jax.random.fold_in(candidate_keys(cand.seed).evaluation, step)
+            logits = self.forward(cand, analog_on)(params, x_val, key)
+            accuracy = jnp.mean(jnp.argmax(logits, -1) == y_val)
+            return jnp.where(jnp.isfinite(losses).all(), accuracy, 0.0)
+
+        return self.population_map(one, population, state.params, state.losses)
 
     @property
     def sequential(self) -> bool:
@@ -249,9 +274,9 @@ class Engine:
 
     def inherit(self, population: Population, base):
         """Every candidate's inherited hidden layers with a fresh head, and its masks."""
-        heads = jax.vmap(lambda seed: networks.init_params(self.spec, candidate_keys(seed)[0])[-1])(
-            population.seed
-        )
+        heads = jax.vmap(
+            lambda seed: networks.init_params(self.spec, candidate_keys(seed).init)[-1]
+        )(population.seed)
         inherited = jax.tree.map(lambda x: jnp.broadcast_to(x, (population.size, *x.shape)), base)
         params = (*inherited, heads)
         return params, tuple(self._masks(population, params))
@@ -329,6 +354,7 @@ class Engine:
                     hw,
                     key,
                     flags[i],
+                    remat=cfg.remat,
                 )
                 return out.reshape(digital.shape)
 
@@ -336,52 +362,45 @@ class Engine:
 
         return forward
 
-    def init_one(self, params, masks):
+    def init_one(self, params, masks) -> TrainState:
         """One candidate's fine-tune state before its first step: masked params, Adam's state,
         the masks, and room for each step's loss."""
-        params = jax.tree.map(lambda p, m: p * m, params, _mask_tree(masks))
-        losses = jnp.zeros(self.config.steps)
-        return {"params": params, "opt": self.optimizer.init(params), "masks": masks,
-                "losses": losses}  # fmt: skip
+        return TrainState.create(params, self.optimizer, self.config.steps, _mask_tree(masks))
 
-    def train_one(self, cand: Population, state, data, start, steps: int, analog_on=None):
+    def train_one(
+        self, cand: Population, state: TrainState, data, start, steps: int, analog_on=None
+    ) -> TrainState:
         """One candidate, fully traced: steps [start, start + steps) of its fine-tune under
-        analog noise. Its batches and noise keys are those of the whole fine-tune, sliced, so a
-        fine-tune run in rungs gives the numbers of one run straight through."""
-        cfg = self.config
-        _, batch_key, noise_key, _ = candidate_keys(cand.seed)
-        forward, mask_tree = self.forward(cand, analog_on), _mask_tree(state["masks"])
-        x_train, y_train = data["train"]
+        analog noise (`codesign.engine.train`: a fine-tune run in rungs gives the numbers of one
+        run straight through)."""
+        forward = self.forward(cand, analog_on)
 
-        def step(carry, inputs):
-            p, opt_state = carry
-            idx, step_key = inputs
-            loss, grads = jax.value_and_grad(
-                lambda q: cross_entropy(forward(q, x_train[idx], step_key), y_train[idx])
-            )(p)
-            updates, opt_state = self.optimizer.update(grads, opt_state, p)
-            p = optax.apply_updates(p, pruning.masked_update(updates, mask_tree))
-            return (p, opt_state), loss
+        def loss(params, xb, yb, key):
+            return cross_entropy(forward(params, xb, key), yb)
 
-        idx = batches(batch_key, x_train.shape[0], cfg.steps, cfg.batch_size)
-        step_keys = jax.random.split(noise_key, cfg.steps)
-        window = [jax.lax.dynamic_slice_in_dim(a, start, steps) for a in (idx, step_keys)]
-        (params, opt), losses = jax.lax.scan(step, (state["params"], state["opt"]), window)
-        losses = jax.lax.dynamic_update_slice_in_dim(state["losses"], losses, start, 0)
-        return {**state, "params": params, "opt": opt, "losses": losses}
+        return train(
+            state,
+            loss,
+            self.optimizer,
+            data["train"],
+            candidate_keys(cand.seed),
+            batch_size=self.config.batch_size,
+            start=start,
+            steps=steps,
+        )
 
-    def score_one(self, cand: Population, state, data, analog_on=None):
+    def score_one(self, cand: Population, state: TrainState, data, analog_on=None):
         """One fine-tuned candidate's accuracies (analog, averaged over noise draws; digital),
         final loss and training FLOPs."""
         spec, cfg = self.spec, self.config
-        params, masks, losses = state["params"], state["masks"], state["losses"]
+        params, masks, losses = state.params, state.layer_masks, state.losses
         # Validation and test in one pass (one noisy forward in the program, not two): each
         # noise draw is one programmed chip, read on both splits.
         x_eval, y_eval = data["eval"]
         unit_masks = networks.width_masks(spec, [cand.widths[i] for i in range(spec.num_hidden)])
         digital_logits = networks.apply(spec, params, x_eval, unit_masks=unit_masks)
         digital_hits = jnp.argmax(digital_logits, -1) == y_eval
-        draws = jax.random.split(candidate_keys(cand.seed)[3], cfg.eval_draws)
+        draws = jax.random.split(candidate_keys(cand.seed).evaluation, cfg.eval_draws)
         forward = self.forward(cand, analog_on)
 
         def noisy_hits():
@@ -445,7 +464,9 @@ class Engine:
             pad = chunk - part.size
             if pad:
                 part = population.take(np.r_[np.arange(start, size), np.full(pad, size - 1)])
-            out = self._program(part, self.base, self.data)
+            state = self._init(part, self.base)
+            state = self._train(part, state, self.data, 0, self.config.steps, False)
+            out = self._score(part, state, self.data)
             if not keep_params:
                 out = {k: v for k, v in out.items() if k not in ("params", "masks")}
             out = jax.tree.map(np.asarray, out)

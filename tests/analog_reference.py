@@ -1,5 +1,6 @@
 """The first analog simulator (one matmul per row tile, Gaussian draws): the reference that
 `codesign.analog` is tested against. Not used by the library."""
+
 from __future__ import annotations
 
 import jax

@@ -1,6 +1,7 @@
 """The gradient sampler (`codesign.gradient`): design variables learned with the weights in one
 compiled population program, then snapped onto the space's grid and scored exactly."""
 
+import dataclasses
 import pathlib
 
 import numpy as np
@@ -43,6 +44,28 @@ def test_a_larger_trade_off_weight_learns_a_design_of_less_energy(searched):
     assert run["flops"][0] == 6.0 * macs * TINY["finetune"]["batch_size"] * 30
     for cand in learned:  # on the ranges, before snapping
         assert all(4 <= w <= 16 for w in cand.widths) and 4 <= cand.adc_bits <= 8
+
+
+@pytest.mark.slow
+def test_at_zero_design_step_the_program_returns_its_starts_and_their_exact_scores(searched):
+    """The relaxed program steps the weights and the design through the engine's one loop; at a
+    design step size of zero the learned designs snap back onto their starting candidates, so
+    what the study stores for them is the plain fine-tune's score of the same candidate and seed,
+    bit for bit."""
+    space, evaluator, _, _ = searched
+    starts = [space.candidate(p) for p in space.sample_params(np.random.default_rng(4), 3)]
+    config = dataclasses.replace(space.sampler.gradient, design_learning_rate=0.0)
+    seeds = np.asarray([11, 12, 13])
+    lambdas = np.asarray([1e-3, 0.1, 1.0], np.float32)
+    learned, run = evaluator.codesign(starts, seeds, lambdas, space.bounds(), config)
+    assert np.isfinite(run["loss"]).all()  # the weights did train
+    snapped = [space.candidate(space.params_of(cand)) for cand in learned]
+    assert snapped == starts
+    scored, plain = (
+        evaluator.evaluate(snapped, list(seeds)),
+        evaluator.evaluate(starts, list(seeds)),
+    )
+    assert [r.to_attrs() for r in scored] == [r.to_attrs() for r in plain]
 
 
 @pytest.mark.slow

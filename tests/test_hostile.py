@@ -334,6 +334,67 @@ CASES["data: relative path that is not beside the space"] = (
 )  # fmt: skip
 
 
+def _design_copy(t: pathlib.Path, key: str, value) -> str:
+    """A design file with its readable copies (`network`, `pruning`, `accelerator`), one field
+    of them edited (or removed, for value `...`) and the candidate left as it was."""
+    data = FoundDesign.from_json(json.loads(pathlib.Path(_design_file(t)).read_text())).to_json()
+    *parents, leaf = key.split(".")
+    target = data
+    for parent in parents:
+        target = target[parent]
+    if value is ...:
+        del target[leaf]
+    else:
+        target[leaf] = value
+    return str(_write(t / "hostile-design.json", json.dumps(data)))
+
+
+_EDITED_COPIES = {
+    "network.widths": ([4096, 4096], "network.widths is [4096, 4096] but the design's candidate"),
+    "network.family": ("resnet", "network.family is 'resnet'"),
+    "network.max_widths": ([8, 8], "network.max_widths is [8, 8]"),
+    "pruning.sparsity": ([-0.5] * 3, "pruning.sparsity is [-0.5, -0.5, -0.5]"),
+    "pruning.granularity": (["row"] * 3, "pruning.granularity is ['row', 'row', 'row']"),
+    "accelerator.adc_bits": (99, "accelerator.adc_bits is 99"),
+    "accelerator.tile_rows": (float("nan"), "accelerator.tile_rows is nan"),
+    "accelerator.tile_cols": (1e9, "accelerator.tile_cols is 1000000000.0"),
+    "accelerator.dac_bits": ("8", "accelerator.dac_bits is '8'"),
+    "accelerator.vdd": (..., "accelerator.vdd is '<missing>'"),
+}
+for _key, (_value, _says) in _EDITED_COPIES.items():
+    CASES[f"design copy edited: {_key}"] = (
+        lambda e, t, k=_key, v=_value: ["train", _design_copy(t, k, v)],
+        _says,
+    )
+CASES["yaml key given twice"] = (
+    lambda e, t: ["search", str(_write(t / "dup.yaml", "name: a\ntrials: 2\nname: b\n"))],
+    "key 'name' appears twice (lines 1 and 3)",
+)
+CASES["yaml key given twice in a flow mapping"] = (
+    lambda e, t: ["search", str(_write(t / "dup.yaml", "search: {tile: 1, tile: 2}\n"))],
+    "key 'tile' appears twice (lines 1 and 1)",
+)
+CASES["yaml nested key given twice"] = (
+    lambda e, t: [
+        "search",
+        str(_write(t / "dup.yaml", "finetune:\n  steps: 5\n  batch_size: 8\n  steps: 50\n")),
+    ],
+    "key 'steps' appears twice (lines 2 and 4)",
+)
+CASES["search out under /proc"] = (
+    lambda e, t: ["search", str(e["space"]), "--out", "/proc/codesign-run"],
+    "--out '/proc/codesign-run': not a writable folder",
+)
+CASES["train out under /proc"] = (
+    lambda e, t: ["train", _design_file(t), "--out", "/proc/codesign-trained"],
+    "--out '/proc/codesign-trained': not a writable folder",
+)
+CASES["pareto plot into /proc"] = (
+    lambda e, t: ["pareto", "--out", str(e["run"]), "--plot", "/proc/codesign-front.png"],
+    "/proc/codesign-front.png: could not write it",
+)
+
+
 def _journal_dir(t: pathlib.Path, content) -> pathlib.Path:
     run = t / "garbage-run"
     run.mkdir(exist_ok=True)
@@ -493,3 +554,22 @@ def test_hardware_overrides_out_of_range_are_refused(key, value, message, tmp_pa
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("cache", ["a-file", "/proc/codesign-cache"])
+def test_an_unusable_cache_fails_before_the_study_is_touched(cache, existing, tmp_path, capsys):  # noqa: F811
+    """CODESIGN_CACHE a regular file, or somewhere nothing can be written: one line naming it,
+    before the study is created or changed (no trial claimed and left RUNNING)."""
+    if cache == "a-file":
+        cache = str(_write(tmp_path / "a-file", "not a folder"))
+    run = tmp_path / "fresh-run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CODESIGN_CACHE", cache)
+        assert main(["search", str(existing["space"]), "--out", str(run)]) == 2
+        assert main(["search", str(existing["space"]), "--out", str(existing["run"])]) == 2
+    assert existing["journal"].read_bytes() == existing["bytes"]  # a resume changes nothing
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2, err
+    said = "exists and is not a directory" if cache.endswith("a-file") else "not a writable folder"
+    assert all(f"CODESIGN_CACHE {cache!r}" in line and said in line for line in err), err
+    assert not run.exists()

@@ -23,6 +23,8 @@ CORE = (
     "analog",
     "data",
     "formats",
+    "files",
+    "engine",
     "pretrain",
     "transfer",
     "checkpoint",
@@ -73,6 +75,47 @@ def test_only_the_study_edge_imports_optuna():
         path.stem for path in PACKAGE.glob("*.py") if _imports(imported_modules(path), "optuna")
     }
     assert importers <= OPTUNA_EDGE, importers - OPTUNA_EDGE
+
+
+def training_loop_calls(path: pathlib.Path) -> list[str]:
+    """Calls in a file that only a training loop makes: an optimizer's update (three arguments:
+    grads, state, params), `apply_updates`, `value_and_grad`, and `lax.scan`."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+            continue
+        name = node.func.attr
+        if (name == "update" and len(node.args) == 3) or name in (
+            "apply_updates",
+            "value_and_grad",
+            "scan",
+        ):
+            found.append(f"{path.name}:{node.lineno} {name}")
+    return found
+
+
+def test_the_parser_sees_training_loop_calls(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "u, s = opt.update(g, s, p)\np = optax.apply_updates(p, u)\n"
+        "jax.lax.scan(f, c, xs)\njax.value_and_grad(f)\nd.update(x)\n# lax.scan(f)\n"
+    )
+    assert [c.split()[1] for c in training_loop_calls(probe)] == [
+        "update", "apply_updates", "scan", "value_and_grad"
+    ]  # fmt: skip
+
+
+def test_only_the_engine_runs_training_loops():
+    """Pretraining, fine-tunes, rungs and the co-design program are calls of `codesign.engine`:
+    no other module steps an optimizer or scans over training steps."""
+    found = [
+        call
+        for path in PACKAGE.glob("*.py")
+        if path.name != "engine.py"
+        for call in training_loop_calls(path)
+    ]
+    assert not found, found
+    assert training_loop_calls(PACKAGE / "engine.py")  # the rule sees the engine's own loop
 
 
 def test_modules_fit_one_sitting():

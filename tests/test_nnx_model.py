@@ -39,6 +39,21 @@ class NoLayers(nnx.Module):
         return x * self.scale
 
 
+class NormNet(nnx.Module):
+    """A user's CNN with BatchNorm and Dropout: layers with state that codesign runs in inference
+    mode (statistics as built, Dropout off)."""
+
+    def __init__(self, channels: int = 8, classes: int = 5, *, rngs: nnx.Rngs):
+        self.conv = nnx.Conv(1, channels, (3,), rngs=rngs)
+        self.norm = nnx.BatchNorm(channels, rngs=rngs)
+        self.drop = nnx.Dropout(0.5, rngs=rngs)
+        self.head = nnx.Linear(channels * 40, classes, rngs=rngs)
+
+    def __call__(self, x):
+        h = self.drop(nnx.relu(self.norm(self.conv(x))))
+        return self.head(h.reshape(h.shape[0], -1))
+
+
 MODULE = f"{__name__}:ResidualNet"
 
 
@@ -121,7 +136,7 @@ def test_search_one_compile_then_plain_flax_reproduces_the_design(npz, tmp_path)
     cands = [space.candidate(p) for p in space.sample_params(rng, 6)]
     first = evaluator.evaluate(cands[:3], seeds=[0, 1, 2])
     second = evaluator.evaluate(cands[3:], seeds=[3, 4, 5])
-    assert evaluator.engine.traces == 1
+    assert evaluator.engine.traces == 3  # one population size: its init, train, score programs
     assert all(r.ok and r.energy_j > 0 for r in first + second)
 
     cand = cands[0]
@@ -133,6 +148,37 @@ def test_search_one_compile_then_plain_flax_reproduces_the_design(npz, tmp_path)
     accuracy = float(np.mean(np.argmax(np.asarray(logits), -1) == target.y_test))
     assert accuracy == pytest.approx(result.digital_test_accuracy, abs=1.5 / len(target.y_test))
     assert result.digital_test_accuracy > 0.4  # 5 classes: well above chance (0.2)
+
+
+def test_a_module_with_batchnorm_and_dropout_searches_in_inference_mode(npz, tmp_path):
+    """BatchNorm and Dropout keep state that training mode would update inside codesign's traced
+    programs; in inference mode both are pure, so the module traces, fine-tunes and scores, and
+    two scorings of one candidate agree (no Dropout draw)."""
+    space = _space(npz, tmp_path, module=f"{__name__}:NormNet")
+    assert space.problem.model.num_layers == 2
+    evaluator = space.evaluator(cache_dir=tmp_path / "bases")
+    cands = [space.candidate(p) for p in space.sample_params(np.random.default_rng(1), 2)]
+    first = evaluator.evaluate(cands, seeds=[0, 1])
+    assert all(r.ok for r in first)
+    assert [r.to_attrs() for r in evaluator.evaluate(cands, seeds=[0, 1])] == [
+        r.to_attrs() for r in first
+    ]
+
+
+@pytest.mark.parametrize(
+    "source, says",
+    [
+        ("raise RuntimeError('no GPU here')", "RuntimeError: no GPU here"),
+        ("def broken(:\n    pass", "SyntaxError"),
+        ("import numpy\nnumpy.zeros(-1)", "ValueError"),
+    ],
+)
+def test_a_module_whose_import_fails_is_one_line(source, says, npz, tmp_path, monkeypatch):
+    (tmp_path / "user_model.py").write_text(source + "\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(CodesignError, match="model.module: cannot import 'user_model:Net'") as err:
+        _space(npz, tmp_path, module="user_model:Net")
+    assert says in str(err.value) and "\n" not in str(err.value)
 
 
 def test_module_errors_are_one_line(npz, tmp_path):

@@ -1,0 +1,162 @@
+"""The training engine: every training loop in codesign is one call of `train`.
+
+Pretraining (`codesign.pretrain`), a population's fine-tunes and early-stopping rungs
+(`codesign.transfer`, `codesign.early_stop`) and the differentiable co-design program
+(`codesign.gradient`) differ only in their loss, optimizer and state; the loop is here, once:
+
+    TrainState  params, optimizer state, update mask (pruned weights get no update) and the loss
+                of every step of the run: a typed pytree, vmapped and sliced like any array
+    train       steps [start, start + steps) of a run: batches and noise keys drawn for the whole
+                run and sliced, value-and-grad of the loss, the optimizer's update, the masked
+                update applied; one `lax.scan`
+    compiled    `jax.jit` with the population programs' compiler options
+
+Key streams, the one rule: a run's integer seed gives its streams as
+``jax.random.split(jax.random.PRNGKey(seed), n)`` in this order (`streams`):
+
+    init        fresh parameters (pretraining: the whole network; a candidate: its new head)
+    batches     the run's [steps, batch] example indices (`batches`), drawn once for all steps
+    noise       one key per step, ``split(noise, steps)``: the analog noise of training
+    evaluation  scoring: ``split(evaluation, draws)`` noise draws; a rung's probe at step t:
+                ``fold_in(evaluation, t)``
+
+where n is the number of streams the run uses, the first n of the list: pretraining uses 2,
+the co-design program 3 (its designs are scored by a fine-tune afterwards), a candidate's
+fine-tune 4. A run in windows (early-stopping rungs) slices the whole run's batches and noise
+keys, so its steps are those of one run straight through.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from codesign import pruning
+
+__all__ = [
+    "Streams",
+    "TrainState",
+    "batches",
+    "compiled",
+    "cross_entropy",
+    "streams",
+    "train",
+]
+
+
+class Streams(NamedTuple):
+    """A run's random streams (see the module docstring); absent ones are None."""
+
+    init: jax.Array
+    batches: jax.Array
+    noise: jax.Array | None = None
+    evaluation: jax.Array | None = None
+
+
+def streams(seed, count: int = 4) -> Streams:
+    """The first `count` streams of a run seeded `seed` (an int or a traced int32)."""
+    return Streams(*jax.random.split(jax.random.PRNGKey(seed), count))
+
+
+def batches(key, n_examples: int, steps: int, batch_size: int):
+    """[steps, batch] example indices, reshuffled with `key` (sampling with replacement)."""
+    return jax.random.randint(key, (steps, batch_size), 0, n_examples)
+
+
+def cross_entropy(logits, labels):
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class TrainState:
+    """A run's state between windows of steps.
+
+    params      the trained pytree
+    opt_state   the optimizer's state for it
+    mask        a params-shaped tree of 0/1 (0: the weight is pruned and never updated, so it
+                stays exactly 0.0 whatever the optimizer's moments hold), or None: all trained
+    losses      [run steps] each step's logged loss, written as the steps run (0 before)
+    """
+
+    params: Any
+    opt_state: Any
+    mask: Any
+    losses: jax.Array
+
+    @classmethod
+    def create(cls, params, optimizer, run_steps: int, mask=None) -> TrainState:
+        """Before the first step; `params` are masked here, so pruned weights start at 0."""
+        if mask is not None:
+            params = jax.tree.map(lambda p, m: p * m, params, mask)
+        return cls(params, optimizer.init(params), mask, jnp.zeros(run_steps))
+
+    @property
+    def layer_masks(self) -> tuple:
+        """The weight masks of a network's layers (a mask of `{"w", "b"}` dicts per layer)."""
+        return tuple(layer["w"] for layer in self.mask)
+
+
+def train(
+    state: TrainState,
+    loss_fn: Callable,
+    optimizer: optax.GradientTransformation,
+    data: tuple[jax.Array, jax.Array],
+    keys: Streams,
+    *,
+    batch_size: int,
+    start=0,
+    steps: int | None = None,
+    has_aux: bool = False,
+) -> TrainState:
+    """Steps [start, start + steps) of a run of ``len(state.losses)`` steps (default: all).
+
+    ``loss_fn(params, x_batch, y_batch, noise_key)`` gives the loss (noise_key is None where
+    `keys` has no noise stream); with `has_aux`, ``(loss, logged)`` and `logged` is what
+    `state.losses` records. Fully traceable (`start` may be traced; `steps` is static).
+    """
+    run_steps = state.losses.shape[0]
+    steps = run_steps - start if steps is None else steps
+    x, y = data
+    window = {"idx": batches(keys.batches, x.shape[0], run_steps, batch_size)}
+    if keys.noise is not None:
+        window["key"] = jax.random.split(keys.noise, run_steps)
+    window = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, steps), window)
+
+    def step(carry, inputs):
+        params, opt_state = carry
+        idx = inputs["idx"]
+
+        def loss(p):
+            return loss_fn(p, x[idx], y[idx], inputs.get("key"))
+
+        (value, grads) = jax.value_and_grad(loss, has_aux=has_aux)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        if state.mask is not None:
+            updates = pruning.masked_update(updates, state.mask)
+        logged = value[1] if has_aux else value
+        return (optax.apply_updates(params, updates), opt_state), logged
+
+    (params, opt_state), losses = jax.lax.scan(step, (state.params, state.opt_state), window)
+    losses = jax.lax.dynamic_update_slice_in_dim(state.losses, losses, start, 0)
+    return dataclasses.replace(state, params=params, opt_state=opt_state, losses=losses)
+
+
+def _compiler_options() -> dict | None:
+    """XLA options for the population programs: on CPU, LLVM at -O1 instead of the default -O2.
+
+    A fine-tune runs for seconds, so compile time matters as much as run time. On CPU, -O1 halves
+    the compile time and leaves the run time unchanged (the hot loops are Eigen matmuls, which
+    are precompiled): see experiments/benchmarks/bench_finetune.py.
+    """
+    return {"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else None
+
+
+def compiled(fn, **jit_kwargs):
+    """`jax.jit` with the population programs' compiler options."""
+    return jax.jit(fn, compiler_options=_compiler_options(), **jit_kwargs)
