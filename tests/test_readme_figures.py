@@ -68,6 +68,9 @@ def performance_table() -> str:
     def gb(key):
         return "not measured" if m.get(key) is None else f"{m[key]:.2f} GB"
 
+    def within_3gb(key):  # each memory row judged on its own figure
+        return None if m.get(key) is None else m[key] <= 3
+
     rows = [
         ("digits MLP, 8 candidates: engine (analog noise on) / plain Flax loop, time",
          "<= 3x", f"{f['mlp_engine_over_flax']}x", g["mlp_3x"]),
@@ -82,9 +85,9 @@ def performance_table() -> str:
         ("ResNet-20 analog fine-tune FLOP/s / peak matmul FLOP/s", ">= 20%",
          _pct(f["resnet_flops_fraction_of_peak"]), g["resnet_20pct_of_peak"]),
         ("peak memory, a mnist1d_resnet.yaml search", "<= 3 GB",
-         gb("mnist1d_resnet_search_peak_gb"), g["memory_3gb"]),
+         gb("mnist1d_resnet_search_peak_gb"), within_3gb("mnist1d_resnet_search_peak_gb")),
         ("peak memory, a ResNet-20 population of 8", "<= 3 GB",
-         gb("resnet20_population_8_peak_gb"), g["memory_3gb"]),
+         gb("resnet20_population_8_peak_gb"), within_3gb("resnet20_population_8_peak_gb")),
     ]  # fmt: skip
     lines = ["| what | goal | measured | |", "|---|---|---|---|"]
     for what, goal, value, ok in rows:
