@@ -92,6 +92,7 @@ def _cmd_energy(args) -> int:
     result = report.energy_summary(
         network, acc, analog=analog, sparsity=sparsity, granularity=args.granularity, **overrides
     )
+    errors.check_stop()
     print(json.dumps(result, indent=2) if args.json else report.format_energy(result))
     return 0
 
@@ -117,6 +118,7 @@ def _load_study(args):
         raise CodesignError(f"--storage {args.storage!r}: no such journal file")
     study = find_study(storage_for(args.storage, args.out), args.study)
     study_space(study)  # a codesign study, whose space still parses
+    errors.check_stop()  # a stop dropped while reading: export and pareto write nothing
     return study, args.storage or args.out
 
 
@@ -417,7 +419,12 @@ def _main(argv) -> int:
             from codesign.transfer import enable_compilation_cache
 
             enable_compilation_cache()  # a rerun or a second worker skips the engine's compile
-        return args.func(args)
+        # A stop whose raise Python dropped (it landed in a gc callback: JAX's, while importing)
+        # ends the command here, before and after its work, not with exit code 0.
+        errors.check_stop()
+        code = args.func(args)
+        errors.check_stop()
+        return code
     except CodesignError as err:
         if os.environ.get("CODESIGN_DEBUG"):
             raise

@@ -18,7 +18,7 @@ import numpy as np
 
 from codesign import networks
 from codesign.data import cache_root
-from codesign.errors import CodesignError
+from codesign.errors import CodesignError, check_stop
 from codesign.evaluate import Result
 from codesign.files import atomic_write, writable_folder
 from codesign.hardware import TRAINING_J_PER_FLOP
@@ -338,9 +338,11 @@ def train_design(
     writable_folder(out, "--out")  # before the training, not after it
     writable_folder(cache_root(), "CODESIGN_CACHE")
     evaluator = space.evaluator(cache_dir=cache_dir, log=log)
+    check_stop()  # a stop dropped while the base was loaded or pretrained ends it before training
     if log:
         log(f"fine-tuning the design for {steps} steps under analog noise")
     result, params, masks = evaluator.train(design.candidate, design.seed)
+    check_stop()  # ... and after it: nothing is written for a run that was asked to stop
     if result.diverged:
         raise CodesignError(f"training diverged (final loss {result.final_loss})")
 
