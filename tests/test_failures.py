@@ -281,7 +281,9 @@ def test_a_stop_python_drops_ends_every_command_with_nothing_written(
         argv = ["energy", "--layers", "64x32,32x10"]
     elif command in ("pareto", "export"):
         monkeypatch.setattr(studies, "study_space", _after(studies.study_space))
-        argv = [command, "--out", run] + (["--trial", "1", "-o", str(out)] if command == "export" else [])
+        argv = [command, "--out", run] + (
+            ["--trial", "1", "-o", str(out)] if command == "export" else []
+        )
         argv += ["--plot", str(tmp_path / "p.html")] if command == "pareto" else []
     else:  # the fine-tune itself is not what is checked here: a stand-in returns at once
 
