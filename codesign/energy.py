@@ -255,7 +255,8 @@ def layer_counts(
     outputs, times the kernel area; in a residual network, its `LayerShape.source` layer's).
     Row and column pruning remove whole rows/columns (the mapper compacts them); block pruning
     empties round(sparsity * tiles) analog tiles; unstructured and N:M pruning leave every tile
-    active and only help the digital array's zero-skipping.
+    active and only help the digital array's zero-skipping. A layer whose masks will hold no
+    weight (round(sparsity * units) = units) counts no MAC and no active tile.
     """
     k, n, _ = _shape_arrays(network)
     widths = _clip(design.widths, 1.0, n)
@@ -280,6 +281,15 @@ def layer_counts(
 
     nm_keep = jnp.clip(_round(NM_GROUP * (1.0 - s), relaxed), 1.0, NM_GROUP) / NM_GROUP
     density = jnp.where(is_row | is_col, 1.0, jnp.where(is_nm, nm_keep, 1.0 - s))
+    # The masks prune round(sparsity * units) of a layer's units (`codesign.pruning`): where that
+    # is all of them (every weight of a small layer, or its only tile-grid blocks), the layer is
+    # empty, as its masks will be. Row and column pruning reach 0 rows or columns above.
+    blocks = jnp.ceil(rows / acc.tile_rows) * jnp.ceil(cols / logical_cols)
+    emptied = (is_block & (jnp.round(s * blocks) >= blocks)) | (
+        (g == GRANULARITIES.index("unstructured")) & (jnp.round(s * rows * cols) >= rows * cols)
+    )
+    density = jnp.where(emptied, 0.0, density)
+    tiles_active = jnp.where(emptied, 0.0, tiles_active)
     return LayerCounts(
         rows=rows,
         cols=cols,

@@ -88,8 +88,9 @@ class Result:
 
     @property
     def ok(self) -> bool:
-        """Trained to a finite accuracy without diverging."""
-        return self.trained and not self.diverged and math.isfinite(self.accuracy)
+        """Trained to a finite accuracy without diverging, every layer holding a weight."""
+        finite = self.trained and math.isfinite(self.accuracy)
+        return finite and not self.diverged and not self.empty_layers
 
     @property
     def spent(self) -> bool:
@@ -111,6 +112,11 @@ class Result:
     def fail_reason(self) -> str | None:
         if self.diverged:
             return f"{DIVERGED} (final loss {self.final_loss})"
+        if self.trained and self.empty_layers:  # the estimate skips these: the API trained one
+            return (
+                f"{self.empty_layers} layer(s) left without a weight by its widths and pruning: "
+                "trained, but no working network"
+            )
         if self.early_stopped:
             return (
                 f"{EARLY_STOPPED} at step {self.stopped_at_step}: another candidate of its batch "

@@ -137,6 +137,10 @@ def load_or_pretrain(
     checkpointer = ocp.StandardCheckpointer()
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        # Under this base's lock no one else writes its temporary checkpoints: any left are a
+        # killed pretraining's (orbax adds its own suffix to the name given), never to be used.
+        for orphan in root.glob(f".{path.name}.*.tmp*"):
+            shutil.rmtree(orphan, ignore_errors=True)
         if path.is_dir():
             try:
                 params = checkpointer.restore(path, template)
@@ -151,7 +155,11 @@ def load_or_pretrain(
             log(f"pretraining base network ({config.steps} steps on {data.name} source classes)")
         params = pretrain(spec, data, config)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        checkpointer.save(tmp, params)
-        checkpointer.wait_until_finished()
-        os.replace(tmp, path)
+        try:
+            checkpointer.save(tmp, params)
+            checkpointer.wait_until_finished()
+            os.replace(tmp, path)
+        finally:  # a failed write (a full disk) leaves no part behind
+            for part in root.glob(f"{tmp.name}*"):
+                shutil.rmtree(part, ignore_errors=True)
     return params, False

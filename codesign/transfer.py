@@ -155,6 +155,42 @@ def _mask_tree(masks):
     return tuple({"w": m, "b": (m.sum(axis=0) > 0).astype(m.dtype)} for m in masks)
 
 
+def pruning_masks(spec, population: Population, params) -> list[jax.Array]:
+    """Every candidate's pruning mask of every layer: [B, K, N] per layer.
+
+    Computed one (candidate, layer) at a time by `lax.map`, so `make_mask` branches on the
+    granularity and runs only the chosen maker. The layers are zero-padded to one shape, so
+    the program holds each maker once; makers read only the kept prefix, so padding changes
+    no mask.
+    """
+    shapes = networks.layer_shapes(spec)
+    k_max = max(s.rows for s in shapes)
+    n_max = max(s.out_units for s in shapes)
+    weights = jnp.stack(
+        [
+            jnp.pad(p["w"], ((0, 0), (0, k_max - s.rows), (0, n_max - s.out_units)))
+            for p, s in zip(params, shapes, strict=True)
+        ],
+        axis=1,
+    )  # [B, L, K_max, N_max]
+    size, layers = population.size, len(shapes)
+    in_units, cols = networks.layer_widths(spec, population.widths)
+    rows = in_units * jnp.asarray([[s.kernel_area for s in shapes]], jnp.int32)
+    per_layer = (
+        population.granularity,
+        weights,
+        population.sparsity,
+        rows,
+        cols,
+        jnp.repeat(population.tile_rows[:, None], layers, 1),
+        jnp.repeat(population.tile_cols[:, None], layers, 1),
+    )
+    flat = jax.tree.map(lambda x: x.reshape(size * layers, *x.shape[2:]), per_layer)
+    masks = jax.lax.map(lambda args: pruning.make_mask(*args), flat)
+    masks = masks.reshape(size, layers, k_max, n_max)
+    return [masks[:, l, : s.rows, : s.out_units] for l, s in enumerate(shapes)]
+
+
 class Engine:
     """Evaluates populations of candidates: inherit, mask, fine-tune under analog noise, score."""
 
@@ -279,42 +315,7 @@ class Engine:
         )(population.seed)
         inherited = jax.tree.map(lambda x: jnp.broadcast_to(x, (population.size, *x.shape)), base)
         params = (*inherited, heads)
-        return params, tuple(self._masks(population, params))
-
-    def _masks(self, population: Population, params) -> list[jax.Array]:
-        """Every candidate's pruning mask of every layer: [B, K, N] per layer.
-
-        Computed one (candidate, layer) at a time by `lax.map`, so `make_mask` branches on the
-        granularity and runs only the chosen maker. The layers are zero-padded to one shape, so
-        the program holds each maker once; makers read only the kept prefix, so padding changes
-        no mask.
-        """
-        spec, shapes = self.spec, self.shapes
-        k_max = max(s.rows for s in shapes)
-        n_max = max(s.out_units for s in shapes)
-        weights = jnp.stack(
-            [
-                jnp.pad(p["w"], ((0, 0), (0, k_max - s.rows), (0, n_max - s.out_units)))
-                for p, s in zip(params, shapes, strict=True)
-            ],
-            axis=1,
-        )  # [B, L, K_max, N_max]
-        size, layers = population.size, len(shapes)
-        in_units, cols = networks.layer_widths(spec, population.widths)
-        rows = in_units * jnp.asarray([[s.kernel_area for s in shapes]], jnp.int32)
-        per_layer = (
-            population.granularity,
-            weights,
-            population.sparsity,
-            rows,
-            cols,
-            jnp.repeat(population.tile_rows[:, None], layers, 1),
-            jnp.repeat(population.tile_cols[:, None], layers, 1),
-        )
-        flat = jax.tree.map(lambda x: x.reshape(size * layers, *x.shape[2:]), per_layer)
-        masks = jax.lax.map(lambda args: pruning.make_mask(*args), flat)
-        masks = masks.reshape(size, layers, k_max, n_max)
-        return [masks[:, l, : s.rows, : s.out_units] for l, s in enumerate(shapes)]
+        return params, tuple(pruning_masks(self.spec, population, params))
 
     def forward(self, cand: Population, analog_on=None):
         """One candidate's forward pass on its hardware: `forward(params, x, noise_key)`.

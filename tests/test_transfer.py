@@ -186,3 +186,21 @@ def test_two_bit_adcs_cost_accuracy(engine):
     )
     good, coarse = out["val_accuracy"]
     assert good - coarse > 0.2
+
+
+def test_a_killed_pretrainings_temporary_checkpoints_are_removed_on_the_next_run(
+    spec, task, tmp_path
+):
+    config = transfer.PretrainConfig(steps=5, batch_size=16)
+    name = f"base-{transfer.base_key(spec, task.source, config)}"
+    orphans = [
+        tmp_path / f".{name}.0123abcd.tmp.orbax-checkpoint-tmp-1765000000",  # killed mid-save
+        tmp_path / f".{name}.4567ef01.tmp",  # killed between save and rename
+    ]
+    for orphan in orphans:
+        (orphan / "d").mkdir(parents=True)
+    other = tmp_path / ".base-of-another-network.89ab.tmp"  # its own lock guards it: left alone
+    other.mkdir()
+    transfer.load_or_pretrain(spec, task.source, config, tmp_path)
+    assert not any(o.exists() for o in orphans) and other.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".base")) == [other.name]
