@@ -65,6 +65,12 @@ def test_optuna_dashboard_best_trials_equal_codesign_front(run):
     statuses = []
     body = b"".join(app(environ, lambda status, headers, *exc: statuses.append(status)))
     assert statuses[0].startswith("200"), statuses
-    dashboard_front = {t["number"] for t in json.loads(body)["best_trials"]}
+    shown = json.loads(body)
+    dashboard_front = {t["number"] for t in shown["best_trials"]}
     assert dashboard_front == {t.number for t in pareto.front(study)}
     assert dashboard_front, "a non-empty front"
+    # Every told trial's constraint values are on the dashboard, in the order of their names.
+    for row, trial in zip(shown["trials"], study.trials, strict=True):
+        names = trial.user_attrs["constraint_names"]
+        assert row["constraints"] == [trial.constraints[name] for name in names]
+        assert "empty_layers" in names and len(names) >= 2  # a budget and empty layers
