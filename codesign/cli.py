@@ -297,10 +297,11 @@ def _cmd_train(args) -> int:
         f"inferences; lifecycle energy for {report['inferences']:.3g} inferences: "
         f"{report['lifecycle_energy_j']:.3g} J"
     )
+    out = pathlib.Path(args.out)  # "trained/" prints as trained/checkpoint, not trained//
     print(
-        f"wrote {args.out}/checkpoint, {args.out}/weights.npz "
+        f"wrote {out / 'checkpoint'}, {out / 'weights.npz'} "
         f"({report['compact_weights']} of {report['dense_weights']} weights), "
-        f"{args.out}/report.json"
+        f"{out / 'report.json'}"
     )
     return 0
 

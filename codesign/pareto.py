@@ -128,12 +128,12 @@ def progress_line(study: optuna.Study, min_accuracy: float = 0.0) -> str:
     return f"front {len(best)}" + (f", best {min(ok):.3g} J at acc>={min_accuracy:g}" if ok else "")
 
 
-def _compact(value):
-    """[0.5, 0.5, 0.5] -> 0.5; [64, 32] stays; floats to 3 significant digits."""
+def _cell(value, key: str = "") -> str:
+    """A plain table or CSV cell: per-layer lists as every layer's value joined by "/" (widths:
+    one per hidden layer, or per group in a ResNet; the other lists: one per weight layer, the
+    head included), the tile as ROWSxCOLS, floats to 3 significant digits."""
     if isinstance(value, list | tuple):
-        if value and all(v == value[0] for v in value):
-            return _compact(value[0])
-        return "/".join(str(_compact(v)) for v in value)
+        return ("x" if key == "tile" else "/").join(_cell(v) for v in value)
     if isinstance(value, float):
         return f"{value:.3g}"
     return "" if value is None else str(value)
@@ -148,12 +148,14 @@ def format_front(rows: list[dict], fmt: str = "table", hv: float | None = None) 
         writer = csv.DictWriter(buffer, fieldnames=TABLE_COLUMNS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: _compact(v) if isinstance(v, list) else v for k, v in row.items()})
+            writer.writerow(
+                {k: _cell(v, k) if isinstance(v, list | tuple) else v for k, v in row.items()}
+            )
         return buffer.getvalue().rstrip("\n")
     if not rows:
         return "no feasible trial yet: the front is empty"
     header = [c.replace("_", " ") for c in TABLE_COLUMNS]
-    body = [[_compact(row[c]) for c in TABLE_COLUMNS] for row in rows]
+    body = [[_cell(row[c], c) for c in TABLE_COLUMNS] for row in rows]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *body]]
     if hv is not None:

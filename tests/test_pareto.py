@@ -1,6 +1,8 @@
 """`pareto.hypervolume` and `pareto.front` against values computed by hand."""
 
+import csv
 import dataclasses
+import io
 import math
 
 import optuna
@@ -93,3 +95,27 @@ def test_report_hypervolume_matches_the_hand_value(tmp_path):
     assert math.isclose(
         pareto.hypervolume([(r["energy_j"], r["accuracy"]) for r in rows], 1e-7), expected
     )
+
+
+def test_table_and_csv_cells_are_plain_and_show_every_layer():
+    from codesign.problem import Candidate
+
+    def with_widths(widths, energy_j):
+        cand = Candidate(
+            widths=widths,
+            sparsity=(0.5, 0.5, 0.0),
+            granularity=("block",) * 3,
+            analog_fraction=(0.5,) * 3,
+            tile=(32, 16),
+            adc_bits=6,
+        )
+        return dataclasses.replace(_result(energy_j, 0.9 if widths[1] > 8 else 0.8), candidate=cand)
+
+    study = _study([with_widths((8, 8), 1e-9), with_widths((8, 16), 2e-9)])
+    table, _ = pareto.report(study)
+    cells = [line.split() for line in table.splitlines()[1:3]]
+    for row, widths in zip(cells, ("8/8", "8/16"), strict=True):
+        assert row[-6:] == [widths, "0.5/0.5/0", "block/block/block", "32x16", "0.5/0.5/0.5", "6"]
+    rows = list(csv.DictReader(io.StringIO(pareto.report(study, "csv")[0])))
+    assert [r["widths"] for r in rows] == ["8/8", "8/16"] and rows[0]["tile"] == "32x16"
+    assert not any("(" in v or "[" in v for r in rows for v in r.values())

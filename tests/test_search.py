@@ -99,7 +99,9 @@ def test_search_pareto_export_train(tmp_path, capsys):
     assert [exported["accelerator"][k] for k in ("tile_rows", "tile_cols")] == tile
 
     trained = tmp_path / "trained"
-    assert main(["train", str(design), "--steps", "15", "--out", str(trained)]) == 0
+    capsys.readouterr()
+    assert main(["train", str(design), "--steps", "15", "--out", f"{trained}/"]) == 0
+    assert f"wrote {trained}/checkpoint, {trained}/weights.npz" in capsys.readouterr().out
     report = json.loads((trained / "report.json").read_text())
     assert 0 <= report["test_accuracy_analog"] <= 1
     assert report["breakeven_inferences"] == pytest.approx(
