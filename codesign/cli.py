@@ -306,6 +306,13 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _devices_flag(p) -> None:
+    p.add_argument(
+        "--devices", type=int,
+        help="local devices a population is split over (default: all, or CODESIGN_DEVICES)",
+    )  # fmt: skip
+
+
 def _study_flags(p) -> None:
     p.add_argument("--study", help="study name (default: the only study in the storage)")
     p.add_argument("--storage", help="Optuna storage URL (default: the journal file in --out)")
@@ -353,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="delete an existing study of this name (and its trials) and start anew",
     )
+    _devices_flag(search)
     search.set_defaults(func=_cmd_search)
 
     worker = sub.add_parser(
@@ -364,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     _study_flags(worker)
     worker.add_argument("--trials", type=int, help="total trials (default: the study's target)")
     worker.add_argument("--batch", type=int, help="candidates per ask/tell batch")
+    _devices_flag(worker)
     worker.set_defaults(func=_cmd_worker)
 
     pareto = sub.add_parser("pareto", help="show the feasible Pareto front of a study")
@@ -385,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, help="fine-tune steps (default: 5x the search's)")
     train.add_argument("--out", default="trained", help="output directory")
     train.add_argument("--inferences", type=float, help="inferences for lifecycle energy")
+    _devices_flag(train)
     train.set_defaults(func=_cmd_train)
     return parser
 
@@ -417,7 +427,12 @@ def _main(argv) -> int:
         if getattr(args, "func", None) in (_cmd_pareto, _cmd_export, _cmd_worker) and not args.out:
             args.out = str(_run_dir(None, args.study, ""))
         if args.func in (_cmd_search, _cmd_worker, _cmd_train):
+            from codesign.engine import DEVICES_ENV, local_devices
             from codesign.transfer import enable_compilation_cache
+
+            if args.devices is not None:
+                os.environ[DEVICES_ENV] = str(args.devices)
+            local_devices()  # a bad --devices (or CODESIGN_DEVICES) fails before any work
 
             enable_compilation_cache()  # a rerun or a second worker skips the engine's compile
         # A stop whose raise Python dropped (it landed in a gc callback: JAX's, while importing)

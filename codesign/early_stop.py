@@ -105,7 +105,7 @@ class Rungs:
         compares candidates of one chunk (default: the whole population), padded as there.
         """
         size = population.size
-        chunk = chunk or size
+        chunk = self.engine.placement.padded(chunk or size)  # a whole slice for every device
         parts = []
         for start in range(0, size, chunk):
             rows = np.arange(start, min(start + chunk, size))
@@ -118,8 +118,8 @@ class Rungs:
         engine = self.engine
         steps = rung_steps(engine.config.steps, config.rungs)
         n = len(rows)
-        state = engine._init(part, engine.base)
-        state, probe = engine._train(part, state, engine.data, 0, steps[0], True)
+        state = engine.init_population(part)
+        state, probe = engine.train_population(part, state, 0, steps[0], True)
         masks = [np.asarray(m[:n]) for m in state.layer_masks]
         energy = np.asarray(energy_j(rows, masks), np.float64)
         step_flops = np.asarray(engine.step_flops(masks))
@@ -135,13 +135,14 @@ class Rungs:
                 held = jax.tree.map(lambda x, i=gone: np.asarray(x[i]), state)
                 pieces.append((alive[gone], _stopped(held, step_flops[alive[gone]], end)))
                 keep = np.flatnonzero(~stop)
-                take = np.r_[keep, np.full(_packed(len(keep), part.size) - len(keep), keep[-1])]
+                packed = engine.placement.padded(_packed(len(keep), part.size))
+                take = np.r_[keep, np.full(packed - len(keep), keep[-1])]
                 state, part = jax.tree.map(lambda x, i=take: x[i], (state, part))
                 alive = alive[keep]
             start = jnp.asarray(end, jnp.int32)
-            state, probe = engine._train(part, state, engine.data, start, steps[r + 1] - end, True)
+            state, probe = engine.train_population(part, state, start, steps[r + 1] - end, True)
         out = jax.tree.map(
-            lambda x: np.asarray(x)[: len(alive)], engine._score(part, state, engine.data)
+            lambda x: np.asarray(x)[: len(alive)], engine.score_population(part, state)
         )
         out["steps_run"] = np.full(len(alive), steps[-1])
         pieces.append((alive, out))

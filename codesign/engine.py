@@ -10,6 +10,8 @@ Pretraining (`codesign.pretrain`), a population's fine-tunes and early-stopping 
                 run and sliced, value-and-grad of the loss, the optimizer's update, the masked
                 update applied; one `lax.scan`
     compiled    `jax.jit` with the population programs' compiler options
+    Placement   the local devices a population is split over (its candidate axis sharded on a
+                one-axis mesh; base weights and data replicated)
 
 Key streams, the one rule: a run's integer seed gives its streams as
 ``jax.random.split(jax.random.PRNGKey(seed), n)`` in this order (`streams`):
@@ -29,14 +31,17 @@ keys, so its steps are those of one run straight through.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from codesign import pruning
+from codesign.errors import CodesignError
 
 __all__ = [
     "Streams",
@@ -160,3 +165,81 @@ def _compiler_options() -> dict | None:
 def compiled(fn, **jit_kwargs):
     """`jax.jit` with the population programs' compiler options."""
     return jax.jit(fn, compiler_options=_compiler_options(), **jit_kwargs)
+
+
+DEVICES_ENV = "CODESIGN_DEVICES"  # how many local devices a population is split over
+
+
+def local_devices() -> list:
+    """The local devices populations run on: all of them, or the first `CODESIGN_DEVICES`."""
+    devices = jax.local_devices()
+    limit = os.environ.get(DEVICES_ENV, "").strip()
+    if not limit:
+        return devices
+    if not limit.isdigit() or not 1 <= int(limit) <= len(devices):
+        raise CodesignError(
+            f"--devices (or {DEVICES_ENV}) {limit!r}: give a whole number from 1 to "
+            f"{len(devices)}, the {devices[0].platform} devices this machine has"
+        )
+    return devices[: int(limit)]
+
+
+class Replicated(NamedTuple):
+    """Arrays every device reads whole (base weights, data): one copy per device."""
+
+    copies: tuple
+
+
+class Placement:
+    """A population split over the local devices: each device runs the very program one device
+    runs, on its slice of the candidates (a whole number each: `padded`); base weights and data
+    are copied to every device once (`replicate`). The slices are dispatched to all devices
+    before any result is read, so the devices work at once, and a candidate's numbers do not
+    depend on how many devices there are (a program partitioned by XLA across devices rounds
+    differently, and analog quantization turns that into different gradients).
+
+    On one device it places and copies nothing: the programs run as they would without it.
+    """
+
+    def __init__(self, devices=None):
+        self.devices = list(devices if devices is not None else local_devices())
+
+    @property
+    def size(self) -> int:
+        return len(self.devices)
+
+    def padded(self, n: int) -> int:
+        """n rounded up to a whole number of candidates per device."""
+        return -(-n // self.size) * self.size
+
+    def replicate(self, tree):
+        if self.size == 1:
+            return tree
+        return Replicated(tuple(jax.device_put(tree, d) for d in self.devices))
+
+    def call(self, program, split: tuple[bool, ...], *args):
+        """``program(*args)`` over the devices: arguments marked True in `split` are cut into
+        one slice of their first axis per device, `Replicated` ones give each device its copy,
+        the rest are passed as they are (statics) or copied (arrays); the outputs' slices are
+        joined on the host (NumPy)."""
+        if self.size == 1:
+            return program(*(a.copies[0] if isinstance(a, Replicated) else a for a in args))
+        n = jax.tree.leaves([a for a, s in zip(args, split, strict=True) if s])[0].shape[0]
+        if n % self.size:
+            raise ValueError(f"{n} candidates do not split over {self.size} devices: pad them")
+        k = n // self.size
+        outs = []
+        for d, device in enumerate(self.devices):  # dispatch all first: the devices run at once
+            local = []
+            for a, s in zip(args, split, strict=True):
+                if s:
+                    a = jax.device_put(
+                        jax.tree.map(lambda x, d=d: x[d * k : (d + 1) * k], a), device
+                    )
+                elif isinstance(a, Replicated):
+                    a = a.copies[d]
+                elif isinstance(a, jax.Array | np.ndarray):
+                    a = jax.device_put(a, device)
+                local.append(a)
+            outs.append(program(*local))
+        return jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]), *outs)

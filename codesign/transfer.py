@@ -39,7 +39,7 @@ from codesign import analog, conv, networks, pruning
 from codesign.checkpoint import load_checkpoint
 from codesign.data import TransferTask
 from codesign.energy import GRANULARITIES
-from codesign.engine import TrainState, compiled, cross_entropy, streams, train
+from codesign.engine import Placement, TrainState, compiled, cross_entropy, streams, train
 from codesign.errors import CodesignError
 from codesign.pretrain import (
     PretrainConfig,
@@ -234,6 +234,24 @@ class Engine:
         self._init = compiled(self._counted(self._init_program))
         self._train = compiled(self._counted(self._train_program), static_argnums=(4, 5))
         self._score = compiled(self._counted(self._score_program))
+        # The local devices (`codesign.engine.Placement`): each runs these programs on its slice
+        # of a population, with its own copy of the base weights and the data.
+        self.placement = Placement()
+        self._base_copies = self.placement.replicate(self.base)
+        self._data_copies = self.placement.replicate(self.data)
+
+    # A population's programs over the devices: the population and state split, outputs joined.
+    def init_population(self, population: Population) -> TrainState:
+        return self.placement.call(self._init, (True, False), population, self._base_copies)
+
+    def train_population(self, population: Population, state, start, steps: int, probe: bool):
+        split = (True, True, False, False, False, False)
+        args = (population, state, self._data_copies, start, steps, probe)
+        return self.placement.call(self._train, split, *args)
+
+    def score_population(self, population: Population, state) -> dict:
+        split = (True, True, False)
+        return self.placement.call(self._score, split, population, state, self._data_copies)
 
     # The population programs: arrays with a leading candidate axis, the per-candidate pieces
     # (`init_one`, `train_one`, `score_one`) mapped by `population_map`. A plain fine-tune is
@@ -458,16 +476,16 @@ class Engine:
         """
         self.check_population(population)
         size = population.size
-        chunk = chunk or size
+        chunk = self.placement.padded(chunk or size)  # a whole slice for every device
         results = []
         for start in range(0, size, chunk):
             part = population.take(np.arange(start, min(start + chunk, size)))
             pad = chunk - part.size
             if pad:
                 part = population.take(np.r_[np.arange(start, size), np.full(pad, size - 1)])
-            state = self._init(part, self.base)
-            state = self._train(part, state, self.data, 0, self.config.steps, False)
-            out = self._score(part, state, self.data)
+            state = self.init_population(part)
+            state = self.train_population(part, state, 0, self.config.steps, False)
+            out = self.score_population(part, state)
             if not keep_params:
                 out = {k: v for k, v in out.items() if k not in ("params", "masks")}
             out = jax.tree.map(np.asarray, out)

@@ -87,6 +87,14 @@ CASES = {
         lambda e, t: ["export", "--out", str(e["run"]), "--pick", "fast"],
         "expected METRIC>=VALUE",
     ),
+    "no such device count": (
+        lambda e, t: ["search", str(e["space"]), "--out", str(e["run"]), "--devices", "9"],
+        "--devices (or CODESIGN_DEVICES) '9': give a whole number from 1 to",
+    ),
+    "zero devices": (
+        lambda e, t: ["train", str(t / "none.json"), "--devices", "0"],
+        "--devices (or CODESIGN_DEVICES) '0'",
+    ),
     "missing design": (lambda e, t: ["train", str(t / "none.json")], "no such design file"),
     "corrupted design": (
         lambda e, t: ["train", str(_write(t / "c.json", "{not json"))],
