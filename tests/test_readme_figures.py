@@ -268,6 +268,34 @@ def goals_text() -> str:
     )
 
 
+def devices_row() -> str:
+    d = _json("bench_devices")
+    rows = {(r["devices"], r["population"]): r for r in d["rows"]}
+    sizes = sorted({p for _, p in rows})
+    counts = sorted({n for n, _ in rows})
+
+    def rate(n):
+        return ", ".join(f"{rows[n, p]['candidates_per_s']:.2f}" for p in sizes)
+
+    top = counts[-1]
+    return (
+        f"digits_mlp.yaml fine-tunes ({d['steps']} steps), populations of "
+        f"{', '.join(map(str, sizes))}: candidates/s "
+        + "; ".join(f"on {n} device{'s' if n > 1 else ''} {rate(n)}" for n in counts)
+        + f" ({top} over 1: "
+        + ", ".join(f"{d['candidates_per_s_speedup'][f'{top}_over_1_at_{p}']:.2f}x" for p in sizes)
+        + f"); at {sizes[-1]} candidates "
+        + ", ".join(f"{rows[n, sizes[-1]]['fraction_of_one_device_peak']:.1%}" for n in counts)
+        + " of one device's peak matmul FLOP/s; compile "
+        + ", ".join(f"{rows[n, sizes[-1]]['compile_s']:.0f} s" for n in counts)
+        + (
+            " (two forced host devices sharing this CPU's cores)"
+            if d["forced_host_devices"]
+            else ""
+        )
+    )
+
+
 README_FIGURES = (
     goals_text,
     performance_table,
@@ -277,6 +305,7 @@ README_FIGURES = (
     overhead_row,
     overhead_stub_row,
     *((workers_row,) if (RESULTS / "bench_workers.json").exists() else ()),
+    devices_row,
     mnist1d_mlp_gradient_row,
     mnist1d_cnn_gradient_row,
     mnist1d_mlp_relaxed_row,
