@@ -184,6 +184,15 @@ def local_devices() -> list:
     return devices[: int(limit)]
 
 
+def devices_line() -> str:
+    """What a search says first: the devices its populations run on."""
+    devices = local_devices()
+    n, platform = len(devices), devices[0].platform
+    if n == 1:
+        return f"populations run on 1 {platform} device"
+    return f"populations run on {n} {platform} devices, each a slice of the candidates"
+
+
 class Replicated(NamedTuple):
     """Arrays every device reads whole (base weights, data): one copy per device."""
 

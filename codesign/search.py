@@ -21,7 +21,7 @@ import optuna
 from codesign import gradient, screening
 from codesign import study as studies
 from codesign.data import cache_root
-from codesign.engine import local_devices
+from codesign.engine import devices_line
 from codesign.errors import CodesignError, caused_by_stop, check_stop
 from codesign.files import writable_folder
 from codesign.journal import batch as storage_batch
@@ -141,18 +141,13 @@ def run_search(
     batch = space.batch if batch is None else batch
     check_counts(trials, batch)
     out_dir = pathlib.Path(out_dir or pathlib.Path("runs") / (study_name or space.name))
-    # The environment is checked before the study is created or changed: a cache or a run
-    # folder that cannot be written fails here in one line, not after trials were claimed.
+    # The environment (cache, run folder, devices) fails here in one line, before any write.
     writable_folder(cache_root(), "CODESIGN_CACHE")
     if storage is None:
         writable_folder(out_dir, "--out")
-    devices = local_devices()  # a bad CODESIGN_DEVICES fails here too
+    devices = devices_line()
     if log:
-        kind = f"{devices[0].platform} device{'s' if len(devices) > 1 else ''}"
-        log(
-            f"populations run on {len(devices)} {kind}"
-            + (" (each a slice)" if len(devices) > 1 else "")
-        )
+        log(devices)
     evaluator = space.evaluator(cache_dir=cache_dir, log=log)  # bad data fails before any write
     storage = studies.storage_for(storage, out_dir)
     study = studies.open_study(space, storage, study_name, seed, force_new=force_new_study)

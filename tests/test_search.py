@@ -56,8 +56,9 @@ def test_search_pareto_export_train(tmp_path, capsys):
     space = _write(tmp_path, TINY)
     run = tmp_path / "run"
     assert main(["search", str(space), "--out", str(run)]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "hypervolume" in out and "baseline (dense all-digital)" in out
+    assert err.startswith("codesign: populations run on "), err[:200]  # the first line
     for name in ("study.journal", "pareto.png", "pareto.html"):
         assert (run / name).is_file()
     assert (run / "pareto.png").stat().st_size > 10_000
