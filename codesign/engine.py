@@ -10,8 +10,8 @@ Pretraining (`codesign.pretrain`), a population's fine-tunes and early-stopping 
                 run and sliced, value-and-grad of the loss, the optimizer's update, the masked
                 update applied; one `lax.scan`
     compiled    `jax.jit` with the population programs' compiler options
-    Placement   the local devices a population is split over (its candidate axis sharded on a
-                one-axis mesh; base weights and data replicated)
+    Placement   the local devices a population is split over: each runs the one-device program
+                on its slice of the candidates, with its own copy of base weights and data
 
 Key streams, the one rule: a run's integer seed gives its streams as
 ``jax.random.split(jax.random.PRNGKey(seed), n)`` in this order (`streams`):
@@ -222,6 +222,7 @@ class Placement:
         return -(-n // self.size) * self.size
 
     def replicate(self, tree):
+        """`tree` copied to every device (base weights, data), for `call`."""
         if self.size == 1:
             return tree
         return Replicated(tuple(jax.device_put(tree, d) for d in self.devices))
