@@ -399,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DEVICES_ENV = "CODESIGN_DEVICES"  # codesign.engine.DEVICES_ENV (that module imports JAX)
+
+
 def _unraisable(unraisable) -> None:
     """Python drops a stop raised in a gc callback and prints a traceback; the search raises it
     again at its next phase boundary (errors.check_stop), so the traceback is only noise."""
@@ -412,9 +415,14 @@ def main(argv=None) -> int:
     signals = (signal.SIGINT, signal.SIGTERM)
     previous = [signal.signal(sig, errors.stop) for sig in signals] if main_thread else []
     hook, sys.unraisablehook = sys.unraisablehook, _unraisable
+    devices = os.environ.get(DEVICES_ENV)  # --devices sets it for this command only
     try:
         return _main(argv)
     finally:
+        if devices is None:
+            os.environ.pop(DEVICES_ENV, None)
+        else:
+            os.environ[DEVICES_ENV] = devices
         sys.unraisablehook = hook
         errors.clear_stops()
         for sig, handler in zip(signals, previous, strict=False):  # none off the main thread
@@ -427,7 +435,7 @@ def _main(argv) -> int:
         if getattr(args, "func", None) in (_cmd_pareto, _cmd_export, _cmd_worker) and not args.out:
             args.out = str(_run_dir(None, args.study, ""))
         if args.func in (_cmd_search, _cmd_worker, _cmd_train):
-            from codesign.engine import DEVICES_ENV, local_devices
+            from codesign.engine import local_devices
             from codesign.transfer import enable_compilation_cache
 
             if args.devices is not None:

@@ -146,11 +146,11 @@ def run_search(
     if storage is None:
         writable_folder(out_dir, "--out")
     devices = devices_line()
-    if log:
-        log(devices)
     evaluator = space.evaluator(cache_dir=cache_dir, log=log)  # bad data fails before any write
     storage = studies.storage_for(storage, out_dir)
     study = studies.open_study(space, storage, study_name, seed, force_new=force_new_study)
+    if log:
+        log(devices)  # the first line once the search starts (the engine logs when built)
     if study.user_attrs.get("target_trials") != trials:
         study.set_user_attr("target_trials", trials)  # what `codesign worker` aims for
     base_seed = study.user_attrs.get("seed", 0)

@@ -3,6 +3,7 @@
 import dataclasses
 import gc
 import json
+import os
 import signal
 import sys
 
@@ -253,6 +254,19 @@ def test_the_cli_exits_as_stopped_when_a_stop_became_an_import_error(monkeypatch
     monkeypatch.setattr(cli, "_cmd_energy", lambda args: __import__("no_such_module_here"))
     with pytest.raises(ImportError):
         cli.main(["energy"])
+
+
+def test_devices_flag_holds_for_its_command_only(monkeypatch, capsys):
+    from codesign import cli, engine
+
+    assert cli.DEVICES_ENV == engine.DEVICES_ENV
+    monkeypatch.delenv(engine.DEVICES_ENV, raising=False)
+    assert main(["train", "none.json", "--devices", "0"]) == 2
+    assert engine.DEVICES_ENV not in os.environ
+    monkeypatch.setenv(engine.DEVICES_ENV, "1")
+    assert main(["train", "none.json", "--devices", "7"]) == 2
+    assert os.environ[engine.DEVICES_ENV] == "1"
+    assert capsys.readouterr().err.count("--devices (or CODESIGN_DEVICES)") == 2
 
 
 def _drop_a_stop(signum=signal.SIGINT):
