@@ -8,6 +8,7 @@ surrogate, says whether a value is one of its points, and asks an Optuna trial f
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -61,6 +62,19 @@ class Dimension:
             low, high = min(self.choices), max(self.choices)
             return [(float(value) - low) / ((high - low) or 1.0)]
         return [1.0 / math.sqrt(2.0) if value == c else 0.0 for c in self.choices]
+
+    def feature_columns(self, values) -> np.ndarray:
+        """`features` of many values at once, as rows [len(values), k]: a range scaled in one
+        array operation, choices looked up in a table of their features built once."""
+        if self.choices is None:
+            scaled = (np.asarray(values, np.float64) - self.low) / ((self.high - self.low) or 1.0)
+            return scaled.reshape(len(values), 1)
+        rows = [self._choice_features.get(v) or self.features(v) for v in values]
+        return np.asarray(rows, np.float64).reshape(len(values), -1)
+
+    @functools.cached_property
+    def _choice_features(self) -> dict:
+        return {c: self.features(c) for c in self.choices}
 
     def contains(self, value) -> bool:
         """Whether value is a point of this dimension (tiles compared as (rows, cols))."""

@@ -212,6 +212,8 @@ class Estimates(Sequence):
     bulk work, index or iterate for `Result`s.
     """
 
+    accuracy = None  # energy only: nothing trained (as the budgets read it)
+
     def __init__(self, report, cands: list[Candidate]):
         layers = {c: np.asarray(report.layer_j[c], np.float64) for c in COMPONENTS}
         self.energy_j = sum(v.sum(-1) for v in layers.values())  # [N]
@@ -380,8 +382,7 @@ class Evaluator:
         out = []
         for start in range(0, len(cands), chunk):
             results = self.estimate(cands[start : start + chunk], pad_to=chunk)
-            worth = self.problem.worth_training
-            out.append(np.asarray([r.energy_j if worth(r) else np.inf for r in results]))
+            out.append(np.where(self.problem.worth_training(results), results.energy_j, np.inf))
         return np.concatenate(out) if out else np.zeros(0)
 
     def population(self, cands: list[Candidate], seeds: list[int]) -> transfer.Population:

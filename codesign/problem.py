@@ -11,11 +11,13 @@ import dataclasses
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from codesign.hardware import Accelerator, with_tile
 from codesign.presets import DEFAULT_PRESET, get_preset
 
 if TYPE_CHECKING:
-    from codesign.evaluate import Result
+    from codesign.evaluate import Estimates, Result
 
 __all__ = [
     "OBJECTIVES",
@@ -124,10 +126,15 @@ class Budgets:
         if self.max_latency_s is not None:
             out["max_latency_s"] = result.latency_s / self.max_latency_s - 1.0
         if self.max_tiles is not None:
-            out["max_tiles"] = float(result.tiles) - self.max_tiles
+            out["max_tiles"] = _number(result.tiles) - self.max_tiles
         if self.min_accuracy is not None:
             out["min_accuracy"] = self.min_accuracy - (result.accuracy or 0.0)
         return out
+
+
+def _number(value):
+    """A float, or float columns for a batch (`Estimates`)."""
+    return float(value) if np.ndim(value) == 0 else np.asarray(value, np.float64)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,11 +182,14 @@ class Problem:
         """Every constraint a design must meet (> 0 means violated): the budgets, and no layer
         left without a weight (such a network computes a constant: it costs little and guesses).
         Every Optuna client reads these as the trial's constraints."""
-        return {**self.budgets.violations(result), "empty_layers": float(result.empty_layers)}
+        return {**self.budgets.violations(result), "empty_layers": _number(result.empty_layers)}
 
-    def worth_training(self, result: Result) -> bool:
-        """Every constraint that is known before training (all but min_accuracy) is met."""
-        return all(v <= 0 for k, v in self.violations(result).items() if k != "min_accuracy")
+    def worth_training(self, result: Result | Estimates) -> bool | np.ndarray:
+        """Every constraint that is known before training (all but min_accuracy) is met: for a
+        `Result` a bool, for `Estimates` (columns) a bool per candidate."""
+        known = [v for k, v in self.violations(result).items() if k != "min_accuracy"]
+        ok = np.all(np.asarray(known) <= 0, axis=0)
+        return bool(ok) if ok.ndim == 0 else ok
 
 
 @dataclasses.dataclass(frozen=True)

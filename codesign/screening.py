@@ -74,8 +74,8 @@ def _blas():
 
 def _features(dims: Mapping, params: Sequence[dict]) -> np.ndarray:
     """Normalised feature rows [len(params), d] of Optuna param dicts."""
-    rows = [[f for name, dim in dims.items() for f in dim.features(p[name])] for p in params]
-    return np.asarray(rows, np.float64).reshape(len(params), -1)
+    columns = [dim.feature_columns([p[name] for p in params]) for name, dim in dims.items()]
+    return np.hstack(columns) if columns else np.zeros((len(params), 0))
 
 
 # --- the surrogate: a Gaussian process of accuracy ---

@@ -108,7 +108,7 @@ def _gradient_proposals(space, study, evaluator, batch: int, base_seed: int):
 
 def _evaluate(space, evaluator, storage, study, asked, cands, seeds, batch) -> list:
     """Results of a batch: energy for all, a fine-tune for those worth training."""
-    estimates = evaluator.estimate(cands)
+    estimates = evaluator.estimate(cands, pad_to=max(batch, len(cands)))  # one compile
     results = [dataclasses.replace(r, seed=s) for r, s in zip(estimates, seeds, strict=True)]
     train = [i for i, r in enumerate(results) if space.problem.worth_training(r)]
     if train:

@@ -33,6 +33,7 @@ valid choices.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import pathlib
 from typing import Any
@@ -124,17 +125,21 @@ class SearchSpace:
 
     def param_names(self) -> dict[str, list[str]]:
         """Optuna parameter names per searched dimension (fixed dimensions have none)."""
+        return {key: list(names) for key, names in self._param_names.items()}
+
+    @functools.cached_property
+    def _param_names(self) -> dict[str, tuple[str, ...]]:  # read per candidate: made once
         model = self.problem.model
         counts = {"widths": model.num_hidden, "tile": 1, "adc_bits": 1}
         names = {}
         for key, dim in self.dims.items():
             count = counts.get(key, model.num_layers)
             if dim.fixed is not None:
-                names[key] = []
+                names[key] = ()
             elif dim.per_layer and count > 1:
-                names[key] = [f"{key}_{i}" for i in range(count)]
+                names[key] = tuple(f"{key}_{i}" for i in range(count))
             else:
-                names[key] = [key]
+                names[key] = (key,)
         return names
 
     def param_dims(self) -> dict[str, Dimension]:
@@ -148,7 +153,7 @@ class SearchSpace:
 
     def candidate(self, params: dict) -> Candidate:
         """The candidate that Optuna params describe."""
-        model, names = self.problem.model, self.param_names()
+        model, names = self.problem.model, self._param_names
 
         def values(key, count):
             if not names[key]:

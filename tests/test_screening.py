@@ -317,6 +317,29 @@ def test_budget_energies_match_the_evaluator():
     np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
+def test_feature_columns_are_the_features_of_each_value():
+    """The surrogate's inputs made column-wise (a choice table, one array op per range) equal
+    the per-value definition on every kind of dimension, tiles outside the table included."""
+    space = parse_space(
+        {
+            "model": {"widths": [128, 128]},
+            "search": {
+                **SEARCH,
+                "tile": {"choices": [32, "64x16", 128]},
+                "adc_bits": {"choices": [4, 6, 8]},
+            },
+        },
+        "features.yaml",
+    )
+    rng = np.random.default_rng(3)
+    for name, dim in space.param_dims().items():
+        values = dim.sample(rng, 50)
+        if dim.is_tile:
+            values += ["32x32", "128x128"]  # spelled otherwise, or not a choice
+        expected = [dim.features(v) for v in values]
+        np.testing.assert_allclose(dim.feature_columns(values), expected, err_msg=name)
+
+
 @pytest.mark.slow
 def test_compare_gp_quick_mode_reports_both_variants(tmp_path, capsys):
     """The side-by-side GP benchmark, one seed and 10 trials of digits_mlp (~45 s)."""
