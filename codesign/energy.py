@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Sequence
 
 import jax
@@ -346,6 +347,37 @@ def counts_from_masks(
     return LayerCounts(**{k: jnp.asarray(v, jnp.float32) for k, v in out.items()})
 
 
+def _zigzag_bands(network: Sequence[LayerShape], c: LayerCounts, tile_rows, logical_cols):
+    """Row and column bands per layer as ZigZag-IMC counts them: a layer's MACs over the rows
+    and columns one macro activation maps (`get_mapped_oa_dim` in ZigZag's imc_array.py), so a
+    layer one row past a tile costs 1/tile_rows of a band more, not a whole band.
+
+    Columns (output channels, K) and the input channels of a dense layer unroll unevenly: up to
+    a tile's worth are mapped. A convolution's rows unroll whole loop factors: input channels
+    c dividing C times a kernel factor (1, one kernel side, the whole kernel), the largest such
+    product within the tile (a 3x3 conv of 64 channels maps 32 x 3 = 96 of 128 rows, 6 bands
+    for its K = 576), or min(C, tile_rows) channels alone. Kernel sides are read from the
+    kernel area (a square kernel's side; a 1-D kernel is its own side)."""
+    mapped = []
+    for i, layer in enumerate(network):
+        rows, area = c.rows[i], layer.kernel_area
+        channels = rows / area
+        best = jnp.minimum(channels, tile_rows)  # channels alone, unevenly
+        if area > 1:
+            side = math.isqrt(area)
+            kernel = sorted({area, side} if side * side == area else {area})
+            divisor = np.arange(1, layer.in_units + 1, dtype=np.float32)
+            divides = (jnp.mod(jnp.round(channels), divisor) == 0) & (divisor <= channels)
+            for f in kernel:
+                fits = divides & (divisor * f <= tile_rows)
+                best = jnp.maximum(best, jnp.max(jnp.where(fits, divisor * f, 0.0)))
+        mapped.append(best)
+    mapped = jax.lax.stop_gradient(jnp.stack(mapped))  # a step function of the layer's rows
+    row_bands = _safe_div(c.rows, mapped)
+    col_bands = _safe_div(c.n_analog, jnp.minimum(c.n_analog, logical_cols))
+    return row_bands, col_bands
+
+
 # --- energy ---
 
 
@@ -368,9 +400,14 @@ def energy_from_counts(
     # across all columns (wordline and 1-bit multipliers) and half per mapped column down all rows
     # (bitline summation).
     occupancy = _safe_div(c.tiles_active, c.tiles)
-    col_bands = _safe_div(c.tiles, c.row_bands)
+    row_bands, col_bands = c.row_bands, _safe_div(c.tiles, c.row_bands)
+    if acc.zigzag_counting is not None:  # as ZigZag-IMC counts macro activations
+        zz = acc.zigzag_counting
+        zz_rows, zz_cols = _zigzag_bands(network, c, acc.tile_rows, logical_cols)
+        row_bands = zz * zz_rows + (1.0 - zz) * row_bands
+        col_bands = zz * zz_cols + (1.0 - zz) * col_bands
     rows_mapped = c.rows * col_bands * occupancy  # summed over the layer's active tiles
-    cols_mapped = c.n_analog * cells_per_weight * c.row_bands * occupancy
+    cols_mapped = c.n_analog * cells_per_weight * row_bands * occupancy
     rows_full = c.tiles_active * acc.tile_rows
     cols_full = c.tiles_active * acc.tile_cols
     rows_on = g * rows_mapped + (1.0 - g) * rows_full
@@ -382,8 +419,8 @@ def energy_from_counts(
     dac = steps * rows_on * acc.dac_bits * t.dac_j_per_bit * scale
     adc = steps * cols_on / acc.columns_per_adc * adc_energy_j(adc_bits, acc)
     array = steps * cells_on * t.cell_j * scale
-    outputs = c.n_analog * c.row_bands * occupancy
-    accumulate = steps * outputs * analog_output_j(acc, cells_per_weight, cycles, c.row_bands)
+    outputs = c.n_analog * row_bands * occupancy
+    accumulate = steps * outputs * analog_output_j(acc, cells_per_weight, cycles, row_bands)
 
     # Tiles beyond the chip's capacity are re-written once per batch, shared out by tile count.
     total_active = jnp.sum(c.tiles_active)

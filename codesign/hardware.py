@@ -120,6 +120,13 @@ class Accelerator:
     adc_flash: float = 0.0  # ADC architecture: 0 successive approximation (SAR), 1 flash
     digital_slice_bits: float = 8.0  # activation bits a digital PE takes per cycle (1: bit-serial)
     batch: float = 1.0  # inferences per weight fetch: weight reads and re-programming amortised
+    # How analog tiles are counted. None: per band, the physical count on a chip whose partial
+    # row band still fires every mapped column's ADC (a layer of 129 rows on 128-row tiles
+    # converts twice per column). 1: as ZigZag-IMC counts (MACs over the rows and columns one
+    # macro activation maps: 129 rows cost 129/128 of a conversion per column; convolutions
+    # unrolled by whole loop factors), for presets that reproduce ZigZag. See
+    # `codesign.energy._zigzag_bands`.
+    zigzag_counting: float | None = None
     node_nm: float = 22.0  # technology node the chip is built in
     vdd: float = 0.8  # supply voltage it runs at
     name: str = "custom"

@@ -272,7 +272,9 @@ PRESETS: dict[str, Accelerator] = {
     # of 128 rows x 128 8-bit weights in 1-bit cells (128 x 1024 cells), 8-bit inputs applied in
     # 2-bit DAC slices, an 8-bit ADC per cell column, 28 nm, 0.9 V. ZigZag charges DACs on mapped
     # rows and ADCs on mapped columns: gate_idle = 1. Accumulator: inputs + ADC + weight bits
-    # (imc_array.py). The digital array and SRAM only matter off the macro (assumptions).
+    # (imc_array.py). Macro activations counted as ZigZag counts them (zigzag_counting = 1:
+    # fractional bands, convolutions unrolled by whole loop factors). The digital array and
+    # SRAM only matter off the macro (assumptions).
     "zigzag-aimc-28nm": dataclasses.replace(
         _macro(
             "zigzag-aimc-28nm",
@@ -290,6 +292,7 @@ PRESETS: dict[str, Accelerator] = {
         sram_bytes=256 * 1024.0,
         mac_rows=128.0,
         mac_cols=128.0,
+        zigzag_counting=1.0,
     ),
     # ZigZag-IMC's stock digital chip (zigzag/inputs/hardware/dimc.yaml): a 128 x 128 digital
     # in-memory array, 8-bit weights, inputs applied bit-serially (1 bit per cycle) into 128-input

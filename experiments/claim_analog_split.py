@@ -77,6 +77,9 @@ def settings() -> dict:
         mac_cols=dimc.mac_cols,
         digital_slice_bits=dimc.digital_slice_bits,
         accumulator_bits=24.0,
+        # A chip built from ZigZag's components, counted physically (a partly filled row band
+        # fires every mapped column's ADC), not as ZigZag counts (the matched preset's mode).
+        zigzag_counting=None,
         name="zigzag-aimc+dimc-28nm",
     )
     hybrid = get_preset("hybrid-22nm")

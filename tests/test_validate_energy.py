@@ -38,6 +38,24 @@ def test_every_layer_within_1p5x_of_zigzag_and_same_ranking(validation):
     assert validation["zigzag_workload_ranking_agrees"]
 
 
+# Held-out layers where ZigZag's mapper, not its counting, differs: the chip is the same and
+# codesign's count matches ZigZag's for the rows ZigZag maps, but ZigZag leaves rows idle.
+KNOWN_MAPPING_DIFFERENCES = {
+    "dense 100x50, array 16": "ZigZag maps 100/13 = 7.7 input channels on 16 rows (ADC count 2x)",
+}
+
+
+def test_matched_preset_reproduces_zigzag_on_partly_filled_held_out_layers(validation):
+    """zigzag-aimc-28nm counts macro activations as ZigZag does (fractional bands, convolutions
+    unrolled by whole loop factors): held-out layers, none of which fills its tiles, agree
+    within 1.2x, and the known mapping difference is the only one (it fails if it is fixed)."""
+    rows = validation["held_out_layers"]
+    assert len(rows) >= 6 and all(r["partly_filled"] for r in rows)
+    outside = {r["layer"] for r in rows if not 1 / 1.2 <= r["ratio"] <= 1.2}
+    assert outside == set(KNOWN_MAPPING_DIFFERENCES) & {r["layer"] for r in rows}
+    assert any("conv 3x3" in r["layer"] for r in rows if r["layer"] not in outside)
+
+
 def test_ungated_chip_differs_by_exactly_the_idle_converters_and_cells(validation):
     # codesign deliberately differs from ZigZag on a chip that cannot gate: the MLP's last layer
     # (256 x 10 on 128-row tiles: 2 row bands, 80 of 1024 cell columns mapped) then pays 944 idle
