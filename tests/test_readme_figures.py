@@ -306,7 +306,24 @@ def devices_row() -> str:
     )
 
 
+def held_out_text() -> str:
+    """The energy model on layers held out from its matching against ZigZag-IMC."""
+    v = _json("validate_energy_model")
+    rows = v["held_out_layers"]
+    inside = [r for r in rows if 1 / 1.2 <= r["ratio"] <= 1.2]
+    outside = [r for r in rows if r not in inside]
+    worst = max(max(r["ratio"], 1 / r["ratio"]) for r in inside)
+    band = [r["per_band_ratio"] for r in rows]
+    return (
+        f"counted per band, the held-out layers are {min(band):.2f}-{max(band):.2f}x ZigZag's "
+        f"energy. On {len(rows)} held-out layers, {v['held_out_partly_filled']} of them filling no tile "
+        f"exactly, {len(inside)} are within {worst:.3f}x of ZigZag; outside 1.2x: "
+        + "; ".join(f"{r['layer']} ({r['ratio']:.3f}x)" for r in outside)
+    )
+
+
 README_FIGURES = (
+    held_out_text,
     goals_text,
     performance_table,
     energy_row,
