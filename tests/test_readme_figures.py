@@ -316,9 +316,9 @@ def held_out_text() -> str:
     band = [r["per_band_ratio"] for r in rows]
     return (
         f"counted per band, the held-out layers are {min(band):.2f}-{max(band):.2f}x ZigZag's "
-        f"energy. On {len(rows)} held-out layers, {v['held_out_partly_filled']} of them filling no tile "
-        f"exactly, {len(inside)} are within {worst:.3f}x of ZigZag; outside 1.2x: "
-        + "; ".join(f"{r['layer']} ({r['ratio']:.3f}x)" for r in outside)
+        f"energy. On {len(rows)} held-out layers, {v['held_out_partly_filled']} of them "
+        f"filling no tile exactly, {len(inside)} are within {worst:.3f}x of ZigZag; outside "
+        "1.2x: " + "; ".join(f"{r['layer']} ({r['ratio']:.3f}x)" for r in outside)
     )
 
 
