@@ -151,7 +151,7 @@ def _accelerator_json(acc) -> dict:
         return (
             {f.name: plain(getattr(x, f.name)) for f in dataclasses.fields(x)}
             if (dataclasses.is_dataclass(x))
-            else (x if isinstance(x, str) else float(x))
+            else (x if isinstance(x, str) or x is None else float(x))
         )
 
     return plain(acc)
