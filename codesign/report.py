@@ -44,8 +44,16 @@ def energy_summary(
 
     report = estimate_energy(network, design, acc)
     grads = jax.grad(total, allow_int=True)(design)
+    # The saving of one unit fewer, beside the gradient: where a count steps (tiles, row bands,
+    # re-programming) the gradient is the staircase's average slope and one unit may save far
+    # less (or nothing) -- or, at a step, far more.
+    energy_of = jax.jit(total)
+    full = float(energy_of(design))
     layers = []
     for i, layer in enumerate(network):
+        narrower = dataclasses.replace(design, widths=design.widths.at[i].add(-1))
+        saving = full - float(energy_of(narrower)) if layer.out_units > 1 else None
+        gradient = float(grads.widths[i])
         layers.append(
             {
                 "name": layer.name or f"layer{i + 1}",
@@ -57,7 +65,9 @@ def energy_summary(
                 "total_j": float(report.layer_energy_j[i]),
                 "tiles": int(report.layer_tiles[i]),
                 "latency_s": float(report.layer_latency_s[i]),
-                "d_energy_d_width_j_per_unit": float(grads.widths[i]),
+                "d_energy_d_width_j_per_unit": gradient,
+                "one_unit_fewer_saves_j": saving,
+                "width_gradient_is_a_guide": _within_2x(gradient, saving),
                 "d_energy_d_analog_fraction_j": float(grads.analog_fraction[i]),
             }
         )
@@ -79,6 +89,16 @@ def energy_summary(
         "chip_tiles": int(acc.tiles),
         "program_once_j": float(report.program_once_j),
     }
+
+
+def _within_2x(gradient: float, saving: float | None) -> bool | None:
+    """Whether the width gradient and the saving of one unit fewer agree within 2x (both zero
+    counts as agreeing); None for a one-unit layer."""
+    if saving is None:
+        return None
+    if gradient == 0 or saving == 0:
+        return gradient == saving
+    return 0.5 <= saving / gradient <= 2.0
 
 
 def format_joules(value: float) -> str:
@@ -141,6 +161,12 @@ def format_energy(summary: dict) -> str:
             " per unit, dE/d(analog fraction) "
             f"{format_joules(layer['d_energy_d_analog_fraction_j'])}"
         )
+        if layer["width_gradient_is_a_guide"] is False:
+            lines.append(
+                f"    not a guide here: one unit fewer saves "
+                f"{format_joules(layer['one_unit_fewer_saves_j'])} (tiles, row bands and "
+                "re-programming change in whole steps; the gradient is their average slope)"
+            )
     shrink = max(summary["layers"], key=lambda layer: layer["d_energy_d_width_j_per_unit"])
     move = min(summary["layers"], key=lambda layer: layer["d_energy_d_analog_fraction_j"])
     lines.append(f"shrink first: {shrink['name']} (largest saving per unit of width)")

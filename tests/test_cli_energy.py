@@ -70,6 +70,34 @@ def test_width_gradient_at_full_width_matches_one_unit_narrower_layer(capsys):
         assert 0.5 <= grad / diff <= 2.0, (layer, grad, diff)
 
 
+def test_the_report_says_where_the_width_gradient_is_not_a_guide(capsys):
+    """Beside each gradient, the saving of one unit fewer, computed as a narrower network would
+    be; where the two differ by more than 2x (a step: tiles, bands, re-programming) the table
+    says so. Issue 23's cases: zigzag-aimc-28nm as shipped (one tile, re-programmed every
+    inference) and ania-22nm (one unit saves nothing) are flagged; a hybrid chip's wide layers
+    are not."""
+
+    def run(*argv):
+        main(["energy", *argv, "--json"])
+        return json.loads(capsys.readouterr().out)
+
+    full = run("--preset", "hybrid-22nm", "--layers", "64x256,256x256,256x10")
+    narrower = run("--preset", "hybrid-22nm", "--layers", "64x255,255x256,256x10")
+    first = full["layers"][0]
+    assert first["one_unit_fewer_saves_j"] == pytest.approx(
+        full["total_j"] - narrower["total_j"], rel=1e-4
+    )
+    assert first["width_gradient_is_a_guide"] and full["layers"][1]["width_gradient_is_a_guide"]
+    for preset in ("zigzag-aimc-28nm", "ania-22nm"):
+        data = run("--preset", preset, "--layers", "64x256,256x10")
+        assert data["layers"][0]["width_gradient_is_a_guide"] is False, preset
+        main(["energy", "--preset", preset, "--layers", "64x256,256x10"])
+        assert "not a guide here: one unit fewer saves" in capsys.readouterr().out
+    for layer in full["layers"]:  # the flag is the 2x rule on the reported numbers
+        ratio = layer["one_unit_fewer_saves_j"] / layer["d_energy_d_width_j_per_unit"]
+        assert layer["width_gradient_is_a_guide"] == (0.5 <= ratio <= 2.0)
+
+
 def test_smaller_tiles_keep_the_chip_area(capsys):
     main(["energy", "--layers", "64x256", "--tile", "16x16", "--json"])
     data = json.loads(capsys.readouterr().out)
