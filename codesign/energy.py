@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from collections.abc import Sequence
 
 import jax
@@ -71,6 +70,7 @@ from codesign.hardware import (
     mac_energy_j,
     sram_j_per_byte,
     tech_scale,
+    zigzag_bands,
 )
 from codesign.networks import LayerShape
 from codesign.pruning import GRANULARITIES
@@ -347,37 +347,6 @@ def counts_from_masks(
     return LayerCounts(**{k: jnp.asarray(v, jnp.float32) for k, v in out.items()})
 
 
-def _zigzag_bands(network: Sequence[LayerShape], c: LayerCounts, tile_rows, logical_cols):
-    """Row and column bands per layer as ZigZag-IMC counts them: a layer's MACs over the rows
-    and columns one macro activation maps (`get_mapped_oa_dim` in ZigZag's imc_array.py), so a
-    layer one row past a tile costs 1/tile_rows of a band more, not a whole band.
-
-    Columns (output channels, K) and the input channels of a dense layer unroll unevenly: up to
-    a tile's worth are mapped. A convolution's rows unroll whole loop factors: input channels
-    c dividing C times a kernel factor (1, one kernel side, the whole kernel), the largest such
-    product within the tile (a 3x3 conv of 64 channels maps 32 x 3 = 96 of 128 rows, 6 bands
-    for its K = 576), or min(C, tile_rows) channels alone. Kernel sides are read from the
-    kernel area (a square kernel's side; a 1-D kernel is its own side)."""
-    mapped = []
-    for i, layer in enumerate(network):
-        rows, area = c.rows[i], layer.kernel_area
-        channels = rows / area
-        best = jnp.minimum(channels, tile_rows)  # channels alone, unevenly
-        if area > 1:
-            side = math.isqrt(area)
-            kernel = sorted({area, side} if side * side == area else {area})
-            divisor = np.arange(1, layer.in_units + 1, dtype=np.float32)
-            divides = (jnp.mod(jnp.round(channels), divisor) == 0) & (divisor <= channels)
-            for f in kernel:
-                fits = divides & (divisor * f <= tile_rows)
-                best = jnp.maximum(best, jnp.max(jnp.where(fits, divisor * f, 0.0)))
-        mapped.append(best)
-    mapped = jax.lax.stop_gradient(jnp.stack(mapped))  # a step function of the layer's rows
-    row_bands = _safe_div(c.rows, mapped)
-    col_bands = _safe_div(c.n_analog, jnp.minimum(c.n_analog, logical_cols))
-    return row_bands, col_bands
-
-
 # --- energy ---
 
 
@@ -403,7 +372,7 @@ def energy_from_counts(
     row_bands, col_bands = c.row_bands, _safe_div(c.tiles, c.row_bands)
     if acc.zigzag_counting is not None:  # as ZigZag-IMC counts macro activations
         zz = acc.zigzag_counting
-        zz_rows, zz_cols = _zigzag_bands(network, c, acc.tile_rows, logical_cols)
+        zz_rows, zz_cols = zigzag_bands(network, c.rows, c.n_analog, acc.tile_rows, logical_cols)
         row_bands = zz * zz_rows + (1.0 - zz) * row_bands
         col_bands = zz * zz_cols + (1.0 - zz) * col_bands
     rows_mapped = c.rows * col_bands * occupancy  # summed over the layer's active tiles

@@ -21,9 +21,11 @@ use them scaled by the same rule: (22/45) * (0.8/0.9)^2 = 0.386.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = [
     "Accelerator",
@@ -38,6 +40,7 @@ __all__ = [
     "sram_j_per_byte",
     "tech_scale",
     "with_tile",
+    "zigzag_bands",
 ]
 
 # First-order C*V^2 scaling from 45 nm / 0.9 V (Horowitz) to 22 nm / 0.8 V (AnIA's node and its
@@ -125,7 +128,7 @@ class Accelerator:
     # converts twice per column). 1: as ZigZag-IMC counts (MACs over the rows and columns one
     # macro activation maps: 129 rows cost 129/128 of a conversion per column; convolutions
     # unrolled by whole loop factors), for presets that reproduce ZigZag. See
-    # `codesign.energy._zigzag_bands`.
+    # `codesign.hardware.zigzag_bands`.
     zigzag_counting: float | None = None
     node_nm: float = 22.0  # technology node the chip is built in
     vdd: float = 0.8  # supply voltage it runs at
@@ -236,3 +239,39 @@ def analog_output_j(acc: Accelerator, cells_per_weight, cycles, row_bands):
     merge = shift_add_adders(slices, acc.adc_bits) * per_bit
     accumulate = jnp.where(cycles * row_bands > 1.0, accumulate_j(acc), 0.0)
     return merge + accumulate
+
+
+def zigzag_bands(network, rows, n_analog, tile_rows, logical_cols):
+    """Row and column bands per layer ([layers] each) as ZigZag-IMC counts them: a layer's MACs
+    over the rows and columns one macro activation maps (`get_mapped_oa_dim` in ZigZag's
+    imc_array.py), so a layer one row past a tile costs 1/tile_rows of a band more, not a whole
+    band. `network`: the layers' shapes (`kernel_area`, `in_units`); rows and n_analog: kept
+    rows and analog columns.
+
+    Columns (output channels, K) and the input channels of a dense layer unroll unevenly: up to
+    a tile's worth are mapped. A convolution's rows unroll whole loop factors: input channels
+    c dividing C times a kernel factor (1, one kernel side, the whole kernel), the largest such
+    product within the tile (a 3x3 conv of 64 channels maps 32 x 3 = 96 of 128 rows, 6 bands
+    for its K = 576), or min(C, tile_rows) channels alone. Kernel sides are read from the
+    kernel area (a square kernel's side; a 1-D kernel is its own side)."""
+    mapped = []
+    for i, layer in enumerate(network):
+        area = layer.kernel_area
+        channels = rows[i] / area
+        best = jnp.minimum(channels, tile_rows)  # channels alone, unevenly
+        if area > 1:
+            side = math.isqrt(area)
+            kernel = sorted({area, side} if side * side == area else {area})
+            divisor = np.arange(1, layer.in_units + 1, dtype=np.float32)
+            divides = (jnp.mod(jnp.round(channels), divisor) == 0) & (divisor <= channels)
+            for f in kernel:
+                fits = divides & (divisor * f <= tile_rows)
+                best = jnp.maximum(best, jnp.max(jnp.where(fits, divisor * f, 0.0)))
+        mapped.append(best)
+    mapped = jax.lax.stop_gradient(jnp.stack(mapped))  # a step function of the layer's rows
+    cols = jnp.minimum(n_analog, logical_cols)
+
+    def ratio(a, b):  # 0 for an empty layer
+        return jnp.where(b > 0, a / jnp.where(b > 0, b, 1.0), 0.0)
+
+    return ratio(rows, mapped), ratio(n_analog, cols)

@@ -79,7 +79,7 @@ def held_out(quick: bool = False) -> list[Case]:
     """Layers added after the counting was matched on the suite above (issue 23): partly filled
     tiles in both dimensions, odd sizes, non-square arrays, convs whose channels x kernel do not
     divide the array, strided 1x1 shortcuts (fewer positions), and every ADC/DAC knob. The
-    counting rule for convolutions (`codesign.energy._zigzag_bands`) was read off ZigZag on two
+    counting rule for convolutions (`codesign.hardware.zigzag_bands`) was read off ZigZag on two
     convs of this list (3x3 64->64 and 16->16); the rest were run after it was written."""
     cases = [
         Case("odd dense 131x131", "held-out", 131, 131),
