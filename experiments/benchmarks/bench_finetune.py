@@ -41,6 +41,7 @@ import math
 import os
 import pathlib
 import pickle
+import re
 import subprocess
 import sys
 import tempfile
@@ -463,19 +464,28 @@ def bench_cnn(args, log) -> dict:
 # --- peak memory, in child processes ---
 
 
-def _child_peak_gb(command: list[str], env=None) -> float | None:
-    """Peak resident memory (GB) of one child process running `command` (its own rusage, from
-    `os.wait4`), None if it failed."""
-    child = subprocess.Popen(
+# Run first in a memory child: at exit it prints its own peak resident set (VmHWM of its own
+# address space). The rusage of `os.wait4` is not used: Linux carries the parent's peak into a
+# child's ru_maxrss at exec, so after the ResNet benchmarks (a 3.5 GB parent) every child
+# reported 3.55 GB, whatever it used.
+_REPORT_PEAK = (
+    "import atexit, re; atexit.register(lambda: print('peak_kb', re.search(r'VmHWM:\\s+(\\d+)', "
+    "open('/proc/self/status').read()).group(1), flush=True)); "
+)
+
+
+def _child_peak_gb(code: str, args: list[str], env=None) -> float | None:
+    """Peak resident memory (GB) of one child process running `python -c code args`, as it
+    reports it at exit (Linux), None if it failed."""
+    command = [sys.executable, "-c", _REPORT_PEAK + code, *args]
+    child = subprocess.run(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    output = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode != 0:
-        print(output[-3000:], file=sys.stderr)
+    peaks = re.findall(r"^peak_kb (\d+)$", child.stdout, re.MULTILINE)
+    if child.returncode != 0 or not peaks:
+        print(child.stdout[-3000:], file=sys.stderr)
         return None
-    return usage.ru_maxrss * 1024 / 1e9  # ru_maxrss is in KiB on Linux
+    return int(peaks[-1]) * 1024 / 1e9
 
 
 def memory_probe(folder: str, n: int, steps: int) -> None:
@@ -487,16 +497,16 @@ def memory_probe(folder: str, n: int, steps: int) -> None:
 
 
 def measure_memory(folder: pathlib.Path, args, workdir: pathlib.Path) -> dict:
-    python = sys.executable
-    probe = [python, __file__, "--memory-probe", str(folder), "--resnet-ft-steps", "2"]
-    resnet_gb = _child_peak_gb(probe)
+    probe = ["--memory-probe", str(folder), "--resnet-ft-steps", "2"]
+    run_me = f"import runpy, sys; sys.argv[0] = {__file__!r}; runpy.run_path(sys.argv[0], "
+    run_me += "run_name='__main__')"
+    resnet_gb = _child_peak_gb(run_me, probe)
     search = [
-        python, "-c", "from codesign.cli import entry; entry()", "search",
-        str(SPACES / "mnist1d_resnet.yaml"), "--out", str(workdir / "mnist1d_resnet_run"),
-        "--trials", str(args.search_trials),
+        "search", str(SPACES / "mnist1d_resnet.yaml"), "--out",
+        str(workdir / "mnist1d_resnet_run"), "--trials", str(args.search_trials),
     ]  # fmt: skip
     env = {**os.environ, "CODESIGN_CACHE": str(workdir / "cache")}  # pretrains its own base
-    search_gb = _child_peak_gb(search, env)
+    search_gb = _child_peak_gb("from codesign.cli import entry; entry()", search, env)
     return {"resnet20_population_8_peak_gb": resnet_gb, "mnist1d_resnet_search_peak_gb": search_gb}
 
 
