@@ -354,7 +354,7 @@ def compare_zigzag(cases: list[Case], workdir: pathlib.Path) -> dict:
     return {
         "rows": rows,
         "max_ratio": worst,
-        "within": sum(1 / TOLERANCE <= r <= TOLERANCE for r in ratios) / len(ratios),
+        "within": _within(rows, TOLERANCE),
         "layer_ranking_agrees": layers_agree,
         "workload_ranking_agrees": workloads_agree,
         "workloads": {n: workloads[n] for n in names},
