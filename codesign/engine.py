@@ -12,6 +12,7 @@ Pretraining (`codesign.pretrain`), a population's fine-tunes and early-stopping 
     compiled    `jax.jit` with the population programs' compiler options
     Placement   the local devices a population is split over: each runs the one-device program
                 on its slice of the candidates, with its own copy of base weights and data
+    data_parallel  the devices one training run's batches are split over (pretraining)
 
 Key streams, the one rule: a run's integer seed gives its streams as
 ``jax.random.split(jax.random.PRNGKey(seed), n)`` in this order (`streams`):
@@ -49,6 +50,7 @@ __all__ = [
     "batches",
     "compiled",
     "cross_entropy",
+    "data_parallel",
     "streams",
     "train",
 ]
@@ -191,6 +193,13 @@ def devices_line() -> str:
     if n == 1:
         return f"populations run on 1 {platform} device"
     return f"populations run on {n} {platform} devices, each a slice of the candidates"
+
+
+def data_parallel(batch_size: int, devices=None) -> list:
+    """The devices one run's batches are split over (pretraining): the most of `devices`
+    (default `local_devices`) that divide `batch_size` into equal slices."""
+    devices = list(devices if devices is not None else local_devices())
+    return devices[: max(k for k in range(1, len(devices) + 1) if batch_size % k == 0)]
 
 
 class Replicated(NamedTuple):

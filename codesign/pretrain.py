@@ -1,6 +1,7 @@
 """Pretraining the base network once per search space, cached on disk.
 
-pretrain_program   the jitted digital training loop (Adam; `codesign.engine.train`)
+pretrain_program   the jitted digital training loop (Adam; `codesign.engine.train`), each batch
+                   split over the local devices
 pretrain           a maximum-width base trained on the source task, units sorted by
                    importance (so a candidate's widths keep the best units)
 load_or_pretrain   the base from the cache (keyed by `base_key`: a hash of everything that
@@ -24,7 +25,7 @@ import optax
 from codesign import networks
 from codesign.checkpoint import load_checkpoint
 from codesign.data import Dataset, cache_root
-from codesign.engine import TrainState, batches, cross_entropy, streams, train
+from codesign.engine import TrainState, batches, cross_entropy, data_parallel, streams, train
 
 __all__ = [
     "PretrainConfig",
@@ -50,30 +51,43 @@ class PretrainConfig:
     checkpoint: str | None = None  # your own pretrained base instead (see `load_checkpoint`)
 
 
-def pretrain_program(spec: networks.NetworkSpec, config: PretrainConfig):
+def pretrain_program(spec: networks.NetworkSpec, config: PretrainConfig, devices=None):
     """The jitted pretraining loop, ``run(params, x, y) -> (params, losses)``: ``config.steps``
     digital Adam steps (`codesign.engine.train`) on batches drawn from x, y with the config's
-    seed (its `init` and `batches` streams)."""
+    seed (its `init` and `batches` streams).
+
+    Data-parallel over `devices` (default: the local ones, `codesign.engine.data_parallel`):
+    each device computes its slice of every batch and the gradients are summed across them
+    (XLA partitions the one program). It trains the same network as one device, up to the
+    order of floating-point sums; on one device the program has no partitioning at all.
+    """
     keys = streams(config.seed, 2)
     optimizer = optax.adam(config.learning_rate)
+    devices = data_parallel(config.batch_size, devices)
+    mesh = jax.sharding.Mesh(np.array(devices), ("batch",))
+    split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+    whole = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
     def loss(p, xb, yb, _):
+        if len(devices) > 1:  # each device its slice of the batch
+            xb, yb = jax.lax.with_sharding_constraint((xb, yb), split)
         return cross_entropy(networks.apply(spec, p, xb), yb)
 
-    @jax.jit
     def run(params, x, y):
         state = TrainState.create(params, optimizer, config.steps)
         state = train(state, loss, optimizer, (x, y), keys, batch_size=config.batch_size)
         return state.params, state.losses
 
-    return run
+    if len(devices) == 1:
+        return jax.jit(run)
+    return jax.jit(run, in_shardings=whole, out_shardings=whole)  # weights, data: on every device
 
 
-def pretrain(spec: networks.NetworkSpec, data: Dataset, config: PretrainConfig):
+def pretrain(spec: networks.NetworkSpec, data: Dataset, config: PretrainConfig, devices=None):
     """Train the maximum-width network digitally on the source task; returns params."""
     params = networks.init_params(spec, streams(config.seed, 2).init)
     x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-    params, _ = pretrain_program(spec, config)(params, x, y)
+    params, _ = pretrain_program(spec, config, devices)(params, x, y)
     return networks.sort_units(spec, params)
 
 
@@ -152,7 +166,11 @@ def load_or_pretrain(
                     log(f"cached base {path.name} unreadable ({type(err).__name__}); retraining")
                 shutil.rmtree(path, ignore_errors=True)
         if log:
-            log(f"pretraining base network ({config.steps} steps on {data.name} source classes)")
+            on = len(data_parallel(config.batch_size))
+            on = f", each batch split over {on} devices" if on > 1 else ""
+            log(
+                f"pretraining base network ({config.steps} steps on {data.name} source classes{on})"
+            )
         params = pretrain(spec, data, config)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         try:

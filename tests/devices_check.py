@@ -1,12 +1,14 @@
 """Run by tests/test_devices.py in a process with two forced host devices
 (XLA_FLAGS=--xla_force_host_platform_device_count=2): a population over one and over two
-devices, with and without early stopping. Prints one JSON line of what it found."""
+devices, with and without early stopping, and pretraining with each batch split over both.
+Prints one JSON line of what it found."""
 
 import json
 import os
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from codesign import data, early_stop, networks, transfer
@@ -39,8 +41,45 @@ def same(a: dict, b: dict) -> list[str]:
     )
 
 
+def pretraining() -> dict:
+    """Pretraining on one device and data-parallel over two: an MLP on digits and a 2-D ResNet
+    on random images, batches of 48 (no other dimension is 48 or 24: a program that computes
+    on whole batches has [48, ...] arrays, one that splits them [24, ...])."""
+    task = data.transfer_split("digits").source
+    rng = np.random.default_rng(0)
+    cases = {
+        "mlp": (networks.NetworkSpec("mlp", task.input_shape, task.num_classes, (40, 20)),
+                task.x_train, task.y_train, 48),
+        "resnet": (networks.NetworkSpec("resnet", (8, 8, 3), 5, (3, 4, 5), depth=8),
+                   rng.normal(size=(300, 8, 8, 3)).astype(np.float32),
+                   rng.integers(0, 5, 300).astype(np.int32), 48),
+    }  # fmt: skip
+    found = {}
+    for name, (spec, x, y, batch) in cases.items():
+        config = transfer.PretrainConfig(steps=30, batch_size=batch)
+        params = networks.init_params(spec, jax.random.PRNGKey(0))
+        x, y = jnp.asarray(x), jnp.asarray(y)
+        one = transfer.pretrain_program(spec, config, jax.local_devices()[:1])
+        two = transfer.pretrain_program(spec, config)
+        program = two.lower(params, x, y).compile().as_text()
+        (a, loss_a), (b, loss_b), (c, _) = (f(params, x, y) for f in (one, two, two))
+        found[name] = {
+            "sums_gradients_across_devices": "all-reduce" in program,
+            "each_device_a_half_batch": f"f32[{batch // 2}," in program
+            and f"f32[{batch}," not in program,
+            "loss_max_abs_difference": float(np.max(np.abs(np.asarray(loss_a - loss_b)))),
+            "weights_max_relative_difference": max(
+                float(jnp.max(jnp.abs(u - v)) / jnp.max(jnp.abs(u)))
+                for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+            ),
+            "repeatable": not same({"p": b}, {"p": c}),
+            "losses_fall": float(loss_b[-5:].mean()) < float(loss_b[:5].mean()),
+        }
+    return found
+
+
 def main(cache: str) -> dict:
-    found = {"devices": len(jax.local_devices())}
+    found = {"devices": len(jax.local_devices()), "pretraining": pretraining()}
     population = transfer.Population.stack(SIX)
     for how in ("sequential", "vmap"):
         one = engine(1, how, cache)

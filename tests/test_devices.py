@@ -44,3 +44,15 @@ def test_results_on_two_devices_are_bit_identical_to_one_device(found):
     # Vmapped, each device runs the one-device program of its three candidates, bit for bit; a
     # vmapped program of six rounds differently from one of three (as it does on one device).
     assert found["vmap"]["differs_from_one_device_per_slice"] == []
+
+
+def test_pretraining_splits_each_batch_over_both_devices(found):
+    # Data-parallel: one program partitioned by XLA, each device a half batch, the gradients
+    # summed across devices; the same network as one device up to the order of the sums.
+    for name, case in found["pretraining"].items():
+        assert case["sums_gradients_across_devices"], name
+        assert case["each_device_a_half_batch"], name
+        assert case["repeatable"], name
+        assert case["losses_fall"], name
+        assert case["loss_max_abs_difference"] < 1e-4, (name, case)
+        assert case["weights_max_relative_difference"] < 1e-4, (name, case)

@@ -278,6 +278,24 @@ def goals_text() -> str:
     )
 
 
+def pretraining_figures(d) -> str:
+    """bench_devices' data-parallel pretraining: examples/s per device count."""
+    if "pretraining" not in d:  # made before pretraining was data-parallel
+        return ""
+    first, *more = d["pretraining"]
+    return (
+        f"; pretraining ({first['network']}, batch {first['batch']}) examples/s "
+        + ", ".join(f"{r['examples_per_s']:.1f}" for r in d["pretraining"])
+        + " on "
+        + ", ".join(str(r["devices"]) for r in d["pretraining"])
+        + " devices"
+        + "".join(
+            f" ({r['devices']} over 1: {r['examples_per_s'] / first['examples_per_s']:.2f}x)"
+            for r in more
+        )
+    )
+
+
 def devices_row() -> str:
     d = _json("bench_devices")
     rows = {(r["devices"], r["population"]): r for r in d["rows"]}
@@ -298,6 +316,7 @@ def devices_row() -> str:
         + ", ".join(f"{rows[n, sizes[-1]]['fraction_of_one_device_peak']:.1%}" for n in counts)
         + " of one device's peak matmul FLOP/s; compile "
         + ", ".join(f"{rows[n, sizes[-1]]['compile_s']:.0f} s" for n in counts)
+        + pretraining_figures(d)
         + (
             " (two forced host devices sharing this CPU's cores)"
             if d["forced_host_devices"]

@@ -9,6 +9,10 @@ its slice of the population); each population size is run once cold (compile plu
 timed on its best of REPEATS calls. FLOPs are the engine's own count of training FLOPs (6 per
 kept MAC and example); the peak is the best of five float32 n x n x n `jnp.dot`s on one device.
 
+Pretraining, data-parallel over the same device counts (`transfer.pretrain_program`: each device
+a slice of every batch, gradients summed across them): a CIFAR-shaped ResNet-20 (batch 64) on
+random images, examples per second on the best of REPEATS calls after a cold one.
+
 On a CPU, JAX shows one device; this script then runs itself again with
 XLA_FLAGS=--xla_force_host_platform_device_count=2, two devices sharing the same cores (what a
 ratio near 1 shows there: splitting costs nothing, and buys nothing without more cores). On a
@@ -93,6 +97,50 @@ def measure(devices: int, sizes, steps: int, repeats: int, peak: float, seed: in
     return out
 
 
+def pretraining(counts, quick: bool, repeats: int, seed: int, log) -> list:
+    """Examples/s of data-parallel pretraining on the first d devices, for d in counts."""
+    if quick:
+        spec, batch, steps = (
+            networks.NetworkSpec("resnet", (8, 8, 3), 10, (4, 8, 16), depth=8),
+            16,
+            3,
+        )
+    else:
+        spec, batch, steps = (
+            networks.NetworkSpec("resnet", (32, 32, 3), 10, (16, 32, 64), depth=20),
+            64,
+            5,
+        )
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(4 * batch, *spec.input_shape)).astype(np.float32)
+    y = rng.integers(0, spec.num_classes, len(x)).astype(np.int32)
+    params = networks.init_params(spec, jax.random.PRNGKey(seed))
+    config = transfer.PretrainConfig(steps=steps, batch_size=batch, seed=seed)
+    out = []
+    for d in counts:
+        program = transfer.pretrain_program(spec, config, jax.local_devices()[:d])
+        start = time.perf_counter()
+        jax.block_until_ready(program(params, x, y))
+        cold = time.perf_counter() - start
+        runs = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            jax.block_until_ready(program(params, x, y))
+            runs.append(time.perf_counter() - start)
+        run = min(runs)
+        row = {
+            "devices": d,
+            "network": f"resnet-{spec.depth} {list(spec.input_shape)}",
+            "batch": batch,
+            "steps": steps,
+            "examples_per_s": round(batch * steps / run, 2),
+            "compile_s": round(max(cold - run, 0.0), 2),
+        }
+        log(json.dumps(row))
+        out.append(row)
+    return out
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two small populations, 20 steps")
@@ -120,6 +168,7 @@ def main(argv=None) -> dict:
     peak = peak_matmul_flops(512 if args.quick else 2048)
     log(f"{n} {jax.default_backend()} device(s); peak matmul {peak / 1e9:.1f} GFLOP/s on one")
     rows = [r for d in counts for r in measure(d, sizes, steps, repeats, peak, args.seed, log)]
+    pretrain = pretraining(counts, args.quick, repeats, args.seed, log)
     by = {(r["devices"], r["population"]): r for r in rows}
     speedup = {
         f"{d}_over_1_at_{s}": round(by[d, s]["candidates_per_s"] / by[1, s]["candidates_per_s"], 3)
@@ -135,6 +184,11 @@ def main(argv=None) -> dict:
         "peak_matmul_flops_per_s_one_device": peak,
         "rows": rows,
         "candidates_per_s_speedup": speedup,
+        "pretraining": pretrain,
+        "pretraining_speedup": {
+            f"{r['devices']}_over_1": round(r["examples_per_s"] / pretrain[0]["examples_per_s"], 3)
+            for r in pretrain[1:]
+        },
     }
     path = _results.write(result, _results.out_dir(args.out, args.quick, NAME), NAME)
     log(f"wrote {path}")
