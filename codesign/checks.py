@@ -73,6 +73,7 @@ OVERRIDE_RANGES = {
     "sram_bytes": (0, 1e15, False),
     "gate_idle": (0, 1, False),
     "zigzag_counting": (0, 1, False),
+    "zigzag_digital": (0, 1, False),
     "columns_per_adc": (1, 1024, True),
     "digital_slice_bits": (1, 32, True),
     "batch": (1, 1e9, True),

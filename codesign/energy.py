@@ -71,6 +71,7 @@ from codesign.hardware import (
     sram_j_per_byte,
     tech_scale,
     zigzag_bands,
+    zigzag_dimc_j,
 )
 from codesign.networks import LayerShape
 from codesign.pruning import GRANULARITIES
@@ -409,6 +410,10 @@ def energy_from_counts(
     slots = g * c.rows * n_digital + (1.0 - g) * passes * acc.mac_rows * acc.mac_cols
     skipped = acc.zero_skip * (1.0 - c.digital_density) * c.rows * n_digital
     digital_mac = positions * (slots - skipped) * mac_energy_j(acc)
+    if acc.zigzag_digital is not None:  # as ZigZag-IMC counts its digital macro (dimc)
+        zz = acc.zigzag_digital
+        zz_mac = zigzag_dimc_j(network, c.rows, n_digital, positions, acc)
+        digital_mac = zz * zz_mac + (1.0 - zz) * digital_mac
 
     # Memories: digital weights from SRAM (overflow from DRAM) once per batch, activations
     # through SRAM: read once per analog row band and once per digital column pass.

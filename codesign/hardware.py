@@ -41,6 +41,7 @@ __all__ = [
     "tech_scale",
     "with_tile",
     "zigzag_bands",
+    "zigzag_dimc_j",
 ]
 
 # First-order C*V^2 scaling from 45 nm / 0.9 V (Horowitz) to 22 nm / 0.8 V (AnIA's node and its
@@ -130,6 +131,11 @@ class Accelerator:
     # unrolled by whole loop factors), for presets that reproduce ZigZag. See
     # `codesign.hardware.zigzag_bands`.
     zigzag_counting: float | None = None
+    # How the digital array is counted. None: per MAC (`mac_energy_j`), with gating and
+    # zero-skipping. 1: as ZigZag-IMC counts its digital in-memory macro (dimc): every macro
+    # activation fires the whole mac_rows x mac_cols multiplier array, adder trees of mac_rows
+    # inputs on the mapped columns, and one accumulator per mapped column. See `zigzag_dimc_j`.
+    zigzag_digital: float | None = None
     node_nm: float = 22.0  # technology node the chip is built in
     vdd: float = 0.8  # supply voltage it runs at
     name: str = "custom"
@@ -241,19 +247,9 @@ def analog_output_j(acc: Accelerator, cells_per_weight, cycles, row_bands):
     return merge + accumulate
 
 
-def zigzag_bands(network, rows, n_analog, tile_rows, logical_cols):
-    """Row and column bands per layer ([layers] each) as ZigZag-IMC counts them: a layer's MACs
-    over the rows and columns one macro activation maps (`get_mapped_oa_dim` in ZigZag's
-    imc_array.py), so a layer one row past a tile costs 1/tile_rows of a band more, not a whole
-    band. `network`: the layers' shapes (`kernel_area`, `in_units`); rows and n_analog: kept
-    rows and analog columns.
-
-    Columns (output channels, K) and the input channels of a dense layer unroll unevenly: up to
-    a tile's worth are mapped. A convolution's rows unroll whole loop factors: input channels
-    c dividing C times a kernel factor (1, one kernel side, the whole kernel), the largest such
-    product within the tile (a 3x3 conv of 64 channels maps 32 x 3 = 96 of 128 rows, 6 bands
-    for its K = 576), or min(C, tile_rows) channels alone. Kernel sides are read from the
-    kernel area (a square kernel's side; a 1-D kernel is its own side)."""
+def _zigzag_mapped_rows(network, rows, tile_rows):
+    """Rows one macro activation maps per layer ([layers]), as ZigZag-IMC unrolls them (see
+    `zigzag_bands`): a step function of the layer's rows, so no gradient flows through it."""
     mapped = []
     for i, layer in enumerate(network):
         area = layer.kernel_area
@@ -268,10 +264,79 @@ def zigzag_bands(network, rows, n_analog, tile_rows, logical_cols):
                 fits = divides & (divisor * f <= tile_rows)
                 best = jnp.maximum(best, jnp.max(jnp.where(fits, divisor * f, 0.0)))
         mapped.append(best)
-    mapped = jax.lax.stop_gradient(jnp.stack(mapped))  # a step function of the layer's rows
-    cols = jnp.minimum(n_analog, logical_cols)
+    return jax.lax.stop_gradient(jnp.stack(mapped))
 
-    def ratio(a, b):  # 0 for an empty layer
-        return jnp.where(b > 0, a / jnp.where(b > 0, b, 1.0), 0.0)
 
-    return ratio(rows, mapped), ratio(n_analog, cols)
+def _ratio(a, b):  # 0 for an empty layer
+    return jnp.where(b > 0, a / jnp.where(b > 0, b, 1.0), 0.0)
+
+
+def zigzag_bands(network, rows, n_analog, tile_rows, logical_cols):
+    """Row and column bands per layer ([layers] each) as ZigZag-IMC counts them: a layer's MACs
+    over the rows and columns one macro activation maps (`get_mapped_oa_dim` in ZigZag's
+    imc_array.py), so a layer one row past a tile costs 1/tile_rows of a band more, not a whole
+    band. `network`: the layers' shapes (`kernel_area`, `in_units`); rows and n_analog: kept
+    rows and analog columns.
+
+    Columns (output channels, K) and the input channels of a dense layer unroll unevenly: up to
+    a tile's worth are mapped. A convolution's rows unroll whole loop factors: input channels
+    c dividing C times a kernel factor (1, one kernel side, the whole kernel), the largest such
+    product within the tile (a 3x3 conv of 64 channels maps 32 x 3 = 96 of 128 rows, 6 bands
+    for its K = 576), or min(C, tile_rows) channels alone. Kernel sides are read from the
+    kernel area (a square kernel's side; a 1-D kernel is its own side)."""
+    mapped = _zigzag_mapped_rows(network, rows, tile_rows)
+    return _ratio(rows, mapped), _ratio(n_analog, jnp.minimum(n_analog, logical_cols))
+
+
+def adder_tree_j(mapped, inputs, bits, acc: Accelerator):
+    """One pass of a ripple-carry adder tree of `inputs` `bits`-wide words, `mapped` of them in
+    use: ZigZag-IMC's count (imc_unit.py, get_regular_adder_trees_energy). A whole tree has
+    inputs * (b + 1) - (b + log2(inputs) + 1) full adders; with fewer inputs in use, the
+    subtrees fed only by zeros are off and an adder with one live input is "half activated"
+    (its carry path idle): half a full adder (ZigZag's gate model: 2 XOR2 against 3 NAND2 +
+    2 XOR2, 2.1 fF of 4.2 fF). The walk halves the tree level by level, as ZigZag's does."""
+    full_j = add_energy_j(1.0, acc)
+    depth = jnp.floor(jnp.log2(inputs))
+    whole = inputs * (bits + 1.0) - (bits + depth + 1.0)
+    left, base, full, half = mapped, inputs, 0.0, 0.0
+    for _ in range(17):  # trees of up to 65,536 inputs (`codesign.checks`' mac_rows bound)
+        base = base / 2.0
+        live = (left > 0) & (base >= 1.0)
+        d = jnp.floor(jnp.log2(jnp.maximum(base, 1.0)))
+        last = (left <= 1.0) & (base == 1.0)
+        more, less = ~last & (left > base), ~last & (left < base)
+        equal = ~last & ~more & ~less
+        sub = base * (bits + 1.0) - (bits + d + 1.0)
+        full = full + jnp.where(live, more * (sub + bits + d) + equal * sub, 0.0)
+        half = half + jnp.where(live, last * bits + (less | equal) * (bits + d), 0.0)
+        left = jnp.where(live & (last | equal), 0.0, jnp.where(live & more, left - base, left))
+    full, half = jnp.where(mapped >= inputs, whole, full), jnp.where(mapped >= inputs, 0.0, half)
+    return jnp.where(mapped >= 1.0, (full + 0.5 * half) * full_j, 0.0)
+
+
+def zigzag_dimc_j(network, rows, n_digital, positions, acc: Accelerator):
+    """Energy per layer ([layers]) of the digital columns on a digital in-memory macro of
+    mac_rows x mac_cols weights, counted as ZigZag-IMC counts its dimc
+    (imc_array.py, get_energy_for_a_layer, imc_type digital): per macro activation (the layer's
+    MACs over the rows and columns one activation maps, `zigzag_bands`' rule) and input slice
+    of digital_slice_bits, every 1-bit multiplier of the whole array (mac_rows x mac_cols x
+    weight_bits x slice bits; a 1-bit multiplier is 1/64 of the table's 8 x 8 multiply), one
+    adder tree of mac_rows weight_bits-wide inputs per mapped column and slice bit
+    (`adder_tree_j`), a shift-and-add tree merging the slice bits, and one accumulator of
+    activation_bits + log2(mac_rows) + weight_bits per mapped column (none when a slice is the
+    whole activation). No gating and no zero-skipping: ZigZag models neither."""
+    d2, d1 = acc.mac_rows, acc.mac_cols
+    wb, ab = acc.weight_bits, acc.activation_bits
+    bsp = jnp.minimum(acc.digital_slice_bits, ab)
+    mapped_rows = _zigzag_mapped_rows(network, rows, d2)
+    mapped_cols = jnp.minimum(n_digital, d1)
+    activations = positions * _ratio(rows, mapped_rows) * _ratio(n_digital, mapped_cols)
+    scale = tech_scale(acc)
+    mults = acc.energy.mult8_j / 64.0 * scale * bsp * wb * d1 * d2
+    trees = adder_tree_j(mapped_rows, d2, wb, acc) * bsp
+    merge = shift_add_adders(bsp, wb + jnp.floor(jnp.log2(d2))) * add_energy_j(1.0, acc)
+    bits = ab + jnp.log2(d2) + wb
+    accumulate = jnp.where(
+        bsp == ab, 0.0, add_energy_j(bits, acc) + bits * acc.energy.reg_j_per_bit * scale
+    )
+    return activations * (ab / bsp) * (mults + (trees + merge + accumulate) * mapped_cols)

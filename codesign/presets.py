@@ -191,6 +191,34 @@ def _macro(
     )
 
 
+# ZigZag-IMC's stock digital chip (zigzag/inputs/hardware/dimc.yaml): a 128 x 128 digital
+# in-memory array, 8-bit weights, inputs applied bit-serially (1 bit per cycle) into 128-input
+# adder trees, 28 nm, 0.9 V. In codesign terms: no analog tiles, a 128 x 128 digital array,
+# counted as ZigZag counts it (zigzag_digital = 1: every activation fires the whole
+# multiplier array; adder trees and accumulators on mapped columns; `zigzag_dimc_j`).
+_ZIGZAG_DIMC = dataclasses.replace(
+    _macro(
+        "zigzag-dimc-28nm",
+        node_nm=28,
+        vdd=0.9,
+        rows=128,
+        cols=1024,
+        cell_bits=1,
+        dac_bits=1,
+        adc_bits=8,
+        weight_bits=8,
+        activation_bits=8,
+        accumulator_bits=23,
+    ),
+    tiles=0.0,
+    sram_bytes=256 * 1024.0,
+    mac_rows=128.0,
+    mac_cols=128.0,
+    digital_slice_bits=1.0,
+    zigzag_digital=1.0,
+)
+
+
 PRESETS: dict[str, Accelerator] = {
     # AnIA-like macro: one 1024 x 512 tile, ternary weights in one 2-bit cell, 6b + sign inputs
     # applied in one cycle, 6-bit ADCs (Papistas et al., CICC 2021). The small digital array and
@@ -294,28 +322,13 @@ PRESETS: dict[str, Accelerator] = {
         mac_cols=128.0,
         zigzag_counting=1.0,
     ),
-    # ZigZag-IMC's stock digital chip (zigzag/inputs/hardware/dimc.yaml): a 128 x 128 digital
-    # in-memory array, 8-bit weights, inputs applied bit-serially (1 bit per cycle) into 128-input
-    # adder trees, 28 nm, 0.9 V. In codesign terms: no analog tiles, a 128 x 128 digital array.
-    "zigzag-dimc-28nm": dataclasses.replace(
-        _macro(
-            "zigzag-dimc-28nm",
-            node_nm=28,
-            vdd=0.9,
-            rows=128,
-            cols=1024,
-            cell_bits=1,
-            dac_bits=1,
-            adc_bits=8,
-            weight_bits=8,
-            activation_bits=8,
-            accumulator_bits=23,
-        ),
-        tiles=0.0,
-        sram_bytes=256 * 1024.0,
-        mac_rows=128.0,
-        mac_cols=128.0,
-        digital_slice_bits=1.0,
+    # ZigZag-IMC's stock digital chip, counted as ZigZag counts it (see _ZIGZAG_DIMC).
+    "zigzag-dimc-28nm": _ZIGZAG_DIMC,
+    # The same chip with multipliers for kept weights only and each accumulator shared by the
+    # array's rows (codesign's per-MAC count with gate_idle = 1): a chip that gates its idle
+    # multipliers, as ZigZag's dimc does not. ASSUMPTION: no published dimc macro is fitted here.
+    "zigzag-dimc-28nm-gated": dataclasses.replace(
+        _ZIGZAG_DIMC, zigzag_digital=None, name="zigzag-dimc-28nm-gated"
     ),
     # Published macros, for validation (experiments/validate_energy_model.py). Geometry,
     # precision, node and supply from each paper; technology constants ZigZag's (see `_macro`).
@@ -424,6 +437,7 @@ _SOURCES = {
     "hybrid-22nm": "AnIA analog + Horowitz digital scaled to 22 nm (C*V^2), 256x256 tiles",
     "zigzag-aimc-28nm": "ZigZag-IMC 3.9.1 stock aimc.yaml: 128x128 8b weights, 2b DAC, 8b ADC",
     "zigzag-dimc-28nm": "ZigZag-IMC 3.9.1 stock dimc.yaml: 128x128 digital IMC, bit-serial",
+    "zigzag-dimc-28nm-gated": "zigzag-dimc-28nm with idle multipliers gated (assumption)",
     "macro-ania-22nm": "AnIA (CICC 2021) geometry, ZigZag 28 nm constants moved to 22 nm/0.8 V",
     "macro-sinangil-7nm": "Sinangil et al. JSSC 2021, 7 nm 64x64 4b/4b, flash ADC, 351 TOPS/W",
     "macro-iscas22-65nm": "65 nm 7T SRAM CIM (ISCAS 2022), 4b/4b, flash ADC, 28.9 TOPS/W",

@@ -7,7 +7,10 @@
     tile and ADC) all-analog; the two array-side energies (ADC + DAC + array + digital periphery:
     ZigZag's "mac energy") are compared per layer, and the rankings of layers and workloads.
     Where codesign deliberately differs -- a chip that cannot gate idle converters -- the ungated
-    figure is reported beside it with the extra term it adds.
+    figure is reported beside it with the extra term it adds. Every layer also runs all digital
+    on ZigZag's stock digital chip (dimc.yaml, the case's array) and on `zigzag-dimc-28nm`
+    (ZigZag's dimc counting; the gated variant beside it), and the two tools' per-layer
+    analog-vs-digital winners are compared.
 (b) Published CIM macros, each a `macro-*` preset (paper geometry, precision, ADC type, node and
     supply; ZigZag's 28 nm technology constants moved there by `tech_scale`, nothing fitted to the
     reported figure): modelled TOPS/W of one fully used tile against the paper's. AnIA (CICC
@@ -296,6 +299,20 @@ def codesign_energy_pj(case: Case, gate_idle: float = 1.0, **counting) -> dict:
     return {"total": sum(parts.values()), "breakdown": parts}
 
 
+def codesign_dimc_pj(case: Case, preset: str = "zigzag-dimc-28nm") -> float:
+    """The layer, all digital, on the dimc preset with the case's array (rows x cols)."""
+    from codesign.energy import Design, estimate_energy
+    from codesign.presets import get_preset
+
+    chip = dataclasses.replace(
+        get_preset(preset), mac_rows=float(case.array), mac_cols=float(case.cols)
+    )
+    net = (_shape(case),)
+    return (
+        float(estimate_energy(net, Design.dense(net, 0.0), chip).components_j["digital_mac"]) * 1e12
+    )
+
+
 def compare_zigzag(cases: list[Case], workdir: pathlib.Path) -> dict:
     rows = []
     for case in cases:
@@ -303,6 +320,8 @@ def compare_zigzag(cases: list[Case], workdir: pathlib.Path) -> dict:
         cd = codesign_energy_pj(case)
         ungated = codesign_energy_pj(case, gate_idle=0.0)
         per_band = codesign_energy_pj(case, zigzag_counting=None)
+        zz_dimc = zigzag_energy_pj(case, workdir, imc_type="digital")["total"]
+        cd_dimc = codesign_dimc_pj(case)
         rows.append(
             {
                 "layer": case.name,
@@ -329,6 +348,14 @@ def compare_zigzag(cases: list[Case], workdir: pathlib.Path) -> dict:
                 # as codesign's other presets count.
                 "codesign_per_band_pj": per_band["total"],
                 "per_band_ratio": per_band["total"] / zz["total"],
+                # The same layer all digital on ZigZag's dimc (stock dimc.yaml, the case's
+                # array) and on the matched preset; then which chip each says wins the layer.
+                "zigzag_dimc_pj": zz_dimc,
+                "codesign_dimc_pj": cd_dimc,
+                "dimc_ratio": cd_dimc / zz_dimc,
+                "codesign_dimc_gated_pj": codesign_dimc_pj(case, "zigzag-dimc-28nm-gated"),
+                "zigzag_analog_wins": zz["total"] < zz_dimc,
+                "codesign_analog_wins": cd["total"] < cd_dimc,
             }
         )
     ratios = [r["ratio"] for r in rows]
@@ -354,6 +381,7 @@ def compare_zigzag(cases: list[Case], workdir: pathlib.Path) -> dict:
     return {
         "rows": rows,
         "max_ratio": worst,
+        "dimc_max_ratio": max(max(r["dimc_ratio"], 1 / r["dimc_ratio"]) for r in rows),
         "within": _within(rows, TOLERANCE),
         "layer_ranking_agrees": layers_agree,
         "workload_ranking_agrees": workloads_agree,
@@ -456,6 +484,84 @@ def directions(rows: list[dict]) -> dict:
     return checks
 
 
+# Networks for the gradient check: whole tiles, a layer one unit past a tile edge (129), convs.
+# Each layer: (inputs, outputs, kernel area, output positions).
+GRADIENT_NETWORKS = {
+    "MLP 64-256-256-10": ((64, 256, 1, 1), (256, 256, 1, 1), (256, 10, 1, 1)),
+    "tile edge 256-129-10": ((256, 129, 1, 1), (129, 10, 1, 1)),
+    "CNN 3x3 16-32-64, dense 10": ((16, 32, 9, 64), (32, 64, 9, 16), (64, 10, 1, 1)),
+    "ResNet-20 stage 3, 3x3 64->64": ((64, 64, 9, 64), (64, 64, 9, 64)),
+}
+
+
+def gradients(quick: bool) -> dict:
+    """The width gradient (`jax.grad`, what `codesign energy` prints) against the saving of one
+    unit fewer, on the exact model and on the relaxed one (the gradient search's), for every
+    preset, network and layer (all-analog where the chip has tiles, else all-digital).
+    Agreement: within 2x either way (both zero counts as agreeing)."""
+    import jax.numpy as jnp
+
+    from codesign.energy import Design, estimate_energy
+    from codesign.networks import LayerShape
+    from codesign.presets import PRESETS
+    from codesign.report import energy_summary
+
+    def within_2x(a, b):
+        return a == b if a == 0 or b == 0 else 0.5 <= a / b <= 2.0
+
+    presets = ("zigzag-aimc-28nm", "hybrid-22nm") if quick else tuple(PRESETS)
+    networks = list(GRADIENT_NETWORKS)[:2] if quick else list(GRADIENT_NETWORKS)
+    rows = []
+    for preset in presets:
+        acc = PRESETS[preset]
+        analog = 1.0 if float(acc.tiles) > 0 else 0.0
+        for name in networks:
+            net = tuple(
+                LayerShape(c, n, kernel_area=k, positions=p, name=f"layer{i + 1}")
+                for i, (c, n, k, p) in enumerate(GRADIENT_NETWORKS[name])
+            )
+            summary = energy_summary(net, acc, analog=analog)
+            design = dataclasses.replace(
+                Design.dense(net), analog_fraction=jnp.full((len(net),), analog, jnp.float32)
+            )
+            relaxed_full = float(estimate_energy(net, design, acc, relaxed=True).energy_j)
+            for i, layer in enumerate(summary["layers"]):
+                if layer["one_unit_fewer_saves_j"] is None:
+                    continue
+                narrower = dataclasses.replace(design, widths=design.widths.at[i].add(-1))
+                relaxed = relaxed_full - float(
+                    estimate_energy(net, narrower, acc, relaxed=True).energy_j
+                )
+                gradient, saving = (
+                    layer["d_energy_d_width_j_per_unit"],
+                    layer["one_unit_fewer_saves_j"],
+                )
+                rows.append(
+                    {
+                        "preset": preset,
+                        "network": name,
+                        "layer": layer["name"],
+                        "N": layer["N"],
+                        "gradient_j_per_unit": gradient,
+                        "one_unit_fewer_saves_j": saving,
+                        "relaxed_one_unit_fewer_saves_j": relaxed,
+                        "within_2x": within_2x(gradient, saving),
+                        "relaxed_within_2x": within_2x(gradient, relaxed),
+                    }
+                )
+    by_preset = {
+        preset: sum(r["within_2x"] for r in rows if r["preset"] == preset)
+        / sum(r["preset"] == preset for r in rows)
+        for preset in presets
+    }
+    return {
+        "rows": rows,
+        "within_2x": sum(r["within_2x"] for r in rows) / len(rows),
+        "relaxed_within_2x": sum(r["relaxed_within_2x"] for r in rows) / len(rows),
+        "by_preset": by_preset,
+    }
+
+
 def _git_sha() -> str:
     try:
         return subprocess.run(
@@ -488,6 +594,8 @@ def main(argv: list[str] | None = None) -> dict:
         held = compare_zigzag(held_out(args.quick), workdir)
         split = analog_vs_digital(workdir)
     macro_rows = macros()
+    grads = gradients(args.quick)
+    both = zz["rows"] + held["rows"]
     errors = [abs(m["error"]) for m in macro_rows]
     summary = {
         "mode": "quick" if args.quick else "full",
@@ -501,6 +609,17 @@ def main(argv: list[str] | None = None) -> dict:
         "held_out_max_ratio": held["max_ratio"],
         "held_out_within_1p2x": _within(held["rows"], HELD_OUT_TOLERANCE),
         "held_out_partly_filled": sum(r["partly_filled"] for r in held["rows"]),
+        "dimc_layers": len(both),
+        "dimc_max_ratio": max(zz["dimc_max_ratio"], held["dimc_max_ratio"]),
+        "dimc_within_1p2x": _within([{"ratio": r["dimc_ratio"]} for r in both], HELD_OUT_TOLERANCE),
+        "winner_agreement": sum(r["zigzag_analog_wins"] == r["codesign_analog_wins"] for r in both)
+        / len(both),
+        "analog_wins_zigzag": sum(r["zigzag_analog_wins"] for r in both),
+        "analog_wins_codesign": sum(r["codesign_analog_wins"] for r in both),
+        "gradients": grads["rows"],
+        "gradient_within_2x": grads["within_2x"],
+        "gradient_relaxed_within_2x": grads["relaxed_within_2x"],
+        "gradient_within_2x_by_preset": grads["by_preset"],
         "analog_vs_digital": split,
         "macros": macro_rows,
         "macros_max_error": max(errors),
@@ -537,6 +656,23 @@ def main(argv: list[str] | None = None) -> dict:
         f"{held['max_ratio']:.3f}"
     )
     print(
+        f"{'dimc (all digital)':<40}{'array':>9}{'ZigZag':>12}{'codesign':>12}{'ratio':>7}"
+        f"{'gated':>12}  analog wins (ZigZag, codesign)"
+    )
+    for r in both:
+        print(
+            f"{r['layer']:<40}{r['array']:>4}x{r['array_cols']:<4}{r['zigzag_dimc_pj']:>12,.0f}"
+            f"{r['codesign_dimc_pj']:>12,.0f}{r['dimc_ratio']:>7.3f}"
+            f"{r['codesign_dimc_gated_pj']:>12,.0f}  {r['zigzag_analog_wins']!s:<6}"
+            f"{r['codesign_analog_wins']!s}"
+        )
+    print(
+        f"dimc: {summary['dimc_layers']} layers, within 1.2x {summary['dimc_within_1p2x']:.0%}, "
+        f"max ratio {summary['dimc_max_ratio']:.3f}; analog-vs-digital winner agrees on "
+        f"{summary['winner_agreement']:.0%} (analog wins {summary['analog_wins_zigzag']} by "
+        f"ZigZag, {summary['analog_wins_codesign']} by codesign)"
+    )
+    print(
         f"aimc / dimc on dense 128x128: ZigZag {split['zigzag_aimc_over_dimc']:.2f}, "
         f"codesign {split['codesign_aimc_over_dimc']:.2f}"
     )
@@ -546,6 +682,11 @@ def main(argv: list[str] | None = None) -> dict:
             f"{m['preset']:<22}{m['node_nm']:>6.0f}{m['vdd']:>5.2f}{m['reported_tops_w']:>9.1f}"
             f"{m['modelled_tops_w']:>9.1f}{m['error']:>+8.0%}"
         )
+    print(
+        f"width gradient within 2x of one unit fewer: {grads['within_2x']:.0%} of "
+        f"{len(grads['rows'])} layers (relaxed model: {grads['relaxed_within_2x']:.0%}); by "
+        "preset: " + ", ".join(f"{k} {v:.0%}" for k, v in grads["by_preset"].items())
+    )
     for name, check in summary["directions"].items():
         print(f"direction: {name}: {'agrees' if check['agree'] else 'DISAGREES'}")
     out = pathlib.Path(args.out) if args.out else pathlib.Path(tempfile.mkdtemp())
@@ -561,6 +702,10 @@ def main(argv: list[str] | None = None) -> dict:
             "zigzag_workload_ranking_agrees",
             "held_out_within_1p2x",
             "held_out_max_ratio",
+            "dimc_within_1p2x",
+            "dimc_max_ratio",
+            "winner_agreement",
+            "gradient_within_2x",
             "macros_max_error",
             "macros_within_25pct",
             "git_sha",

@@ -98,6 +98,36 @@ def test_the_report_says_where_the_width_gradient_is_not_a_guide(capsys):
         assert layer["width_gradient_is_a_guide"] == (0.5 <= ratio <= 2.0)
 
 
+def test_every_preset_flags_exactly_the_layers_where_a_unit_saves_other_than_the_gradient(capsys):
+    """Every preset, at a tile edge (129 outputs) and on a conv-sized layer: the saving of one unit fewer,
+    computed here as a narrower network given by its shapes, against the gradient; the report
+    flags a layer as not a guide exactly where the two differ by more than 2x, and says so."""
+    from codesign.presets import PRESETS
+
+    for preset, acc in PRESETS.items():
+        analog = "1" if float(acc.tiles) > 0 else "0"
+        for layers, narrower in (
+            ("256x129,129x10", "256x128,128x10"),
+            ("576x64@64,64x10", "576x63@64,63x10"),  # a 3x3 conv's rows at 8x8 positions
+        ):
+            args = ["energy", "--preset", preset, "--analog", analog, "--json", "--layers"]
+            main([*args, layers])
+            full = json.loads(capsys.readouterr().out)
+            main([*args, narrower])
+            saving = full["total_j"] - json.loads(capsys.readouterr().out)["total_j"]
+            first = full["layers"][0]
+            ulps = 4 * 2**-24 * full["total_j"]  # float32 totals, subtracted
+            assert first["one_unit_fewer_saves_j"] == pytest.approx(saving, rel=1e-3, abs=ulps)
+            gradient, saving = first["d_energy_d_width_j_per_unit"], first["one_unit_fewer_saves_j"]
+            guide = gradient == saving if 0 in (gradient, saving) else 0.5 <= saving / gradient <= 2
+            assert first["width_gradient_is_a_guide"] == guide, (preset, layers)
+            main(["energy", "--preset", preset, "--analog", analog, "--layers", layers])
+            said = capsys.readouterr().out.split("\n")
+            assert any("not a guide here" in line for line in said) == (
+                not all(layer["width_gradient_is_a_guide"] is not False for layer in full["layers"])
+            ), (preset, layers)
+
+
 def test_smaller_tiles_keep_the_chip_area(capsys):
     main(["energy", "--layers", "64x256", "--tile", "16x16", "--json"])
     data = json.loads(capsys.readouterr().out)
