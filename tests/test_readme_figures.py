@@ -341,8 +341,41 @@ def held_out_text() -> str:
     )
 
 
+def dimc_text() -> str:
+    """The digital in-memory chip against ZigZag's, and the analog-vs-digital winner."""
+    v = _json("validate_energy_model")
+    rows = v["zigzag_layers"] + v["held_out_layers"]
+    inside = [r for r in rows if 1 / 1.2 <= r["dimc_ratio"] <= 1.2]
+    outside = [r for r in rows if r not in inside]
+    worst = max(max(r["dimc_ratio"], 1 / r["dimc_ratio"]) for r in inside)
+    split = v["analog_vs_digital"]
+    return (
+        f"of the {v['dimc_layers']} layers of both lists ({sum(r['partly_filled'] for r in rows)} "
+        f"partly filled), {len(inside)} are within {worst:.3f}x of ZigZag's dimc; outside 1.2x: "
+        + "; ".join(f"{r['layer']} ({r['dimc_ratio']:.3f}x)" for r in outside)
+        + f". The analog-vs-digital winner is ZigZag's on {v['winner_agreement']:.0%} of the "
+        f"layers (analog wins {v['analog_wins_zigzag']} by ZigZag, {v['analog_wins_codesign']} by "
+        f"codesign); aimc over dimc on a dense 128x128 layer: "
+        f"{split['codesign_aimc_over_dimc']:.2f} (ZigZag {split['zigzag_aimc_over_dimc']:.2f})"
+    )
+
+
+def gradient_check_text() -> str:
+    """The width gradient against one unit fewer, every preset."""
+    v = _json("validate_energy_model")
+    by = v["gradient_within_2x_by_preset"]
+    return (
+        f"the width gradient is within 2x of what one unit fewer saves on "
+        f"{v['gradient_within_2x']:.0%} of {len(v['gradients'])} layers ("
+        + ", ".join(f"{k} {x:.0%}" for k, x in by.items())
+        + f"; against the relaxed model's difference {v['gradient_relaxed_within_2x']:.0%})"
+    )
+
+
 README_FIGURES = (
     held_out_text,
+    dimc_text,
+    gradient_check_text,
     goals_text,
     performance_table,
     energy_row,
