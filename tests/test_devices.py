@@ -56,3 +56,14 @@ def test_pretraining_splits_each_batch_over_both_devices(found):
         assert case["losses_fall"], name
         assert case["loss_max_abs_difference"] < 1e-4, (name, case)
         assert case["weights_max_relative_difference"] < 1e-4, (name, case)
+
+
+def test_pretraining_uses_the_most_devices_that_split_its_batch_evenly():
+    from codesign.engine import data_parallel
+
+    devices = ["d0", "d1", "d2", "d3"]
+    assert data_parallel(64, devices) == devices
+    assert data_parallel(66, devices) == devices[:3]  # 66 = 3 x 22, not 4 x 16.5
+    assert data_parallel(62, devices) == devices[:2]
+    assert data_parallel(7, devices) == devices[:1]
+    assert data_parallel(64, devices[:1]) == devices[:1]
