@@ -2,7 +2,7 @@
 key or flag, with no traceback, nothing written and an existing study byte-for-byte unchanged.
 
 Explicit cases cover flags, data files, design files, journals and storage URLs; generated cases
-(hypothesis) fuzz search-space YAML and design.json. `CASE_COUNT` is what README's reliability
+(hypothesis) fuzz search-space YAML and design.json. `CASE_COUNT` is what docs/storage.md's reliability
 section quotes.
 """
 
@@ -526,7 +526,7 @@ def test_the_suite_has_at_least_150_cases():
 
 
 def test_readme_quotes_the_suite_size():
-    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "storage.md").read_text()
     generated = f"{YAML_EXAMPLES} generated search-space edits and\n  {DESIGN_EXAMPLES} generated"
     assert f"holds {CASE_COUNT} cases ({len(CASES)} written by hand, {generated}" in readme
 

@@ -1,6 +1,8 @@
-"""Every figure quoted in README.md's "Measured figures" (and the co-design headline) and in
-experiments/README.md's claims table is rendered here from the committed JSON it comes from, and
-must appear in the README verbatim; every number in those cells must be one of them."""
+"""Every figure quoted in the README and its docs/ pages ("Measured figures" in
+docs/benchmarks.md, the co-design headline in README.md) and in experiments/README.md's claims
+table is rendered here from the committed JSON it comes from, and must appear there verbatim;
+every number in those cells must be one of them. Also: the README stays short, links every docs
+page, and every relative link in them resolves."""
 
 import json
 import pathlib
@@ -487,13 +489,47 @@ def _table_cells(section: str, column: int) -> list[str]:
     return [row.split(" | ")[column] for row in rows[1:] if not row.startswith("|---")]
 
 
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+
+
+def _readme_and_docs() -> str:
+    return "\n".join(p.read_text() for p in [ROOT / "README.md", *DOCS])
+
+
 @pytest.mark.parametrize("figure", README_FIGURES, ids=lambda f: f.__name__)
 def test_readme_quotes_the_committed_figure(figure):
-    assert figure() in (ROOT / "README.md").read_text()
+    assert figure() in _readme_and_docs()
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_readme_is_short_and_every_link_resolves():
+    """A newcomer's README (under 250 lines) that links every docs/ page; every relative link in
+    the README and the docs names a file that exists and, after '#', a heading in it."""
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) < 250
+    assert DOCS and all(f"](docs/{p.name})" in readme for p in DOCS)
+    for page in [ROOT / "README.md", *DOCS]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if target.startswith(("http://", "https://")):
+                continue
+            path, _, anchor = target.partition("#")
+            file = (page.parent / path).resolve() if path else page
+            assert file.exists(), (page.name, target)
+            if anchor:
+                headings = [
+                    _anchor(line.lstrip("#"))
+                    for line in file.read_text().splitlines()
+                    if line.startswith("#")
+                ]
+                assert anchor in headings, (page.name, target)
 
 
 def test_every_number_in_readme_measured_figures_is_from_json():
-    section = _section((ROOT / "README.md").read_text(), "## Measured figures")
+    section = _section((ROOT / "docs" / "benchmarks.md").read_text(), "## Measured figures")
     rendered = " ".join(f() for f in README_FIGURES)
     for cell in _table_cells(section, -1):
         for number in _numbers(cell):
