@@ -85,12 +85,6 @@ def _levels(bits) -> jax.Array:
     return jnp.exp2(jnp.maximum(jnp.asarray(bits, jnp.float32), 2.0) - 1.0) - 1.0
 
 
-def _straight_through(x: jax.Array, forward: jax.Array) -> jax.Array:
-    """Forward value ``forward``, gradient of ``x`` (identity): the one straight-through estimator,
-    shared by the energy model's rounded counts."""
-    return x + jax.lax.stop_gradient(forward - x)
-
-
 @jax.custom_jvp
 def _round_to(v: jax.Array, step: jax.Array) -> jax.Array:
     """v rounded to a multiple of ``step``, with the identity as its derivative in v (the

@@ -62,7 +62,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from codesign.analog import _straight_through
 from codesign.hardware import (
     Accelerator,
     adc_energy_j,
@@ -191,6 +190,12 @@ class EnergyReport:
 
 
 # --- rounding with straight-through gradients ---
+
+
+def _straight_through(x: jax.Array, forward: jax.Array) -> jax.Array:
+    """Forward value ``forward``, gradient of ``x`` (identity): the one straight-through
+    estimator of the rounded counts below."""
+    return x + jax.lax.stop_gradient(forward - x)
 
 
 def _clip(x, lo, hi):

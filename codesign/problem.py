@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 
 from codesign.hardware import Accelerator, with_tile
 from codesign.presets import DEFAULT_PRESET, get_preset
-
-if TYPE_CHECKING:
-    from codesign.evaluate import Estimates, Result
 
 __all__ = [
     "OBJECTIVES",
@@ -25,10 +22,32 @@ __all__ = [
     "Candidate",
     "EarlyStop",
     "Model",
+    "Priced",
     "Problem",
+    "Scored",
     "Task",
     "Training",
 ]
+
+
+class Priced(Protocol):
+    """What budgets and constraints read of a design: a `codesign.evaluate.Result`, or its
+    `Estimates` before training (a column per field, one row per candidate)."""
+
+    energy_j: Any
+    latency_s: Any
+    tiles: Any
+    empty_layers: Any
+    accuracy: Any
+
+
+class Scored(Priced, Protocol):
+    """What the objectives read of a result (`codesign.evaluate.Result`)."""
+
+    trained: bool
+
+    def lifecycle_energy_j(self, inferences: float) -> float: ...
+
 
 # name -> (Optuna direction, metric name shown by optuna-dashboard and the `optuna` CLI)
 OBJECTIVES = {
@@ -115,7 +134,7 @@ class Budgets:
     def accuracy_floor(self) -> float:
         return self.min_accuracy or 0.0
 
-    def violations(self, result: Result) -> dict[str, float]:
+    def violations(self, result: Priced) -> dict[str, float]:
         """Constraint values per budget set (> 0 means violated).
 
         An untrained design (accuracy None) counts as accuracy 0 against min_accuracy.
@@ -167,7 +186,7 @@ class Problem:
             acc = dataclasses.replace(acc, adc_bits=float(candidate.adc_bits))
         return acc
 
-    def objective_values(self, result: Result) -> list[float]:
+    def objective_values(self, result: Scored) -> list[float]:
         """The study's objective values of a result (an untrained one has accuracy 0)."""
         values = {
             "energy": result.energy_j,
@@ -178,13 +197,13 @@ class Problem:
         }
         return [values[o] for o in self.objectives]
 
-    def violations(self, result: Result) -> dict[str, float]:
+    def violations(self, result: Priced) -> dict[str, float]:
         """Every constraint a design must meet (> 0 means violated): the budgets, and no layer
         left without a weight (such a network computes a constant: it costs little and guesses).
         Every Optuna client reads these as the trial's constraints."""
         return {**self.budgets.violations(result), "empty_layers": _number(result.empty_layers)}
 
-    def worth_training(self, result: Result | Estimates) -> bool | np.ndarray:
+    def worth_training(self, result: Priced) -> bool | np.ndarray:
         """Every constraint that is known before training (all but min_accuracy) is met: for a
         `Result` a bool, for `Estimates` (columns) a bool per candidate."""
         known = [v for k, v in self.violations(result).items() if k != "min_accuracy"]

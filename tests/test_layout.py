@@ -131,3 +131,41 @@ def test_readme_layout_table_names_every_module_and_no_other():
     named = set(re.findall(r"`codesign/(\w+)\.py`", table))
     modules = {path.stem for path in PACKAGE.glob("*.py")} - {"__init__"}
     assert named == modules, {"missing": modules - named, "gone": named - modules}
+
+
+def _codesign_imports(path: pathlib.Path) -> set[str]:
+    """The codesign modules a file imports, type-checking-only imports included."""
+    out = set()
+    for name in imported_modules(path):
+        parts = name.split(".")
+        if parts[0] == "codesign" and len(parts) > 1 and (PACKAGE / f"{parts[1]}.py").exists():
+            out.add(parts[1])
+    return out - {path.stem}
+
+
+def test_no_import_cycle_in_the_package():
+    """Modules import each other one way only (a cycle through a TYPE_CHECKING import counts)."""
+    graph = {p.stem: _codesign_imports(p) for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    done, path = set(), []
+
+    def visit(module):
+        assert module not in path, " -> ".join([*path[path.index(module) :], module])
+        if module in done:
+            return
+        path.append(module)
+        for dep in sorted(graph.get(module, ())):
+            visit(dep)
+        path.pop()
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module)
+
+
+def test_no_private_name_is_imported_from_another_module():
+    """`from codesign.x import _name` couples a module to another's internals."""
+    for path in PACKAGE.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("codesign"):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, (path.name, node.module, private)
