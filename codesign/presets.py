@@ -419,6 +419,60 @@ PRESETS: dict[str, Accelerator] = {
             cell_j=9.7 * PJ / 2304 / ((65 / 28.0) * (0.85 / _ZZ_VDD) ** 2),
         ),
     ),
+    # Three macros of ZigZag-IMC's own validation lists (KULeuven-MICAS/zigzag-imc at df34a6f,
+    # imc_model_validation/aimc_validation.py and dimc_validation.py; line numbers below), each
+    # with the geometry ZigZag's code gives it. Every choice is listed, with its source, in
+    # docs/energy-model.md ("Macro choices"), written before the comparison was run.
+    # "JSSC2023" (IEEE doc 9896828; paper not identified): of 512 rows (32 groups x 16) one row
+    # per group computes, 16 inputs (lines 60, 73); 12 outputs of 8 one-bit cells, a column
+    # multiplexer of 2 (cols = 8 x 2 x 12, line 75): 96 cell columns active; 2-bit DACs (line 63),
+    # so 4 input slices of an 8-bit input; one 5-bit ADC per active cell column and slice (32
+    # conversions per output: ZigZag's 16 ADCs x 2 transfers, lines 79, 99-110); 20-bit
+    # accumulator (line 68); 28 nm, 0.9 V (line 72).
+    "macro-jssc23-28nm": _macro(
+        "macro-jssc23-28nm",
+        node_nm=28,
+        vdd=0.9,
+        rows=16,
+        cols=96,
+        cell_bits=1,
+        dac_bits=2,
+        adc_bits=5,
+        weight_bits=8,
+        activation_bits=8,
+        accumulator_bits=20,
+    ),
+    # "ISSCC2023, 7.8" (IEEE doc 10067289): 8 of 64 rows used (lines 104, 116; subfunc line 51:
+    # an 8-bit weight's bits are 8 cells stacked in its column, inferred), 256 output columns,
+    # one 3-bit ADC each (lines 105-106); 1-bit inputs over 8 cycles and no DAC (lines 103, 107);
+    # 22 nm, 0.8 V (line 115). A weight's 8 stacked cells are one 8-bit cell here, charged 8 cells'
+    # energy; the DAC costs nothing. ZigZag assumes 37.5% input toggles and 50% zero weights
+    # (lines 98-99); codesign models neither: every input bit and weight switches.
+    "macro-isscc23-22nm": _macro(
+        "macro-isscc23-22nm",
+        node_nm=22,
+        vdd=0.8,
+        rows=8,
+        cols=256,
+        cell_bits=8,
+        dac_bits=1,
+        adc_bits=3,
+        weight_bits=8,
+        activation_bits=8,
+        accumulator_bits=20,
+        energy=dataclasses.replace(_ZZ_TABLE, dac_j_per_bit=0.0, cell_j=8 * _ZZ_TABLE.cell_j),
+    ),
+    # "ISSCC2022, 15.5" (IEEE doc 9731762), a digital in-memory macro: 32 inputs x 6 outputs of
+    # 8-bit weights per array (lines 15-16, 26-27), 2 input bits per cycle (line 14), 28 nm, 0.9 V,
+    # counted as ZigZag counts its digital macro (zigzag_digital = 1). Its Booth multipliers and
+    # ZigZag's 50% toggle and 50% zero-weight assumptions are not modelled.
+    "macro-dimc-isscc22-28nm": dataclasses.replace(
+        _ZIGZAG_DIMC,
+        mac_rows=32.0,
+        mac_cols=6.0,
+        digital_slice_bits=2.0,
+        name="macro-dimc-isscc22-28nm",
+    ),
 }
 
 # Reported macro efficiencies (TOPS/W) at the preset's precision, node and supply, for validation.
@@ -427,6 +481,9 @@ MACRO_REPORTED_TOPS_W = {
     "macro-sinangil-7nm": 351.0,  # Sinangil et al., JSSC 2021, abstract
     "macro-iscas22-65nm": 28.9,  # ISCAS 2022, abstract
     "macro-jia-65nm": 400.0,  # Jia et al., JSSC 2020, Table II: 1b-TOPS/W at 0.85 V
+    "macro-jssc23-28nm": 15.02,  # zigzag-imc aimc_validation.py line 80, 8b x 8b
+    "macro-isscc23-22nm": 18.7,  # zigzag-imc aimc_validation.py line 123, 8b x 8b
+    "macro-dimc-isscc22-28nm": 36.63,  # zigzag-imc dimc_validation.py line 32, 8b x 8b
 }
 
 DEFAULT_PRESET = "hybrid-22nm"
@@ -442,6 +499,9 @@ _SOURCES = {
     "macro-sinangil-7nm": "Sinangil et al. JSSC 2021, 7 nm 64x64 4b/4b, flash ADC, 351 TOPS/W",
     "macro-iscas22-65nm": "65 nm 7T SRAM CIM (ISCAS 2022), 4b/4b, flash ADC, 28.9 TOPS/W",
     "macro-jia-65nm": "Jia et al. JSSC 2020, 65 nm 2304x256 1b/1b, array energy from Table I",
+    "macro-jssc23-28nm": "ZigZag-IMC's AIMC2 (JSSC 2023, 28 nm): 16 of 512 rows, 8b x 8b, 5b ADCs",
+    "macro-isscc23-22nm": "ZigZag-IMC's AIMC3 (ISSCC 2023 7.8, 22 nm): 8 rows, bit-serial, 3b ADCs",
+    "macro-dimc-isscc22-28nm": "ZigZag-IMC's DIMC1 (ISSCC 2022 15.5, 28 nm): 32x6 digital, 2b/cyc",
 }
 
 
