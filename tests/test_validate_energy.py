@@ -104,15 +104,23 @@ def test_analog_over_digital_ratio_matches_zigzag(validation):
     )
 
 
-def test_published_macros_within_25pct_of_their_papers(validation):
+# The macros whose choices were fixed before issue 23 (issue 10's band holds for them); the ones
+# added with their choices written down first are reported whatever their error.
+WITHIN_25PCT = ("macro-ania-22nm", "macro-sinangil-7nm", "macro-iscas22-65nm", "macro-jia-65nm")
+
+
+def test_published_macros_against_their_papers(validation):
     macros = {m["preset"]: m for m in validation["macros"]}
-    assert len(macros) >= 4
+    assert len(macros) >= 6 and any(m["adc"] == "none (digital)" for m in macros.values())
     for m in macros.values():
         assert m["modelled_tops_w"] > 0 and m["reported_tops_w"] > 0
         assert m["error"] == pytest.approx(m["modelled_tops_w"] / m["reported_tops_w"] - 1)
-        assert abs(m["error"]) <= 0.25, m["preset"]  # issue 10's acceptance
-    assert validation["macros_within_25pct"] == 1.0
-    assert validation["macros_max_error"] == max(abs(m["error"]) for m in macros.values())
+        assert sum(m["breakdown_share"].values()) == pytest.approx(1.0)
+    for name in WITHIN_25PCT:
+        assert abs(macros[name]["error"]) <= 0.25, name  # issue 10's acceptance
+    errors = [abs(m["error"]) for m in macros.values()]
+    assert validation["macros_within_25pct"] == sum(e <= 0.25 for e in errors) / len(errors)
+    assert validation["macros_max_error"] == max(errors)
 
 
 def test_adder_tree_count_is_zigzags_for_every_number_of_inputs_in_use():
