@@ -99,9 +99,10 @@ def test_the_report_says_where_the_width_gradient_is_not_a_guide(capsys):
 
 
 def test_every_preset_flags_exactly_the_layers_where_a_unit_saves_other_than_the_gradient(capsys):
-    """Every preset, at a tile edge (129 outputs) and on a conv-sized layer: the saving of one unit fewer,
-    computed here as a narrower network given by its shapes, against the gradient; the report
-    flags a layer as not a guide exactly where the two differ by more than 2x, and says so."""
+    """Every preset, at a tile edge (129 outputs) and on a conv-sized layer: the saving of one
+    unit fewer, computed here as a narrower network given by its shapes, against the gradient;
+    the report flags a layer as not a guide exactly where the two differ by more than 2x, and
+    says so."""
     from codesign.presets import PRESETS
 
     for preset, acc in PRESETS.items():

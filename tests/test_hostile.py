@@ -2,8 +2,8 @@
 key or flag, with no traceback, nothing written and an existing study byte-for-byte unchanged.
 
 Explicit cases cover flags, data files, design files, journals and storage URLs; generated cases
-(hypothesis) fuzz search-space YAML and design.json. `CASE_COUNT` is what docs/storage.md's reliability
-section quotes.
+(hypothesis) fuzz search-space YAML and design.json. `CASE_COUNT` is what docs/storage.md's
+reliability section quotes.
 """
 
 import copy

@@ -374,8 +374,39 @@ def gradient_check_text() -> str:
     )
 
 
+MACRO_LABELS = {
+    "macro-ania-22nm": "imec AnIA (Papistas et al., CICC 2021), ZigZag-IMC's geometry",
+    "macro-sinangil-7nm": "Sinangil et al., JSSC 2021 (64x64, 4 columns charge-shared into a 4b "
+    "flash ADC)",
+    "macro-iscas22-65nm": "65 nm 7T SRAM CIM, ISCAS 2022 (same scheme)",
+    "macro-jia-65nm": "Jia et al., JSSC 2020 (2304x256 charge-domain cells)",
+    "macro-jssc23-28nm": "ZigZag-IMC's AIMC2, JSSC 2023 (16 of 512 rows, 5b ADCs)",
+    "macro-isscc23-22nm": "ZigZag-IMC's AIMC3, ISSCC 2023 7.8 (8 rows, bit-serial, 3b ADCs)",
+    "macro-dimc-isscc22-28nm": "ZigZag-IMC's DIMC1, ISSCC 2022 15.5 (digital, 32x6, 2b/cycle)",
+}
+
+
+def macro_rows() -> str:
+    """The published-macro table of docs/energy-model.md, one row per macro."""
+    rows = []
+    for m in _json("validate_energy_model")["macros"]:
+        w, a = (int(b) for b in m["bits_w_x_a"])
+        adc = "digital" if m["adc_bits"] is None else f"{int(m['adc_bits'])}b {m['adc']}"
+        term, share = max(m["breakdown_share"].items(), key=lambda kv: kv[1])
+        term = {"adc": "ADC", "dac": "DAC", "digital_mac": "digital MAC"}.get(term, term)
+        paper, model = m["reported_tops_w"], m["modelled_tops_w"]
+        digits = 0 if paper >= 100 else 1
+        rows.append(
+            f"| {MACRO_LABELS[m['preset']]} | {m['node_nm']:.0f} nm, {m['vdd']:g} V | "
+            f"{w}b x {a}b, {adc} | {paper:,.{digits}f} | {model:,.{digits}f} | "
+            f"{m['error']:+.0%} | {term} {share:.0%} |"
+        )
+    return "\n".join(rows)
+
+
 README_FIGURES = (
     held_out_text,
+    macro_rows,
     dimc_text,
     gradient_check_text,
     goals_text,
