@@ -80,6 +80,8 @@ def energy_summary(
         "node_nm": float(acc.node_nm),
         "vdd": float(acc.vdd),
         "gate_idle": float(acc.gate_idle),
+        "digital_array": f"{float(acc.mac_rows):.0f}x{float(acc.mac_cols):.0f}"
+        + (", counted as ZigZag-IMC's dimc" if acc.zigzag_digital is not None else ""),
         "layers": layers,
         "components_j": {c: float(v) for c, v in report.components_j.items()},
         "total_j": float(report.energy_j),
@@ -140,12 +142,15 @@ def format_energy(summary: dict) -> str:
         ]
     )
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = [
-        f"preset {summary['preset']}, tile {summary['tile'][0]:.0f}x{summary['tile'][1]:.0f}, "
-        f"ADC {summary['adc_bits']:.0f} b, {summary['node_nm']:g} nm, {summary['vdd']:g} V, "
-        f"idle converters {'gated' if summary['gate_idle'] >= 0.5 else 'not gated'}; "
-        f"energy per inference in {unit}",
-    ]
+    where = f"{summary['node_nm']:g} nm, {summary['vdd']:g} V"
+    gated = "gated" if summary["gate_idle"] >= 0.5 else "not gated"
+    chip = (
+        f"tile {summary['tile'][0]:.0f}x{summary['tile'][1]:.0f}, ADC {summary['adc_bits']:.0f} b, "
+        f"{where}, idle converters {gated}"
+        if summary["chip_tiles"] > 0
+        else f"no analog tiles, {where}, digital array {summary['digital_array']}"
+    )
+    lines = [f"preset {summary['preset']}, {chip}; energy per inference in {unit}"]
     for r in [header, *rows]:
         lines.append("  ".join(str(c).rjust(w) for c, w in zip(r, widths, strict=True)))
     peak = summary["peak_tops_per_w"]
