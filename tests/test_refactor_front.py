@@ -1,4 +1,5 @@
-"""A seeded search gives the same trials and front as the recorded fixture.
+"""A seeded search gives the same trials and front as the recorded fixture, and resuming it
+changes nothing.
 
 `tests/fixtures/seeded_fronts.json` was written by `python tests/fixtures/make_front_fixture.py`;
 its `made_at_commit` says where. A refactor must reproduce it exactly (params, energies to float
@@ -30,3 +31,5 @@ def test_seeded_search_reproduces_recorded_front(sampler, tmp_path, tmp_path_fac
         assert g["energy_j"] == pytest.approx(w["energy_j"], rel=1e-9)
         assert g["accuracy"] == pytest.approx(w["accuracy"], abs=1e-6)
     assert got["front"] == want["front"]
+    # Resuming the finished study changes nothing: no trial added, asked again or altered.
+    assert make_front_fixture.run(sampler, tmp_path / "run", cache) == got
