@@ -389,6 +389,113 @@ def compare_zigzag(cases: list[Case], workdir: pathlib.Path) -> dict:
     }
 
 
+def _memory(size_bits, cost_pj, operands, served, bits, allocations, shared=False) -> dict:
+    """A ZigZag memory of `bits` per access at `cost_pj` each: a read and a write port, or one
+    read-write port (`shared`)."""
+    reads = [a for a in allocations if a.endswith(("tl", "th"))]
+    writes = [a for a in allocations if a.endswith(("fh", "fl"))]
+    sides = [("rw_port_1", "read_write", allocations)] if shared else [
+        ("r_port_1", "read", reads), ("w_port_1", "write", writes)
+    ]  # fmt: skip
+    ports = [
+        {"name": name, "type": kind, "bandwidth_min": bits, "bandwidth_max": bits,
+         "allocation": side}
+        for name, kind, side in sides
+    ]  # fmt: skip
+    return {
+        "size": size_bits, "r_cost": cost_pj, "w_cost": cost_pj, "area": 0, "latency": 1,
+        "operands": operands, "ports": ports, "served_dimensions": served,
+    }  # fmt: skip
+
+
+def digital_check(workdir: pathlib.Path) -> list[dict]:
+    """`digital-int8-45nm`'s digital array and SRAM against ZigZag's digital (non-IMC) cost model
+    on the same layers: ZigZag's own mapper and counting on a chip built from the preset (a
+    32 x 32 array, K across, C down, weight-stationary: a weight register per PE and an
+    accumulator per column at no cost, as codesign counts them inside the MAC; the 256 KB SRAM
+    at the preset's energy per 64-bit access; DRAM behind it), each MAC at the preset's MAC
+    energy. Compared: the MAC energy, and the on-chip SRAM energy (ZigZag fetches every operand
+    from DRAM into SRAM first; codesign keeps the weights resident, so DRAM is left out)."""
+    import yaml
+    from zigzag.api import get_hardware_performance_zigzag
+
+    from codesign.energy import Design, estimate_energy
+    from codesign.hardware import mac_energy_j, sram_j_per_byte
+    from codesign.presets import get_preset
+
+    acc = get_preset("digital-int8-45nm")
+    sram_pj = float(sram_j_per_byte(acc)) * 8 * 1e12  # per 64-bit access
+    dram_pj = float(acc.energy.dram_j_per_64b) * 1e12
+    every = ["I1, fh", "I1, tl", "I2, fh", "I2, tl", "O, fh", "O, tl", "O, fl", "O, th"]
+    chip = {
+        "name": "codesign_digital_int8_45nm",
+        "memories": {
+            "rf_w": _memory(8, 0, ["I2"], [], 8, ["I2, tl", "I2, fh"]),
+            "rf_o": _memory(32, 0, ["O"], ["D2"], 32, ["O, tl", "O, th", "O, fh", "O, fl"]),
+            "sram_256KB": _memory(int(acc.sram_bytes) * 8, sram_pj, ["I1", "I2", "O"],
+                                  ["D1", "D2"], 64, every),
+            "dram": _memory(10**10, dram_pj, ["I1", "I2", "O"], ["D1", "D2"], 64, every, True),
+        },
+        "operational_array": {
+            "unit_energy": float(mac_energy_j(acc)) * 1e12, "unit_area": 1,
+            "dimensions": ["D1", "D2"], "sizes": [int(acc.mac_cols), int(acc.mac_rows)],
+        },
+    }  # fmt: skip
+    mapping = [{
+        "name": "default",
+        "spatial_mapping": {"D1": [f"K, {int(acc.mac_cols)}"], "D2": [f"C, {int(acc.mac_rows)}"]},
+        "memory_operand_links": {"O": "O", "W": "I2", "I": "I1"},
+    }]  # fmt: skip
+    (workdir / "digital.yaml").write_text(yaml.safe_dump(chip, sort_keys=False))
+    (workdir / "digital_mapping.yaml").write_text(yaml.safe_dump(mapping, sort_keys=False))
+    cases = [
+        Case("dense 128x128", "digital", 128, 128),
+        Case("dense 64x256", "digital", 64, 256),
+        Case("dense 256x10", "digital", 256, 10),
+        Case("dense 131x40", "digital", 131, 40),
+        Case("dense 1024x512", "digital", 1024, 512),
+        Case("conv 3x3 16->32, 8x8 out", "digital", 16, 32, k=3, out=8),
+        Case("conv 3x3 64->64, 8x8 out", "digital", 64, 64, k=3, out=8),
+        Case("conv 1x1 32->64, 4x4 out", "digital", 32, 64, out=4),
+    ]
+    rows = []
+    for case in cases:
+        with contextlib.redirect_stdout(io.StringIO()):
+            _, _, cmes = get_hardware_performance_zigzag(
+                workload=[_zigzag_layer(case)],
+                accelerator=str(workdir / "digital.yaml"),
+                mapping=str(workdir / "digital_mapping.yaml"),
+                opt="energy",
+                dump_folder=str(workdir / "digital"),
+                pickle_filename=str(workdir / "digital.pickle"),
+                loma_show_progress_bar=False,
+            )
+        cme = cmes[0][0]
+        levels = {str(k): [float(e) for e in v] for k, v in cme.mem_energy_breakdown.items()}
+        zz_sram = levels["W"][1] + levels["O"][1] + levels["I"][0]  # the SRAM level of each
+        net = (_shape(case),)
+        report = estimate_energy(net, Design.dense(net, 0.0), acc)
+        cd_mac = float(report.components_j["digital_mac"]) * 1e12
+        cd_sram = float(report.components_j["sram"]) * 1e12
+        rows.append(
+            {
+                "layer": case.name,
+                "zigzag_mac_pj": float(cme.mac_energy),
+                "codesign_mac_pj": cd_mac,
+                "mac_ratio": cd_mac / float(cme.mac_energy),
+                "zigzag_sram_pj": zz_sram,
+                "codesign_sram_pj": cd_sram,
+                "sram_ratio": cd_sram / zz_sram,
+                "zigzag_sram_pj_by_operand": {
+                    "W": levels["W"][1],
+                    "O": levels["O"][1],
+                    "I": levels["I"][0],
+                },
+            }
+        )
+    return rows
+
+
 def analog_vs_digital(workdir: pathlib.Path) -> dict:
     """aimc / dimc array-side energy on dense 128x128 (ZigZag: both stock chips)."""
     from codesign.energy import Design, estimate_energy
@@ -606,6 +713,7 @@ def main(argv: list[str] | None = None) -> dict:
         zz = compare_zigzag(suite(args.quick), workdir)
         held = compare_zigzag(held_out(args.quick), workdir)
         split = analog_vs_digital(workdir)
+        digital = digital_check(workdir)
     macro_rows = macros()
     grads = gradients(args.quick)
     both = zz["rows"] + held["rows"]
@@ -634,6 +742,7 @@ def main(argv: list[str] | None = None) -> dict:
         "gradient_relaxed_within_2x": grads["relaxed_within_2x"],
         "gradient_within_2x_by_preset": grads["by_preset"],
         "analog_vs_digital": split,
+        "digital_layers": digital,
         "macros": macro_rows,
         "macros_max_error": max(errors),
         "macros_within_25pct": sum(e <= MACRO_TOLERANCE for e in errors) / len(errors),
@@ -689,6 +798,13 @@ def main(argv: list[str] | None = None) -> dict:
         f"aimc / dimc on dense 128x128: ZigZag {split['zigzag_aimc_over_dimc']:.2f}, "
         f"codesign {split['codesign_aimc_over_dimc']:.2f}"
     )
+    print("digital-int8-45nm against ZigZag's digital cost model: MAC pJ, SRAM pJ, ratios")
+    for r in digital:
+        print(
+            f"{r['layer']:<28}{r['zigzag_mac_pj']:>12,.0f}{r['codesign_mac_pj']:>12,.0f}"
+            f"{r['mac_ratio']:>7.3f}{r['zigzag_sram_pj']:>14,.0f}{r['codesign_sram_pj']:>14,.0f}"
+            f"{r['sram_ratio']:>7.3f}"
+        )
     print(f"{'macro':<22}{'node':>6}{'Vdd':>5}{'paper':>9}{'model':>9}{'error':>8}")
     for m in macro_rows:
         print(

@@ -150,3 +150,28 @@ def test_adder_tree_count_is_zigzags_for_every_number_of_inputs_in_use():
             ours = np.asarray(adder_tree_j(mapped, float(inputs), float(bits), unit_fa))
             theirs = [ImcUnit.get_regular_adder_trees_energy(zz, bits, m, inputs) for m in mapped]
             np.testing.assert_allclose(ours, theirs, rtol=1e-6, err_msg=f"{inputs} x {bits} b")
+
+
+def test_digital_array_and_sram_against_zigzags_digital_cost_model(validation):
+    """digital-int8-45nm on ZigZag's non-IMC cost model (same MAC and SRAM energies, ZigZag's
+    mapper and counting): the MAC energy is ZigZag's wherever the 32 x 32 array is filled, and
+    otherwise exceeds it by exactly the padding PEs an ungated array fires; on dense layers
+    that fit the SRAM, ZigZag's weight traffic is twice codesign's (it writes each weight into
+    the SRAM from DRAM, then reads it; codesign keeps weights resident and reads them once)."""
+    import math
+
+    from codesign.hardware import sram_j_per_byte
+    from codesign.presets import get_preset
+
+    byte_pj = float(sram_j_per_byte(get_preset("digital-int8-45nm"))) * 1e12
+    rows = {r["layer"]: r for r in validation["digital_layers"]}
+    assert len(rows) >= 6
+    for name, (k, n) in {"dense 128x128": (128, 128), "dense 256x10": (256, 10),
+                         "dense 131x40": (131, 40)}.items():  # fmt: skip
+        r = rows[name]
+        padded = math.ceil(k / 32) * math.ceil(n / 32) * 1024 / (k * n)
+        assert r["mac_ratio"] == pytest.approx(padded, rel=1e-5), name
+        # (to ZigZag's rounding of a 131 x 40 layer into 64-bit words: 657.5 words, not 655)
+        weights = r["zigzag_sram_pj_by_operand"]["W"]
+        assert weights == pytest.approx(2 * k * n * byte_pj, rel=0.005), name
+    assert rows["conv 3x3 64->64, 8x8 out"]["mac_ratio"] == pytest.approx(1.0, rel=1e-5)
