@@ -11,7 +11,14 @@ from codesign.energy import COMPONENTS, Design, estimate_energy, peak_tops_per_w
 from codesign.hardware import Accelerator
 from codesign.pruning import GRANULARITIES
 
-__all__ = ["energy_summary", "format_energy", "format_joules", "format_preset", "peak_or_none"]
+__all__ = [
+    "energy_summary",
+    "format_energy",
+    "format_joules",
+    "format_preset",
+    "peak_or_none",
+    "within_2x",
+]
 
 
 def peak_or_none(acc: Accelerator) -> float | None:
@@ -69,7 +76,7 @@ def energy_summary(
                 "latency_s": float(report.layer_latency_s[i]),
                 "d_energy_d_width_j_per_unit": gradient,
                 "one_unit_fewer_saves_j": saving,
-                "width_gradient_is_a_guide": _within_2x(gradient, saving),
+                "width_gradient_is_a_guide": within_2x(gradient, saving),
                 "d_energy_d_analog_fraction_j": float(grads.analog_fraction[i]),
             }
         )
@@ -95,7 +102,7 @@ def energy_summary(
     }
 
 
-def _within_2x(gradient: float, saving: float | None) -> bool | None:
+def within_2x(gradient: float, saving: float | None) -> bool | None:
     """Whether the width gradient and the saving of one unit fewer agree within 2x (both zero
     counts as agreeing); None for a one-unit layer."""
     if saving is None:
