@@ -7,13 +7,43 @@ aihwkit's conventions (``InferenceRPUConfig`` / ``IOParameters`` and its
 where inputs and weights lie in [-1, 1]:
 
 1. weights are scaled per column by their abs-max (aihwkit's ``weight_scaling_columnwise``) and
-   get programming noise of standard deviation ``prog_noise`` per noise draw; zero (pruned or
-   padding) weights are programmed to no conductance and stay exactly zero;
+   programmed by the device model (below);
 2. inputs are scaled per example by their abs-max (aihwkit ``NoiseManagementType.ABS_MAX``) and
    quantized by a ``dac_bits`` DAC over [-1, 1];
 3. rows are split into row tiles of ``tile_rows``; each tile's column partial sum gets read noise
    of standard deviation ``out_noise``, is clipped to [-out_bound, out_bound] and quantized by
    an ``adc_bits`` ADC, then partial sums are added digitally across row tiles and rescaled.
+
+Scaling (``tile_scaling``): ``"layer"`` takes the input and weight scales of steps 1-2 over
+the whole layer (one scale per example and per column, shared by the row tiles: a chip whose
+periphery rescales once per layer, the digital side applying one gain per output); ``"tile"``
+takes them per row tile, as aihwkit maps a layer onto several tiles (each tile its own input
+abs-max and per-column weight scale: a chip with a scale per tile and column, e.g. aihwkit's
+``TileModuleArray`` with ``max_input_size``). Every shipped preset is simulated with
+``"layer"`` (the default); a tile never sees a larger input range than the layer's, so
+``"tile"`` is never less accurate.
+
+Device models (``device``), what each includes:
+
+* ``"sram"`` (default; charge-domain SRAM compute-in-memory, every shipped preset): a fixed
+  mismatch per programmed chip, zero-mean with standard deviation ``prog_noise`` of a column's
+  weight range on every programmed (non-zero) weight, drawn once per noise key; zero (pruned or
+  padding) weights hold no charge and stay exactly zero. Its magnitude, 0.0175, is aihwkit's
+  hardware-aware preset's weight noise (``w_noise``): no SRAM macro paper in the presets
+  reports a per-cell mismatch in these units, so it stands in as a stated assumption.
+* ``"pcm"``: phase-change memory as aihwkit's ``PCMLikeNoiseModel`` (aihwkit/inference/noise/
+  pcm.py, fitted on measured devices by Nandakumar et al., ICECS 2019) with its
+  ``SinglePairConductanceConverter`` and ``GlobalDriftCompensation``: each weight is a pair of
+  devices (g+, g-) with the tile's largest weight at ``PCM_G_MAX``; conductance-dependent
+  programming noise on both devices (a zero weight's pair is programmed to 0 uS and gets the
+  noise too); drift g(t) = g (t + t0) / t0) ** -nu with nu drawn per device from its target
+  conductance; accumulated 1/f read noise growing with log(t); global drift compensation, one
+  gain per tile from the mean absolute output of a one-hot read-out through the same noisy,
+  quantized periphery (baseline right after programming); plus aihwkit's per-read weight noise
+  (``w_noise_type = PCM_READ``): each partial sum gets noise of standard deviation
+  ``read_noise * sqrt(sum_k |w_kn| x_k**2)``, redrawn for every input vector. All of it at
+  ``inference_time`` seconds after programming. Within a live tile (rows and columns with any
+  kept weight) pruned weights are devices in the RESET state, not exact zeros.
 
 Noise is zero-mean with the stated standard deviation, drawn by `standard_noise` (a sum of four
 uniform bytes, far cheaper than Gaussian draws on a CPU; its tails end at 3.46 standard
@@ -24,15 +54,18 @@ A b-bit converter is symmetric: 2**(b-1) - 1 levels on each side of 0 (2**b - 2 
 range, aihwkit's ``inp_res = 1 / (2**b - 2)`` convention); b is clipped to >= 2 (ternary).
 Quantizers and the clip use straight-through gradients (exact forward rounding, identity gradient
 inside the range, zero outside) and the scales carry no gradient, so hardware-aware fine-tuning
-sees the digital gradient except where outputs saturate.
+sees the digital gradient except where outputs saturate. A fine-tune draws a new chip (device
+noise and drift at ``inference_time``) for every training step, so it trains under the noise it
+is scored with.
 
-Left out: IR drop, conductance drift and drift compensation, 1/f read noise that depends on
-conductance and input (aihwkit's ``PCM_READ`` weight noise, here folded into ``prog_noise``),
-finite conductance levels and weight bit-slicing across cells or differential pairs, input
-noise, ADC/output non-linearity, column-to-column variations, bound management (iterative input
-rescaling on saturation), learned input ranges, stochastic rounding and separate passes for
-positive and negative inputs. Column tiling does not change accuracy here (columns are read
-independently), so ``tile_cols`` only matters to the energy model.
+Left out: IR drop, finite conductance levels and weight bit-slicing across cells or several
+device pairs, input noise, ADC/output non-linearity, column-to-column variations of the
+periphery, bound management (iterative input rescaling on saturation), learned input ranges and
+output scales (the aihwkit preset learns them in its own training), stochastic rounding,
+separate passes for positive and negative inputs, and RRAM or other device models. Column
+tiling does not change accuracy here (columns are read independently), so ``tile_cols`` only
+matters to the energy model. tests/test_analog.py and experiments/validate_analog_model.py
+check this model against aihwkit 1.2.0 (a stored reference).
 """
 
 from __future__ import annotations
@@ -46,7 +79,17 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-__all__ = ["AnalogConfig", "hybrid", "hybrid_matmul", "standard_noise"]
+__all__ = [
+    "DEVICES",
+    "TILE_SCALINGS",
+    "AnalogConfig",
+    "hybrid",
+    "hybrid_matmul",
+    "standard_noise",
+]
+
+DEVICES = ("sram", "pcm")
+TILE_SCALINGS = ("layer", "tile")
 
 
 @jax.tree_util.register_dataclass
@@ -64,9 +107,10 @@ class AnalogConfig:
     adc_bits: ArrayLike = 8
     # aihwkit StandardHWATrainingPreset: MappingParameter(max_input_size=512) rows per tile.
     tile_rows: ArrayLike = 512
-    # aihwkit StandardHWATrainingPreset: w_noise=0.0175 (of the per-column weight range, which
-    # the preset remaps channel-wise to wmax = 1). aihwkit draws it per MVM as read noise
-    # (w_noise_type=PCM_READ); here it is drawn once per key, as programming noise.
+    # sram: the fixed per-chip mismatch, of the per-column weight range. Its value is aihwkit
+    # StandardHWATrainingPreset's w_noise=0.0175, an assumption for SRAM (module docstring):
+    # aihwkit draws that noise per read, scaled by sqrt(|w|) (w_noise_type=PCM_READ), which the
+    # pcm model does with `read_noise`.
     prog_noise: ArrayLike = 0.0175
     # aihwkit StandardHWATrainingPreset: out_noise=0.04 (IOParameters default is 0.06).
     out_noise: ArrayLike = 0.04
@@ -78,6 +122,22 @@ class AnalogConfig:
     # concrete tile_rows' own gcd, or 1 when traced). The analog product costs one matmul of
     # x @ w plus a [blocks, tiles] sum, whatever the tile count; give it for traced tile sizes.
     row_block: int = dataclasses.field(default=0, metadata=dict(static=True))
+    # pcm: per-read weight noise, aihwkit StandardHWATrainingPreset w_noise=0.0175 with
+    # w_noise_type=PCM_READ (src/rpucuda/rpu_forward_backward_pass.cpp, applyOutputWeightNoise).
+    read_noise: ArrayLike = 0.0175
+    # pcm: seconds since programming finished (aihwkit's t_inference; 0 = right after).
+    inference_time: ArrayLike = 0.0
+    # The device model ("sram" or "pcm") and where the scales are taken ("layer" or "tile").
+    device: str = dataclasses.field(default="sram", metadata=dict(static=True))
+    tile_scaling: str = dataclasses.field(default="layer", metadata=dict(static=True))
+
+    def __post_init__(self):
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.tile_scaling not in TILE_SCALINGS:
+            raise ValueError(
+                f"tile_scaling must be one of {', '.join(TILE_SCALINGS)}, got {self.tile_scaling!r}"
+            )
 
 
 def _levels(bits) -> jax.Array:
@@ -179,48 +239,173 @@ def standard_noise(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
 _SPREAD_COLUMNS = 32
 
 
-def _analog_matmul(x: jax.Array, w: jax.Array, cfg: AnalogConfig, key) -> jax.Array:
-    """All columns of x[B, K] @ w[K, N] through the simulated crossbar (see module docstring).
+# --- the pcm device: aihwkit's PCMLikeNoiseModel (aihwkit/inference/noise/pcm.py), whose fits
+# come from measured PCM devices (Nandakumar et al., "Phase-change memory models for deep
+# learning training and inference", ICECS 2019). Conductances in microsiemens, times in seconds.
 
-    Partial sums are formed per block of ``row_block`` rows (the FLOPs of one matmul) and added
-    into row tiles by a [blocks, tiles] one-hot, so the cost does not grow with the tile count.
+PCM_G_MAX = 25.0  # uS for the largest weight: SinglePairConductanceConverter's default g_max
+# Programming noise sigma(g) = c0 + c1 (g / g_max) + c2 (g / g_max)**2, in uS at g_max = 25 uS
+# (pcm.py, PCMLikeNoiseModel.prog_coeff).
+PCM_PROG_COEFF = (0.26348, 1.9650, -1.1731)
+PCM_T0 = 20.0  # first read after programming, the drift fit's reference time (pcm.py t_0)
+PCM_T_READ = 250e-9  # read duration of the 1/f noise fit (pcm.py t_read)
+
+
+def _pcm_nu(g, noise):
+    """Drift exponents of devices at target conductance g (pcm.py generate_drift_coefficients)."""
+    log_g = jnp.log(jnp.maximum(jnp.abs(g) / PCM_G_MAX, 1e-7))
+    mu = jnp.clip(-0.0155 * log_g + 0.0244, 0.049, 0.1)
+    sigma = jnp.clip(-0.0125 * log_g - 0.0059, 0.008, 0.045)
+    return jnp.abs(mu + sigma * noise)
+
+
+def _pcm_drift(g, nu, t, noise):
+    """Conductances g after `t` seconds: drift and accumulated 1/f read noise (pcm.py
+    apply_drift_noise_to_conductance)."""
+    t = t + PCM_T0
+    drifted = g * (t / PCM_T0) ** (-nu)
+    q_s = jnp.minimum(0.0088 / jnp.maximum((jnp.abs(g) / PCM_G_MAX) ** 0.65, 1e-3), 0.2)
+    sigma = q_s * jnp.sqrt(jnp.log((t + PCM_T_READ) / (2 * PCM_T_READ)))
+    return jnp.maximum(drifted + jnp.abs(drifted) * sigma * noise, 0.0)
+
+
+def _pcm_weights(w_cells, cells, tile_max, t, noise):
+    """Normalised weights [K, N] as programmed and as read `t` seconds later, aihwkit's way.
+
+    A weight w in [-1, 1] is the pair g+ = max(w, 0) g_max, g- = max(-w, 0) g_max. Both get
+    programming noise (clipped at 0) and a drift exponent from their target. At time t aihwkit
+    converts the programmed weights to a pair again, with the tile's largest programmed weight
+    at g_max (`tile_max` gives it per row), drifts them and adds 1/f noise (pcm.py,
+    BaseNoiseModel.apply_programming_noise and apply_drift_noise). ``noise``: [6, K, N].
     """
-    rows, cols = w.shape
-    x_scale = _abs_max(x, axis=1)  # [B, 1] noise management
-    w_scale = _abs_max(w, axis=0)  # [1, N] column-wise weight scaling
-    x_dac = _quantize(x / x_scale, cfg.dac_bits, 1.0)
-    w_cells = w / w_scale
-    programmed = w != 0
-    if key is not None:
-        prog_key, read_key = jax.random.split(key)
-        noise = standard_noise(prog_key, w.shape)
-        w_cells = w_cells + jnp.where(programmed, cfg.prog_noise * noise, 0.0)
-    block = _row_block(rows, cfg)
-    blocks = -(-rows // block)
-    pad = blocks * block - rows
-    batch = x.shape[0]
-    tiles = _block_tiles(rows, block, cfg.tile_rows, cfg.max_row_tiles)  # [blocks, T]
-    count = tiles.shape[1]
+    c0, c1, c2 = PCM_PROG_COEFF
+    targets = jnp.stack([jnp.maximum(w_cells, 0.0), jnp.maximum(-w_cells, 0.0)]) * PCM_G_MAX
+    ratio = targets / PCM_G_MAX
+    programmed = jnp.maximum(targets + (c0 + c1 * ratio + c2 * ratio**2) * noise[:2], 0.0)
+    w_prog = jnp.where(cells, (programmed[0] - programmed[1]) / PCM_G_MAX, 0.0)
+    scale = PCM_G_MAX / jnp.maximum(tile_max(jnp.abs(w_prog)), 1e-7)
+    pairs = jnp.stack(
+        [jnp.clip(w_prog * scale, 0.0, PCM_G_MAX), jnp.clip(-w_prog * scale, 0.0, PCM_G_MAX)]
+    )
+    read = _pcm_drift(pairs, _pcm_nu(targets, noise[2:4]), t, noise[4:6])
+    return w_prog, jnp.where(cells, (read[0] - read[1]) / scale, 0.0)
+
+
+def _tile_products(x, w, tiles, block):
+    """Each row tile's partial products [T, B, N] of x[B, K] @ w[K, N] (``tiles``: [blocks, T]).
+
+    Partial sums are formed per block of ``block`` rows (the FLOPs of one matmul) and added
+    into row tiles by the one-hot, so the cost does not grow with the tile count.
+    """
+    (batch, rows), cols = x.shape, w.shape[1]
+    blocks, count = tiles.shape
     if (count - 1) * cols <= _SPREAD_COLUMNS:
         # Few tiles of few columns: one matmul with each weight spread to its tile's columns,
         # x[B, K] @ w_tiles[K, T * N], costs less than regrouping x's rows into blocks.
         row_tiles = jnp.repeat(tiles, block, axis=0)[:rows]  # [K, T]
-        w_tiles = (row_tiles[:, :, None] * w_cells[:, None, :]).reshape(rows, count * cols)
-        partials = (x_dac @ w_tiles).reshape(batch, count, cols).swapaxes(0, 1)  # [T, B, N]
+        w_tiles = (row_tiles[:, :, None] * w[:, None, :]).reshape(rows, count * cols)
+        return (x @ w_tiles).reshape(batch, count, cols).swapaxes(0, 1)
+    # Blocks lead ([blocks, B, N]), so both products are plain (batched) matmuls.
+    pad = blocks * block - rows
+    x_blocks = jnp.pad(x, ((0, 0), (0, pad))).reshape(batch, blocks, block)
+    w_blocks = jnp.pad(w, ((0, pad), (0, 0))).reshape(blocks, block, cols)
+    per_block = jnp.matmul(x_blocks.swapaxes(0, 1), w_blocks).reshape(blocks, batch * cols)
+    return (tiles.T @ per_block).reshape(count, batch, cols)
+
+
+def _per_tile_max(v, row_tiles):
+    """[K, ...] -> [T, ...]: the max of ``v`` (>= 0) over each row tile's rows."""
+    return jnp.stack(
+        [
+            jnp.max(jnp.where(row_tiles[:, t].reshape(-1, *[1] * (v.ndim - 1)) > 0, v, 0), axis=0)
+            for t in range(row_tiles.shape[1])
+        ]
+    )
+
+
+def _analog_matmul(x: jax.Array, w: jax.Array, cfg: AnalogConfig, key) -> jax.Array:
+    """All columns of x[B, K] @ w[K, N] through the simulated crossbar (see module docstring)."""
+    rows, cols = w.shape
+    block = _row_block(rows, cfg)
+    tiles = _block_tiles(rows, block, cfg.tile_rows, cfg.max_row_tiles)  # [blocks, T]
+    row_tiles = jnp.repeat(tiles, block, axis=0)[:rows]  # [K, T]
+    blocks = tiles.shape[0]
+    pad = blocks * block - rows
+    nonzero = w != 0
+    if cfg.tile_scaling == "tile":
+        # Per row tile: [B, T] input and [T, N] weight scales, spread back onto the rows.
+        x_tile = _per_tile_max(jnp.abs(x).T, row_tiles).T
+        x_tile = jax.lax.stop_gradient(jnp.where(x_tile > 0, x_tile, 1.0))
+        w_tile = _per_tile_max(jnp.abs(w), row_tiles)
+        w_tile = jax.lax.stop_gradient(jnp.where(w_tile > 0, w_tile, 1.0))
+        x_dac = _quantize(x / (x_tile @ row_tiles.T), cfg.dac_bits, 1.0)
+        w_cells = w / (row_tiles @ w_tile)
+        gains = x_tile.T[:, :, None] * w_tile[:, None, :]  # [T, B, N]
+
+        def tile_max(v):  # each row's tile's largest entry of v [K, N]
+            return row_tiles @ jnp.max(_per_tile_max(v, row_tiles), axis=1, keepdims=True)
     else:
-        # Blocks lead ([blocks, B, N]), so both products are plain (batched) matmuls.
-        x_blocks = jnp.pad(x_dac, ((0, 0), (0, pad))).reshape(batch, blocks, block)
-        w_blocks = jnp.pad(w_cells, ((0, pad), (0, 0))).reshape(blocks, block, cols)
-        per_block = jnp.matmul(x_blocks.swapaxes(0, 1), w_blocks).reshape(blocks, batch * cols)
-        partials = (tiles.T @ per_block).reshape(count, batch, cols)  # [T, B, N]
+        x_scale = _abs_max(x, axis=1)  # [B, 1] noise management
+        w_scale = _abs_max(w, axis=0)  # [1, N] column-wise weight scaling
+        x_dac = _quantize(x / x_scale, cfg.dac_bits, 1.0)
+        w_cells = w / w_scale
+
+        def tile_max(v):
+            return jnp.max(v)
+
+    pcm = cfg.device == "pcm" and key is not None
+    if pcm:
+        # Every cell of the rows and columns in use is a device pair, zeros included.
+        cells = nonzero.any(axis=1, keepdims=True) & nonzero.any(axis=0, keepdims=True)
+        prog_key, read_key, out_key = jax.random.split(key, 3)
+        noise = standard_noise(prog_key, (6, rows, cols))
+        w_prog, w_read = _pcm_weights(
+            jax.lax.stop_gradient(w_cells), cells, tile_max, cfg.inference_time, noise
+        )
+        # The device's error is a perturbation: the gradient is the programmed weights'.
+        w_cells = w_cells + jax.lax.stop_gradient(w_read - w_cells)
+    else:
+        cells = nonzero
+        if key is not None:
+            prog_key, out_key = jax.random.split(key)
+            noise = standard_noise(prog_key, w.shape)
+            w_cells = w_cells + jnp.where(nonzero, cfg.prog_noise * noise, 0.0)
+    partials = _tile_products(x_dac, w_cells, tiles, block)  # [T, B, N]
+    bound = jnp.asarray(cfg.out_bound, jnp.float32)
     if key is not None:
         # A column segment holding no programmed weight is not read, so it adds no noise.
-        held = jnp.pad(programmed, ((0, pad), (0, 0))).reshape(blocks, block, cols).any(axis=1)
+        held = jnp.pad(cells, ((0, pad), (0, 0))).reshape(blocks, block, cols).any(axis=1)
         read = (tiles.T @ held.astype(jnp.float32) > 0)[:, None, :]  # [T, 1, N]
-        noise = standard_noise(read_key, partials.shape)
-        partials = partials + jnp.where(read, cfg.out_noise * noise, 0.0)
-    adc = _quantize(partials, cfg.adc_bits, jnp.asarray(cfg.out_bound, jnp.float32))
+        sigma = cfg.out_noise
+        if pcm:  # aihwkit's PCM_READ: sqrt(sum_k |w_kn| x_k**2) per read, added in variance
+            spread = _tile_products(jnp.square(x_dac), jnp.abs(w_cells), tiles, block)
+            sigma = jax.lax.stop_gradient(jnp.sqrt(cfg.out_noise**2 + cfg.read_noise**2 * spread))
+        noise = standard_noise(out_key, partials.shape)
+        partials = partials + jnp.where(read, sigma * noise, 0.0)
+    adc = _quantize(partials, cfg.adc_bits, bound)
+    if pcm:
+        adc = adc * _drift_gains(w_prog, w_cells, cells, row_tiles, cfg, read_key)
+    if cfg.tile_scaling == "tile":
+        return jnp.sum(adc * gains, axis=0)
     return jnp.sum(adc, axis=0) * x_scale * w_scale
+
+
+def _drift_gains(w_prog, w_read, cells, row_tiles, cfg: AnalogConfig, key) -> jax.Array:
+    """aihwkit's GlobalDriftCompensation, one gain [T, 1, 1] per row tile: the mean absolute
+    output of one-hot inputs (each cell read alone through the tile's noisy, quantized periphery)
+    right after programming over the same now (aihwkit/inference/compensation/drift.py)."""
+    noise = standard_noise(key, (2, 2, *w_prog.shape))
+    bound = jnp.asarray(cfg.out_bound, jnp.float32)
+
+    def readout(w, noise):
+        sigma = cfg.read_noise * jnp.sqrt(jnp.abs(w))
+        out = _quantize(w + cfg.out_noise * noise[0] + sigma * noise[1], cfg.adc_bits, bound)
+        return row_tiles.T @ jnp.sum(jnp.where(cells, jnp.abs(out), 0.0), axis=1)  # [T]
+
+    count = jnp.maximum(row_tiles.T @ jnp.sum(cells, axis=1).astype(jnp.float32), 1.0)
+    baseline = jnp.maximum(readout(w_prog, noise[0]) / count, 1e-4)
+    now = jnp.maximum(readout(w_read, noise[1]) / count, 1e-4)
+    return jax.lax.stop_gradient(baseline / now)[:, None, None]
 
 
 def hybrid(
@@ -275,8 +460,8 @@ def hybrid_matmul(
 
     ``n_analog`` and the array leaves of ``cfg`` may be traced, so candidates with different
     splits, converters and tile sizes share one compiled program (a traced ``tile_rows`` needs
-    ``cfg.row_block``). ``key=None`` turns the stochastic parts (programming and read noise) off;
-    quantization and clipping stay on. ``analog_on``: see `hybrid`.
+    ``cfg.row_block``). ``key=None`` turns the device off (programming and read noise, and for pcm
+    drift and its compensation): quantization and clipping stay on. ``analog_on``: see `hybrid`.
     """
     _check_row_tiles(w.shape[0], cfg)
     batch_shape = x.shape[:-1]

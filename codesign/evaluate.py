@@ -285,6 +285,8 @@ class Evaluator:
             learning_rate=ft.learning_rate,
             batch_size=ft.batch_size,
             eval_draws=ft.eval_draws,
+            device=problem.device,
+            inference_time=ft.inference_time,
             max_row_tiles=transfer.row_tile_bound(self.shapes, min_tile_rows),
             row_block=row_block or min_tile_rows,
         )

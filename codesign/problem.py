@@ -119,6 +119,7 @@ class Training:
     batch_size: int = 64
     eval_draws: int = 3  # analog noise draws averaged at evaluation (fine-tunes only)
     early_stop: EarlyStop | None = None  # fine-tunes only; None: every candidate trains fully
+    inference_time: float = 0.0  # fine-tunes only: seconds after programming (pcm drifts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +166,7 @@ class Problem:
     pretrain: Training = Training(steps=500)
     finetune: Training = Training()
     preset: str = DEFAULT_PRESET
+    device: str = "sram"  # the analog cells' device model (`codesign.analog.DEVICES`)
     overrides: Mapping[str, float] = dataclasses.field(default_factory=dict)
     budgets: Budgets = Budgets()
     objectives: tuple[str, ...] = ("energy", "accuracy")

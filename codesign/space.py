@@ -14,8 +14,11 @@ A search space file has these sections (every key optional unless marked; see
                 layer names whose outputs share a width)
     pretrain:   steps, learning_rate, batch_size, or checkpoint (your own base: .npz or orbax)
     finetune:   steps, learning_rate, batch_size, eval_draws, early_stop ({rungs, margin}: off
-                unless given; see `codesign.early_stop`)
-    hardware:   preset, overrides (fixed Accelerator fields, e.g. {tiles: 32})
+                unless given; see `codesign.early_stop`), inference_time (seconds or 1h, 1d,
+                1y after programming at which candidates are trained and scored; pcm only)
+    hardware:   preset, overrides (fixed Accelerator fields, e.g. {tiles: 32}), device (the
+                analog cells' noise model: sram, every shipped preset's, or pcm; see
+                `codesign.analog`)
     search:     widths, sparsity, granularity, tile, analog_fraction, adc_bits
     objectives: [energy, accuracy, latency, tiles, lifecycle_energy]   (energy, accuracy required)
     lifecycle_inferences: number of inferences for lifecycle_energy
@@ -32,6 +35,7 @@ valid choices.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -39,6 +43,7 @@ import pathlib
 from typing import Any
 
 from codesign import early_stop, transfer
+from codesign.analog import DEVICES
 from codesign.checks import choice, fail, int_list, override, parse_tile, section, typed
 from codesign.data import DATASET_NAMES, SPLITS, looks_like_path
 from codesign.dimensions import Dimension, parse_dimension
@@ -267,6 +272,23 @@ def _module_model(m: dict, task: Task, path: str) -> Model:
         raise CodesignError(f"{path}: {err}") from None
 
 
+_SECONDS = {"s": 1.0, "h": 3600.0, "d": 86400.0, "y": 365.0 * 86400.0}
+
+
+def _duration(value: Any, path: str) -> float:
+    """`finetune.inference_time`: seconds, or a number with a unit s, h, d or y ("1d", "1y")."""
+    key = "finetune.inference_time"
+    if isinstance(value, str):  # "1d"; YAML also reads 1e6 as a string
+        number, unit = (value[:-1], value[-1]) if value[-1:] in _SECONDS else (value, "s")
+        with contextlib.suppress(ValueError):
+            value = float(number) * _SECONDS[unit]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        fail(path, key, f"must be seconds or a duration such as 1h, 1d, 1y, got {value!r}")
+    if not math.isfinite(value) or not 0 <= value <= 1e10:
+        fail(path, key, f"must be seconds in [0, 1e10] (0: right after programming), got {value!r}")
+    return float(value)
+
+
 def _early_stop(data: Any, steps: int, path: str) -> EarlyStop:
     """`finetune.early_stop`: rungs (increasing fractions of the steps in (0, 1), each ending
     at its own step) and a margin in [0, 1]."""
@@ -418,13 +440,23 @@ def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
         if not pathlib.Path(checkpoint).exists():
             fail(path, "pretrain.checkpoint", f"no such file or directory {checkpoint!r}")
         model = dataclasses.replace(model, checkpoint=checkpoint)
-    finetune = training("finetune", 100, 3e-3, 64, ("eval_draws", "early_stop"))
+    finetune = training("finetune", 100, 3e-3, 64, ("eval_draws", "early_stop", "inference_time"))
     if "early_stop" in (top.get("finetune") or {}):
         stop = _early_stop(top["finetune"]["early_stop"], finetune.steps, path)
         finetune = dataclasses.replace(finetune, early_stop=stop)
 
-    h = section(top.get("hardware"), "hardware", path, ("preset", "overrides"))
+    h = section(top.get("hardware"), "hardware", path, ("preset", "overrides", "device"))
     preset = choice(h.get("preset", DEFAULT_PRESET), "hardware.preset", path, tuple(PRESETS))
+    device = choice(h.get("device", "sram"), "hardware.device", path, DEVICES)
+    if "inference_time" in (top.get("finetune") or {}):
+        seconds = _duration(top["finetune"]["inference_time"], path)
+        if seconds and device != "pcm":
+            fail(
+                path,
+                "finetune.inference_time",
+                "only a drifting device has one: set hardware.device: pcm",
+            )
+        finetune = dataclasses.replace(finetune, inference_time=seconds)
     fields = [f.name for f in dataclasses.fields(Accelerator) if f.name not in ("energy", "name")]
     overrides = section(h.get("overrides"), "hardware.overrides", path, tuple(fields))
     overrides = {k: override(overrides, k, path) for k in overrides}
@@ -481,6 +513,7 @@ def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
         pretrain=pretrain,
         finetune=finetune,
         preset=preset,
+        device=device,
         overrides=overrides,
         budgets=budgets,
         objectives=tuple(objectives),

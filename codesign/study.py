@@ -456,6 +456,10 @@ def _canonical(space: SearchSpace) -> dict:
     for training in (problem["pretrain"], problem["finetune"]):
         if training["early_stop"] is None:  # off: the hash of spaces from before it existed
             del training["early_stop"]
+        if training["inference_time"] == 0.0:  # likewise
+            del training["inference_time"]
+    if problem["device"] == "sram":
+        del problem["device"]
     return json.loads(json.dumps({**problem, "search": dims}))
 
 

@@ -80,6 +80,12 @@ class FinetuneConfig:
     prog_noise: float = analog.AnalogConfig.prog_noise
     out_noise: float = analog.AnalogConfig.out_noise
     out_bound: float = analog.AnalogConfig.out_bound
+    # The crossbar's device model, its per-read noise (pcm) and the time since programming at
+    # which candidates are trained and scored (pcm drifts): `codesign.analog`'s docstring.
+    device: str = analog.AnalogConfig.device
+    read_noise: float = analog.AnalogConfig.read_noise
+    inference_time: float = 0.0
+    tile_scaling: str = analog.AnalogConfig.tile_scaling
     max_row_tiles: int = 8  # static bound: ceil(largest K / smallest tile rows) in the space
     # Rows per analog partial-sum block: must divide every candidate's tile rows (a space's
     # evaluator sets the gcd of its tile rows). See `codesign.analog.AnalogConfig.row_block`.
@@ -355,6 +361,10 @@ class Engine:
             out_bound=cfg.out_bound,
             max_row_tiles=cfg.max_row_tiles,
             row_block=cfg.row_block,
+            read_noise=cfg.read_noise,
+            inference_time=cfg.inference_time,
+            device=cfg.device,
+            tile_scaling=cfg.tile_scaling,
         )
 
         def forward(p, x, noise):

@@ -45,7 +45,18 @@ def compilation_cache(path: pathlib.Path, min_compile_s: float = 0.5):
             jax.config.update(name, value)
 
 
-PACKAGES = ("jax", "jaxlib", "flax", "optax", "optuna", "numpy", "scipy", "scikit-learn", "torch")
+PACKAGES = (
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "optuna",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "torch",
+    "aihwkit",
+)
 
 
 def _git(*args: str) -> str | None:
