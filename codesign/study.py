@@ -448,11 +448,14 @@ def heartbeats(study, storage, trials):
 # --- the space a study was made with ---
 
 
-def _canonical(space: SearchSpace) -> dict:
+def _canonical(space: SearchSpace, hashed: bool = True) -> dict:
     """What decides a trial's numbers: the problem and the searched dimensions (not the trial
-    count, batch size or sampler, which a resume may change)."""
+    count, batch size or sampler, which a resume may change). `hashed`: without the keys added
+    since, where they hold their defaults, so that older studies keep their hash."""
     dims = {key: dataclasses.asdict(dim) for key, dim in space.dims.items()}
     problem = dataclasses.asdict(space.problem)
+    if not hashed:
+        return json.loads(json.dumps({**problem, "search": dims}))
     for training in (problem["pretrain"], problem["finetune"]):
         if training["early_stop"] is None:  # off: the hash of spaces from before it existed
             del training["early_stop"]
@@ -485,10 +488,12 @@ def check_same_space(study: optuna.Study, space: SearchSpace) -> None:
     if stored is None or study.user_attrs.get("space_hash") == space_hash(space):
         return
     try:
-        before = _canonical(parse_space(stored, study.user_attrs.get("space_path", "<study>")))
+        before = _canonical(
+            parse_space(stored, study.user_attrs.get("space_path", "<study>")), False
+        )
     except CodesignError:
         before = {}
-    changes = _changes(before, _canonical(space))
+    changes = _changes(before, _canonical(space, False))
     if not changes:
         return
     shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")

@@ -21,6 +21,7 @@ Writes experiments/results/validate_analog_model.json (stamped); its last line i
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import pathlib
@@ -45,7 +46,7 @@ PRUNED = 0.5  # fraction of every layer's weights set to zero (smallest magnitud
 
 def _mlp(params, x):
     for i, (w, b) in enumerate(params):
-        x = x @ w + b
+        x = x @ w + b[None, :]
         if i < len(params) - 1:
             x = jax.nn.relu(x)
     return x
@@ -105,37 +106,51 @@ def load_weights(path: pathlib.Path = WEIGHTS):
     return params, jnp.asarray(stored["x_test"]), jnp.asarray(stored["y_test"])
 
 
-def analog_config(s: dict) -> AnalogConfig:
-    """The setting as codesign's crossbar: per-tile scaling as aihwkit maps a layer."""
+_KNOBS = ("dac_bits", "adc_bits", "tile_rows", "prog_noise", "out_noise", "out_bound")
+
+
+def analog_config(s: dict, knobs: dict | None = None) -> AnalogConfig:
+    """The setting as codesign's crossbar, per-tile scaling as aihwkit maps a layer; `knobs`:
+    the numbers as (traced) arrays, so that settings of one device share a compiled program."""
+    knobs = knobs or {k: s[k] for k in _KNOBS} | {
+        "read_noise": s["read_noise"],
+        "time_s": s["time_s"],
+    }
     return AnalogConfig(
-        dac_bits=s["dac_bits"],
-        adc_bits=s["adc_bits"],
-        tile_rows=s["tile_rows"],
-        prog_noise=s["prog_noise"],
-        out_noise=s["out_noise"],
-        out_bound=s["out_bound"],
-        read_noise=s["read_noise"],
-        inference_time=s["time_s"],
+        **{k: knobs[k] for k in _KNOBS},
+        read_noise=knobs["read_noise"],
+        inference_time=knobs["time_s"],
         device="pcm" if s["device"] == "pcm" else "sram",
         tile_scaling="tile",
-        max_row_tiles=max(-(-128 // s["tile_rows"]), 1),
+        max_row_tiles=128 // 32,  # the layers' largest K over the smallest tile
+        row_block=32,  # divides every tile size compared
     )
 
 
-def accuracies(params, x, y, s: dict, seeds: int) -> np.ndarray:
-    """codesign's test accuracy of the stored MLP under setting `s`, one per noise seed."""
-    cfg = analog_config(s)
-
-    @jax.jit
+@functools.partial(jax.jit, static_argnames=("device",))
+def _accuracies(params, x, y, knobs, keys, device):
     def one(key):
+        cfg = analog_config({"device": device}, knobs)
         h = x
         for i, (w, b) in enumerate(params):
-            h = hybrid_matmul(h, w, w.shape[1], cfg, jax.random.fold_in(key, i)) + b
+            h = hybrid_matmul(h, w, w.shape[1], cfg, jax.random.fold_in(key, i)) + b[None, :]
             if i < len(params) - 1:
                 h = jax.nn.relu(h)
         return jnp.mean(jnp.argmax(h, -1) == y)
 
-    return np.asarray([one(jax.random.PRNGKey(1000 + seed)) for seed in range(seeds)])
+    return jax.lax.map(one, keys)
+
+
+def accuracies(params, x, y, s: dict, seeds: int) -> np.ndarray:
+    """codesign's test accuracy of the stored MLP under setting `s`, one per noise seed."""
+    ints = ("dac_bits", "adc_bits", "tile_rows")
+    knobs = {
+        k: jnp.asarray(s[k], jnp.int32 if k in ints else jnp.float32)
+        for k in (*_KNOBS, "read_noise", "time_s")
+    }
+    keys = jnp.stack([jax.random.PRNGKey(1000 + seed) for seed in range(seeds)])
+    device = "pcm" if s["device"] == "pcm" else "sram"
+    return np.asarray(_accuracies(params, x, y, knobs, keys, device))
 
 
 def compare(reference: dict, params, x, y, seeds: int | None = None) -> dict:

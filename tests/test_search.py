@@ -309,3 +309,35 @@ def test_degenerate_designs_are_infeasible_to_every_client_and_still_cost_energy
             sum(t.user_attrs["energy_layers_j"]["sram"])
         )
     assert study.best_trials == [] and pareto.front(study) == []
+
+
+def test_a_pcm_search_scores_accuracy_after_drift(tmp_path, capsys):
+    # The same sampler seed proposes the same candidates; a year of drift changes the accuracy
+    # of those with analog columns and of no all-digital one.
+    def run(when, name):
+        data = {**TINY, "name": name, "hardware": {"device": "pcm"}}
+        data["finetune"] = {**TINY["finetune"], "inference_time": when}
+        space = _write(tmp_path, data, f"{name}.yaml")
+        assert main(["search", str(space), "--out", str(tmp_path / name)]) == 0
+        storage = studies.storage_for(None, tmp_path / name)
+        study = optuna.load_study(study_name=name, storage=storage)
+        return study.user_attrs["space"], {
+            json.dumps(t.user_attrs["candidate"], sort_keys=True): t.user_attrs["accuracy"]
+            for t in study.trials
+        }
+
+    space, now = run(0, "pcm_now")
+    assert space["hardware"]["device"] == "pcm"
+    _, later = run("1y", "pcm_year")
+    assert now.keys() == later.keys()
+    analog = [c for c in now if any(f > 0 for f in json.loads(c)["analog_fraction"])]
+    digital = [c for c in now if c not in analog]
+    assert analog and any(now[c] != later[c] for c in analog)
+    assert all(now[c] == later[c] for c in digital)
+    capsys.readouterr()
+    # Resuming with another inference time is refused, naming the key.
+    changed = {**TINY, "name": "pcm_now", "hardware": {"device": "pcm"}}
+    changed["finetune"] = {**TINY["finetune"], "inference_time": "1d"}
+    again = _write(tmp_path, changed, "pcm_now.yaml")
+    assert main(["search", str(again), "--out", str(tmp_path / "pcm_now")]) != 0
+    assert "finetune.inference_time: 0.0 -> 86400.0" in capsys.readouterr().err
