@@ -417,7 +417,50 @@ def macro_rows() -> str:
     return "\n".join(rows)
 
 
+def analog_validation_text() -> str:
+    """docs/engine.md: codesign's analog simulation against the stored aihwkit reference."""
+    v = _json("validate_analog_model")
+    rows = {r["name"]: r for r in v["rows"]}
+    year = rows["pcm adc4 tile32 t=3.1536e+07s"]
+    strongest = rows["sram adc4 tile128 prog0.28"]
+    return (
+        f"codesign agrees with aihwkit {v['aihwkit_version']} on {v['agree']} of {v['settings']} "
+        f"settings (largest difference {v['max_diff_points']:.2f} points, {v['seeds']} seeds "
+        f"each; digital accuracy {100 * v['digital_accuracy']:.2f}%): for example pcm with a "
+        f"4-bit ADC and 32-row tiles a year after programming, "
+        f"{100 * year['codesign_mean']:.2f} +- {100 * year['codesign_std']:.2f}% against "
+        f"{100 * year['aihwkit_mean']:.2f} +- {100 * year['aihwkit_std']:.2f}%, and the sram "
+        f"mismatch at 16x its default on one 128-row tile per layer, "
+        f"{100 * strongest['codesign_mean']:.2f} +- {100 * strongest['codesign_std']:.2f}% "
+        f"against {100 * strongest['aihwkit_mean']:.2f} +- {100 * strongest['aihwkit_std']:.2f}%"
+    )
+
+
+def drift_text() -> str:
+    """docs/engine.md: the pcm front at programming and a year later (claim_drift)."""
+    d = _json("claim_drift")
+    drop = d["analog_test_drop_points"]
+    cands = d["times"]["0 s"]["candidates"]
+
+    def name(i):  # width, analog share, ADC bits
+        c = cands[i]["candidate"]
+        share = c["analog_fraction"][0]
+        chip = f"{share:g} analog, {c['adc_bits']}-bit ADC" if share else "digital"
+        return f"{c['widths'][0]} wide, {chip}"
+
+    def front(key):
+        return "; ".join(name(i) for i in d[key])
+
+    return (
+        f"at 0 s the front holds {front('front_0s')}; a year later {front('front_1y')} "
+        f"({d['seeds']} seeds; the candidates with analog columns lose {drop['mean']:.1f} test "
+        f"points on average after a year, {drop['max']:.1f} at most)"
+    )
+
+
 README_FIGURES = (
+    analog_validation_text,
+    drift_text,
     held_out_text,
     macro_rows,
     dimc_text,

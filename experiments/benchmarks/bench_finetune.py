@@ -242,10 +242,19 @@ def bench_mlp(args, log) -> dict:
         [{**r, "analog_fraction": [0.0] * len(shapes)} for r in rows]
     )
 
+    # The pcm device model (`codesign.analog`), read a year after programming, on the same work.
+    pcm = dataclasses.replace(config, device="pcm", inference_time=365.0 * 86400.0)
+    pcm_engine = transfer.Engine(spec, task, pcm, base_params=base)
+
     out = {}
-    for name, pop in (("engine", population), ("engine_all_digital", digital)):
-        _, cold = timed(engine.evaluate_population, pop)
-        result, run = best_of(engine.evaluate_population, pop)
+    runs = (
+        ("engine", engine, population),
+        ("engine_all_digital", engine, digital),
+        ("engine_pcm", pcm_engine, population),
+    )
+    for name, eng, pop in runs:
+        _, cold = timed(eng.evaluate_population, pop)
+        result, run = best_of(eng.evaluate_population, pop)
         out[name] = {"cold_s": cold, "run_s": run, "val_accuracy": result["val_accuracy"].tolist()}
 
     # The baseline on the same candidates: width masks x unstructured masks at their sparsity.
@@ -276,7 +285,8 @@ def bench_mlp(args, log) -> dict:
     log(
         f"digits MLP, {n} candidates x {args.mlp_steps} steps (compiled): Flax "
         f"{out['flax']['run_s']:.2f} s, engine {out['engine']['run_s']:.2f} s (all digital "
-        f"{out['engine_all_digital']['run_s']:.2f} s)"
+        f"{out['engine_all_digital']['run_s']:.2f} s; pcm device "
+        f"{out['engine_pcm']['run_s']:.2f} s)"
     )
     return out
 
@@ -611,6 +621,8 @@ def main(argv=None) -> dict:
         "mlp_all_digital_over_flax": round(
             mlp["engine_all_digital"]["run_s"] / mlp["flax"]["run_s"], 2
         ),
+        "mlp_pcm_over_flax": round(mlp["engine_pcm"]["run_s"] / mlp["flax"]["run_s"], 2),
+        "mlp_pcm_over_sram": round(mlp["engine_pcm"]["run_s"] / mlp["engine"]["run_s"], 2),
         "resnet_pretrain_step_over_flax": round(
             resnet["engine_pretrain_step_s"] / resnet["flax_step_s"], 2
         ),
