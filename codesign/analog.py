@@ -20,8 +20,8 @@ periphery rescales once per layer, the digital side applying one gain per output
 takes them per row tile, as aihwkit maps a layer onto several tiles (each tile its own input
 abs-max and per-column weight scale: a chip with a scale per tile and column, e.g. aihwkit's
 ``TileModuleArray`` with ``max_input_size``). Every shipped preset is simulated with
-``"layer"`` (the default); a tile never sees a larger input range than the layer's, so
-``"tile"`` is never less accurate.
+``"layer"`` (the default). Per tile, small tiles keep their resolution (and the sram mismatch
+is relative to each tile's own range), but partial sums come closer to ``out_bound``.
 
 Device models (``device``), what each includes:
 
@@ -36,7 +36,7 @@ Device models (``device``), what each includes:
   ``SinglePairConductanceConverter`` and ``GlobalDriftCompensation``: each weight is a pair of
   devices (g+, g-) with the tile's largest weight at ``PCM_G_MAX``; conductance-dependent
   programming noise on both devices (a zero weight's pair is programmed to 0 uS and gets the
-  noise too); drift g(t) = g (t + t0) / t0) ** -nu with nu drawn per device from its target
+  noise too); drift g(t) = g ((t + t0) / t0) ** -nu with nu drawn per device from its target
   conductance; accumulated 1/f read noise growing with log(t); global drift compensation, one
   gain per tile from the mean absolute output of a one-hot read-out through the same noisy,
   quantized periphery (baseline right after programming); plus aihwkit's per-read weight noise
@@ -64,8 +64,8 @@ periphery, bound management (iterative input rescaling on saturation), learned i
 output scales (the aihwkit preset learns them in its own training), stochastic rounding,
 separate passes for positive and negative inputs, and RRAM or other device models. Column
 tiling does not change accuracy here (columns are read independently), so ``tile_cols`` only
-matters to the energy model. tests/test_analog.py and experiments/validate_analog_model.py
-check this model against aihwkit 1.2.0 (a stored reference).
+matters to the energy model. experiments/validate_analog_model.py (run by
+tests/test_validate_analog.py) checks this model against aihwkit 1.2.0's stored accuracies.
 """
 
 from __future__ import annotations
