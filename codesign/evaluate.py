@@ -286,6 +286,7 @@ class Evaluator:
             batch_size=ft.batch_size,
             eval_draws=ft.eval_draws,
             device=problem.device,
+            tile_scaling=problem.tile_scaling,
             inference_time=ft.inference_time,
             max_row_tiles=transfer.row_tile_bound(self.shapes, min_tile_rows),
             row_block=row_block or min_tile_rows,

@@ -167,6 +167,7 @@ class Problem:
     finetune: Training = Training()
     preset: str = DEFAULT_PRESET
     device: str = "sram"  # the analog cells' device model (`codesign.analog.DEVICES`)
+    tile_scaling: str = "layer"  # input and weight scales per layer or per row tile
     overrides: Mapping[str, float] = dataclasses.field(default_factory=dict)
     budgets: Budgets = Budgets()
     objectives: tuple[str, ...] = ("energy", "accuracy")

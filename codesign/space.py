@@ -18,7 +18,8 @@ A search space file has these sections (every key optional unless marked; see
                 1y after programming at which candidates are trained and scored; pcm only)
     hardware:   preset, overrides (fixed Accelerator fields, e.g. {tiles: 32}), device (the
                 analog cells' noise model: sram, every shipped preset's, or pcm; see
-                `codesign.analog`)
+                `codesign.analog`), tile_scaling (layer, or tile: input and weight scales
+                per row tile, as aihwkit maps a layer)
     search:     widths, sparsity, granularity, tile, analog_fraction, adc_bits
     objectives: [energy, accuracy, latency, tiles, lifecycle_energy]   (energy, accuracy required)
     lifecycle_inferences: number of inferences for lifecycle_energy
@@ -43,7 +44,7 @@ import pathlib
 from typing import Any
 
 from codesign import early_stop, transfer
-from codesign.analog import DEVICES
+from codesign.analog import DEVICES, TILE_SCALINGS
 from codesign.checks import choice, fail, int_list, override, parse_tile, section, typed
 from codesign.data import DATASET_NAMES, SPLITS, looks_like_path
 from codesign.dimensions import Dimension, parse_dimension
@@ -445,9 +446,11 @@ def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
         stop = _early_stop(top["finetune"]["early_stop"], finetune.steps, path)
         finetune = dataclasses.replace(finetune, early_stop=stop)
 
-    h = section(top.get("hardware"), "hardware", path, ("preset", "overrides", "device"))
+    hardware_keys = ("preset", "overrides", "device", "tile_scaling")
+    h = section(top.get("hardware"), "hardware", path, hardware_keys)
     preset = choice(h.get("preset", DEFAULT_PRESET), "hardware.preset", path, tuple(PRESETS))
     device = choice(h.get("device", "sram"), "hardware.device", path, DEVICES)
+    scaling = choice(h.get("tile_scaling", "layer"), "hardware.tile_scaling", path, TILE_SCALINGS)
     if "inference_time" in (top.get("finetune") or {}):
         seconds = _duration(top["finetune"]["inference_time"], path)
         if seconds and device != "pcm":
@@ -514,6 +517,7 @@ def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
         finetune=finetune,
         preset=preset,
         device=device,
+        tile_scaling=scaling,
         overrides=overrides,
         budgets=budgets,
         objectives=tuple(objectives),

@@ -463,6 +463,8 @@ def _canonical(space: SearchSpace, hashed: bool = True) -> dict:
             del training["inference_time"]
     if problem["device"] == "sram":
         del problem["device"]
+    if problem["tile_scaling"] == "layer":
+        del problem["tile_scaling"]
     return json.loads(json.dumps({**problem, "search": dims}))
 
 

@@ -16,8 +16,9 @@ import yaml
 from codesign import pareto, search
 from codesign import study as studies
 from codesign.cli import main
+from codesign.errors import CodesignError
 from codesign.evaluate import Evaluator, Result
-from codesign.space import load_space
+from codesign.space import load_space, parse_space
 
 FINISHED = ("COMPLETE", "PRUNED")  # pruned: infeasible (a constraint broken), still finished
 TINY = {
@@ -341,3 +342,27 @@ def test_a_pcm_search_scores_accuracy_after_drift(tmp_path, capsys):
     again = _write(tmp_path, changed, "pcm_now.yaml")
     assert main(["search", str(again), "--out", str(tmp_path / "pcm_now")]) != 0
     assert "finetune.inference_time: 0.0 -> 86400.0" in capsys.readouterr().err
+
+
+def test_device_and_tile_scaling_reach_the_engine_and_bad_ones_are_one_line(tmp_path):
+    data = {**TINY, "hardware": {"device": "pcm", "tile_scaling": "tile"}}
+    data["finetune"] = {**TINY["finetune"], "inference_time": "2h"}
+    space = parse_space(data, str(tmp_path / "space.yaml"))
+    finetune = space.evaluator().finetune
+    assert (finetune.device, finetune.tile_scaling, finetune.inference_time) == (
+        "pcm",
+        "tile",
+        7200.0,
+    )
+    defaults = parse_space(TINY, str(tmp_path / "space.yaml")).evaluator().finetune
+    assert (defaults.device, defaults.tile_scaling, defaults.inference_time) == (
+        "sram",
+        "layer",
+        0.0,
+    )
+    for hardware, message in (
+        ({"tile_scaling": "column"}, "hardware.tile_scaling: unknown value 'column'"),
+        ({"device": "rram"}, "hardware.device: unknown value 'rram'"),
+    ):
+        with pytest.raises(CodesignError, match=message):
+            parse_space({**TINY, "hardware": hardware}, "space.yaml")
