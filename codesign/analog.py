@@ -291,8 +291,9 @@ def _pcm_weights(w_cells, cells, tile_max, t, noise):
     return w_prog, jnp.where(cells, (read[0] - read[1]) / scale, 0.0)
 
 
-def _tile_products(x, w, tiles, block):
-    """Each row tile's partial products [T, B, N] of x[B, K] @ w[K, N] (``tiles``: [blocks, T]).
+def _tile_products(x, w, tiles, row_tiles, block):
+    """Each row tile's partial products [T, B, N] of x[B, K] @ w[K, N] (``tiles``: [blocks, T],
+    ``row_tiles``: the same one-hot per row, [K, T]).
 
     Partial sums are formed per block of ``block`` rows (the FLOPs of one matmul) and added
     into row tiles by the one-hot, so the cost does not grow with the tile count.
@@ -302,7 +303,6 @@ def _tile_products(x, w, tiles, block):
     if (count - 1) * cols <= _SPREAD_COLUMNS:
         # Few tiles of few columns: one matmul with each weight spread to its tile's columns,
         # x[B, K] @ w_tiles[K, T * N], costs less than regrouping x's rows into blocks.
-        row_tiles = jnp.repeat(tiles, block, axis=0)[:rows]  # [K, T]
         w_tiles = (row_tiles[:, :, None] * w[:, None, :]).reshape(rows, count * cols)
         return (x @ w_tiles).reshape(batch, count, cols).swapaxes(0, 1)
     # Blocks lead ([blocks, B, N]), so both products are plain (batched) matmuls.
@@ -370,7 +370,7 @@ def _analog_matmul(x: jax.Array, w: jax.Array, cfg: AnalogConfig, key) -> jax.Ar
             prog_key, out_key = jax.random.split(key)
             noise = standard_noise(prog_key, w.shape)
             w_cells = w_cells + jnp.where(nonzero, cfg.prog_noise * noise, 0.0)
-    partials = _tile_products(x_dac, w_cells, tiles, block)  # [T, B, N]
+    partials = _tile_products(x_dac, w_cells, tiles, row_tiles, block)  # [T, B, N]
     bound = jnp.asarray(cfg.out_bound, jnp.float32)
     if key is not None:
         # A column segment holding no programmed weight is not read, so it adds no noise.
@@ -378,7 +378,7 @@ def _analog_matmul(x: jax.Array, w: jax.Array, cfg: AnalogConfig, key) -> jax.Ar
         read = (tiles.T @ held.astype(jnp.float32) > 0)[:, None, :]  # [T, 1, N]
         sigma = cfg.out_noise
         if pcm:  # aihwkit's PCM_READ: sqrt(sum_k |w_kn| x_k**2) per read, added in variance
-            spread = _tile_products(jnp.square(x_dac), jnp.abs(w_cells), tiles, block)
+            spread = _tile_products(jnp.square(x_dac), jnp.abs(w_cells), tiles, row_tiles, block)
             sigma = jax.lax.stop_gradient(jnp.sqrt(cfg.out_noise**2 + cfg.read_noise**2 * spread))
         noise = standard_noise(out_key, partials.shape)
         partials = partials + jnp.where(read, sigma * noise, 0.0)

@@ -69,31 +69,14 @@ def settings() -> list[dict]:
     base = {"dac_bits": 8, "out_noise": 0.04, "prog_noise": 0.0, "read_noise": 0.0, "time_s": 0.0}
     for adc in (4, 8):
         out.append({**base, "device": "none", "adc_bits": adc, "tile_rows": 32})
-    for prog in (0.0175, 0.07, 0.14, 0.28):
+    devices = [{"device": "sram", "prog_noise": p} for p in (0.0175, 0.07, 0.14, 0.28)]
+    devices += [
+        {"device": "pcm", "read_noise": 0.0175, "time_s": t} for t in (0.0, 3600.0, 86400.0, YEAR)
+    ]
+    for device in devices:
         for adc in (4, 8):
             for tile in (32, 128):
-                out.append(
-                    {
-                        **base,
-                        "device": "sram",
-                        "adc_bits": adc,
-                        "tile_rows": tile,
-                        "prog_noise": prog,
-                    }
-                )
-    for t in (0.0, 3600.0, 86400.0, YEAR):
-        for adc in (4, 8):
-            for tile in (32, 128):
-                out.append(
-                    {
-                        **base,
-                        "device": "pcm",
-                        "adc_bits": adc,
-                        "tile_rows": tile,
-                        "read_noise": 0.0175,
-                        "time_s": t,
-                    }
-                )
+                out.append({**base, **device, "adc_bits": adc, "tile_rows": tile})
     for s in out:
         s["out_bound"] = 10.0 if s["adc_bits"] >= 8 else 4.0
         s["name"] = (

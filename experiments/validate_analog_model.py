@@ -109,18 +109,14 @@ def load_weights(path: pathlib.Path = WEIGHTS):
 _KNOBS = ("dac_bits", "adc_bits", "tile_rows", "prog_noise", "out_noise", "out_bound")
 
 
-def analog_config(s: dict, knobs: dict | None = None) -> AnalogConfig:
-    """The setting as codesign's crossbar, per-tile scaling as aihwkit maps a layer; `knobs`:
-    the numbers as (traced) arrays, so that settings of one device share a compiled program."""
-    knobs = knobs or {k: s[k] for k in _KNOBS} | {
-        "read_noise": s["read_noise"],
-        "time_s": s["time_s"],
-    }
+def analog_config(device: str, knobs: dict) -> AnalogConfig:
+    """A setting as codesign's crossbar, per-tile scaling as aihwkit maps a layer; `knobs`: its
+    numbers as (traced) arrays, so that settings of one device share a compiled program."""
     return AnalogConfig(
         **{k: knobs[k] for k in _KNOBS},
         read_noise=knobs["read_noise"],
         inference_time=knobs["time_s"],
-        device="pcm" if s["device"] == "pcm" else "sram",
+        device=device,
         tile_scaling="tile",
         max_row_tiles=128 // 32,  # the layers' largest K over the smallest tile
         row_block=32,  # divides every tile size compared
@@ -130,7 +126,7 @@ def analog_config(s: dict, knobs: dict | None = None) -> AnalogConfig:
 @functools.partial(jax.jit, static_argnames=("device",))
 def _accuracies(params, x, y, knobs, keys, device):
     def one(key):
-        cfg = analog_config({"device": device}, knobs)
+        cfg = analog_config(device, knobs)
         h = x
         for i, (w, b) in enumerate(params):
             h = hybrid_matmul(h, w, w.shape[1], cfg, jax.random.fold_in(key, i)) + b[None, :]
