@@ -52,11 +52,10 @@ the reference in tests/analog_reference.py: without noise both agree to float ro
 
 A b-bit converter is symmetric: 2**(b-1) - 1 levels on each side of 0 (2**b - 2 steps over the
 range, aihwkit's ``inp_res = 1 / (2**b - 2)`` convention); b is clipped to >= 2 (ternary).
-Quantizers and the clip use straight-through gradients (exact forward rounding, identity gradient
-inside the range, zero outside) and the scales carry no gradient, so hardware-aware fine-tuning
-sees the digital gradient except where outputs saturate. A fine-tune draws a new chip (device
-noise and drift at ``inference_time``) for every training step, so it trains under the noise it
-is scored with.
+Hardware-aware fine-tuning as aihwkit does it: the forward pass is the simulated crossbar, the
+backward pass is ideal (`hybrid`), so no converter, clip or noise enters a gradient. A fine-tune
+draws a new chip (device noise and drift at ``inference_time``) for every training step, so it
+trains under the noise it is scored with.
 
 Left out: IR drop, finite conductance levels and weight bit-slicing across cells or several
 device pairs, input noise, ADC/output non-linearity, column-to-column variations of the
@@ -145,26 +144,15 @@ def _levels(bits) -> jax.Array:
     return jnp.exp2(jnp.maximum(jnp.asarray(bits, jnp.float32), 2.0) - 1.0) - 1.0
 
 
-@jax.custom_jvp
-def _round_to(v: jax.Array, step: jax.Array) -> jax.Array:
-    """v rounded to a multiple of ``step``, with the identity as its derivative in v (the
-    straight-through estimator as one rule, so XLA fuses the rounding into one pass)."""
-    return jnp.round(v / step) * step
-
-
-@_round_to.defjvp
-def _round_to_jvp(primals, tangents):
-    return _round_to(*primals), tangents[0]
-
-
 def _quantize(v: jax.Array, bits, bound) -> jax.Array:
-    """Clip to [-bound, bound] and round to a symmetric ``bits``-bit grid, straight-through."""
-    return _round_to(jnp.clip(v, -bound, bound), bound / _levels(bits))
+    """Clip to [-bound, bound] and round to a symmetric ``bits``-bit grid."""
+    step = bound / _levels(bits)
+    return jnp.round(jnp.clip(v, -bound, bound) / step) * step
 
 
 def _abs_max(v: jax.Array, axis: int) -> jax.Array:
-    """Abs-max scale along ``axis`` (kept), 1 where all zero, with no gradient."""
-    scale = jax.lax.stop_gradient(jnp.max(jnp.abs(v), axis=axis, keepdims=True))
+    """Abs-max scale along ``axis`` (kept), 1 where all zero."""
+    scale = jnp.max(jnp.abs(v), axis=axis, keepdims=True)
     return jnp.where(scale > 0, scale, 1.0)
 
 
@@ -335,9 +323,9 @@ def _analog_matmul(x: jax.Array, w: jax.Array, cfg: AnalogConfig, key) -> jax.Ar
     if cfg.tile_scaling == "tile":
         # Per row tile: [B, T] input and [T, N] weight scales, spread back onto the rows.
         x_tile = _per_tile_max(jnp.abs(x).T, row_tiles).T
-        x_tile = jax.lax.stop_gradient(jnp.where(x_tile > 0, x_tile, 1.0))
+        x_tile = jnp.where(x_tile > 0, x_tile, 1.0)
         w_tile = _per_tile_max(jnp.abs(w), row_tiles)
-        w_tile = jax.lax.stop_gradient(jnp.where(w_tile > 0, w_tile, 1.0))
+        w_tile = jnp.where(w_tile > 0, w_tile, 1.0)
         x_dac = _quantize(x / (x_tile @ row_tiles.T), cfg.dac_bits, 1.0)
         w_cells = w / (row_tiles @ w_tile)
         gains = x_tile.T[:, :, None] * w_tile[:, None, :]  # [T, B, N]
@@ -359,11 +347,7 @@ def _analog_matmul(x: jax.Array, w: jax.Array, cfg: AnalogConfig, key) -> jax.Ar
         cells = nonzero.any(axis=1, keepdims=True) & nonzero.any(axis=0, keepdims=True)
         prog_key, read_key, out_key = jax.random.split(key, 3)
         noise = standard_noise(prog_key, (6, rows, cols))
-        w_prog, w_read = _pcm_weights(
-            jax.lax.stop_gradient(w_cells), cells, tile_max, cfg.inference_time, noise
-        )
-        # The device's error is a perturbation: the gradient is the programmed weights'.
-        w_cells = w_cells + jax.lax.stop_gradient(w_read - w_cells)
+        w_prog, w_cells = _pcm_weights(w_cells, cells, tile_max, cfg.inference_time, noise)
     else:
         cells = nonzero
         if key is not None:
@@ -379,7 +363,7 @@ def _analog_matmul(x: jax.Array, w: jax.Array, cfg: AnalogConfig, key) -> jax.Ar
         sigma = cfg.out_noise
         if pcm:  # aihwkit's PCM_READ: sqrt(sum_k |w_kn| x_k**2) per read, added in variance
             spread = _tile_products(jnp.square(x_dac), jnp.abs(w_cells), tiles, row_tiles, block)
-            sigma = jax.lax.stop_gradient(jnp.sqrt(cfg.out_noise**2 + cfg.read_noise**2 * spread))
+            sigma = jnp.sqrt(cfg.out_noise**2 + cfg.read_noise**2 * spread)
         noise = standard_noise(out_key, partials.shape)
         partials = partials + jnp.where(read, sigma * noise, 0.0)
     adc = _quantize(partials, cfg.adc_bits, bound)
@@ -405,7 +389,7 @@ def _drift_gains(w_prog, w_read, cells, row_tiles, cfg: AnalogConfig, key) -> ja
     count = jnp.maximum(row_tiles.T @ jnp.sum(cells, axis=1).astype(jnp.float32), 1.0)
     baseline = jnp.maximum(readout(w_prog, noise[0]) / count, 1e-4)
     now = jnp.maximum(readout(w_read, noise[1]) / count, 1e-4)
-    return jax.lax.stop_gradient(baseline / now)[:, None, None]
+    return (baseline / now)[:, None, None]
 
 
 def hybrid(
@@ -416,7 +400,6 @@ def hybrid(
     cfg: AnalogConfig,
     key: jax.Array | None = None,
     analog_on=None,
-    remat: bool = False,
 ) -> jax.Array:
     """A layer's outputs [M, N] with columns j < n_analog taken from the simulated crossbar.
 
@@ -426,23 +409,22 @@ def hybrid(
     ``lax.cond``, so when the flag is not batched (one candidate, or a whole population with no
     analog column in this layer) an all-digital layer costs its exact product alone.
 
-    ``remat``: recompute the simulation's elementwise work (the input, its quantisation, the
-    noise) in the backward pass, keeping only its matmul outputs (`jax.checkpoint` with
-    ``dots_saveable``). For a convolution, whose input is built from patches, this drops the
-    patch-sized buffers a `lax.cond` keeps for the backward pass from both branches: a ResNet-20
-    training step at batch 128 on CIFAR shapes needs 1.5 GB of XLA temporaries instead of 4.1,
-    for about 8% more time per step (2-core CPU; experiments/benchmarks/bench_finetune.py).
+    Gradients: the forward pass is the crossbar's, the backward pass is ideal, as in aihwkit's
+    hardware-aware training (``InferenceRPUConfig``: "using only the non-idealities of the
+    forward-pass, but backward and update passes are ideal"; its backward ``IOParameters`` are
+    ``is_perfect=True``). An analog column's gradient is the exact product's: no converter,
+    clipping or noise enters it, and the simulation keeps nothing for the backward pass, so it
+    costs one forward product (on a 2-core CPU, a digits-MLP fine-tune's analog layers took
+    about 1.6x less time than differentiating the simulation: experiments/benchmarks/
+    bench_finetune.py). The forward value is the simulation's, exactly.
     """
     is_analog = (jnp.arange(w.shape[1]) < n_analog)[None, :]
 
-    def simulated(w):
-        return _analog_matmul(analog_input(), w, cfg, key)
-
-    if remat:
-        simulated = jax.checkpoint(simulated, policy=jax.checkpoint_policies.dots_saveable)
-
     def with_analog():
-        return jnp.where(is_analog, simulated(w), digital)
+        # simulated + (digital - digital): the simulated value, the exact product's gradient.
+        simulated = jax.lax.stop_gradient(_analog_matmul(analog_input(), w, cfg, key))
+        ideal = simulated + (digital - jax.lax.stop_gradient(digital))
+        return jnp.where(is_analog, ideal, digital)
 
     analog_on = jnp.asarray(n_analog) > 0 if analog_on is None else analog_on
     return jax.lax.cond(analog_on, with_analog, lambda: digital)

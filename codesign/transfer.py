@@ -96,9 +96,6 @@ class FinetuneConfig:
     # candidate for a ResNet-20 conv (forward and gradient, 8 candidates); else vmap (1-D
     # MNIST-1D convs ran 12% faster vmapped).
     population_map: str = "auto"
-    # Conv layers' crossbar simulation recomputed in the backward pass instead of stored
-    # (`codesign.analog.hybrid`'s remat): 2.7x less XLA memory per ResNet-20 step, ~8% slower.
-    remat: bool = True
 
 
 @jax.tree_util.register_dataclass
@@ -383,7 +380,6 @@ class Engine:
                     hw,
                     key,
                     flags[i],
-                    remat=cfg.remat,
                 )
                 return out.reshape(digital.shape)
 
