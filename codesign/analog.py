@@ -370,8 +370,18 @@ def _analog_matmul(x: jax.Array, w: jax.Array, cfg: AnalogConfig, key) -> jax.Ar
     if pcm:
         adc = adc * _drift_gains(w_prog, w_cells, cells, row_tiles, cfg, read_key)
     if cfg.tile_scaling == "tile":
-        return jnp.sum(adc * gains, axis=0)
-    return jnp.sum(adc, axis=0) * x_scale * w_scale
+        return _sum_tiles(adc * gains)
+    return _sum_tiles(adc) * x_scale * w_scale
+
+
+def _sum_tiles(v: jax.Array) -> jax.Array:
+    """v[T, ...] summed over its (few, static) row tiles as T - 1 elementwise adds, which XLA
+    fuses with the ADC's rounding into one loop; as ``jnp.sum(v, axis=0)`` XLA:CPU made it a
+    reduction fusion that took 23% of an MNIST-1D CNN fine-tune (2-core CPU, jax 0.10.2)."""
+    total = v[0]
+    for t in range(1, v.shape[0]):
+        total = total + v[t]
+    return total
 
 
 def _drift_gains(w_prog, w_read, cells, row_tiles, cfg: AnalogConfig, key) -> jax.Array:
