@@ -16,6 +16,7 @@ import yaml
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from codesign import study as studies
+from tests.polling import poll_while_running
 from tests.test_search import TINY
 from tests.test_workers import BACKENDS, POSTGRES
 
@@ -43,14 +44,14 @@ def _journal(path):
     return JournalStorage(JournalFileBackend(str(path))) if path.exists() else None
 
 
-def _wait_for_claim(read, pid: int, timeout: float) -> float:
-    """Seconds until a trial asked by process `pid` appears in the study."""
-    start = time.time()
-    while time.time() - start < timeout:
-        if any(t.user_attrs.get("worker", "").endswith(f":{pid}") for t in read()):
-            return time.time() - start
-        time.sleep(0.05)
-    raise AssertionError(f"process {pid} claimed no trial within {timeout} s")
+def _wait_for_claim(read, proc) -> None:
+    """Until a trial asked by process `proc` appears in the study (it must, before it exits)."""
+    claimed = poll_while_running(
+        lambda: any(t.user_attrs.get("worker", "").endswith(f":{proc.pid}") for t in read()),
+        proc,
+        every=0.05,
+    )
+    assert claimed, f"process {proc.pid} exited without claiming a trial"
 
 
 def _finished(trials) -> dict:
@@ -79,7 +80,8 @@ def test_sigterm_at_random_points_then_resume(tmp_path):
     seen, claims = {}, []
     for _ in range(20):
         proc = start()
-        claims.append(_wait_for_claim(read, proc.pid, timeout=120))
+        _wait_for_claim(read, proc)
+        claims.append(proc.pid)
         time.sleep(rng.uniform(0.0, 2.0))  # somewhere in asking, fine-tuning or telling
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
@@ -109,8 +111,8 @@ def test_sigterm_at_random_points_then_resume(tmp_path):
             u.number > t.number and u.params == t.params and u.state.name in FINISHED
             for u in trials
         ), t.number
-    # Every resume claimed a trial (within `_wait_for_claim`'s timeout); how fast is a matter for
-    # benchmarks, not a test on a shared machine (6.0 s was seen under load, 2.5 s quiet).
+    # Every resume claimed a trial; how fast is a matter for benchmarks, not a test on a shared
+    # machine (6.0 s was seen under load, 2.5 s quiet).
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -141,15 +143,14 @@ def test_kill_9_of_three_workers_then_resume(tmp_path, backend):
         )  # fmt: skip
 
     first = spawn("search", str(tmp_path / "space.yaml"))
-    _wait_for_claim(read, first.pid, timeout=120)
+    _wait_for_claim(read, first)
     workers = [first, spawn("worker"), spawn("worker")]
-    deadline = time.time() + 300
-    while time.time() < deadline:  # kill -9 once trials are finished and others running
-        trials = read()
-        states = [t.state.name for t in trials]
-        if states.count("RUNNING") >= 2 and sum(s in FINISHED for s in states) >= 4:
-            break
-        time.sleep(0.2)
+
+    def ready():  # kill -9 once trials are finished and others running
+        states = [t.state.name for t in read()]
+        return states.count("RUNNING") >= 2 and sum(s in FINISHED for s in states) >= 4
+
+    poll_while_running(ready, *workers)
     for proc in workers:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from codesign import study as studies
+from tests.polling import poll_while_running
 from tests.test_search import TINY
 
 pytestmark = pytest.mark.slow
@@ -33,17 +34,15 @@ def _cli(*argv):
 FINISHED = ("COMPLETE", "PRUNED")  # pruned: infeasible (a constraint broken), still finished
 
 
-def _study(run, timeout: float = 60.0):
-    """The study in run/, waiting while another process has made the file but not yet the study
+def _study(run):
+    """The study in run/, or None while another process has made the file but not yet the study
     record (a reader can open the journal between the two)."""
-    deadline = time.time() + timeout
-    while True:
-        try:
-            return optuna.load_study(study_name="tiny", storage=studies.storage_for(None, run))
-        except KeyError:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.1)
+    if not (run / studies.JOURNAL_NAME).exists():
+        return None
+    try:
+        return optuna.load_study(study_name="tiny", storage=studies.storage_for(None, run))
+    except KeyError:
+        return None
 
 
 POSTGRES = os.environ.get("CODESIGN_TEST_POSTGRES")
@@ -76,11 +75,11 @@ def test_three_workers_share_one_study_exactly(tmp_path, backend):
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        time.sleep(0.3)
-        if name in [s.study_name for s in optuna.get_all_study_summaries(storage)]:
-            break
+    poll_while_running(
+        lambda: name in [s.study_name for s in optuna.get_all_study_summaries(storage)],
+        first,
+        every=0.3,
+    )
     # ... two more join it as workers.
     workers = [
         subprocess.Popen(
@@ -116,20 +115,19 @@ def test_killed_worker_is_recovered_without_recomputing(tmp_path):
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+
     # Wait until one batch is complete and the next is running, then kill -9 mid fine-tune.
-    deadline = time.time() + 300
-    killed_running, done_before = [], {}
-    while time.time() < deadline:
-        time.sleep(0.5)
-        if not (run / studies.JOURNAL_NAME).exists():
-            continue
-        trials = _study(run).trials
+    def running_after_complete():
+        study = _study(run)
+        trials = study.trials if study else []
         running = [t.number for t in trials if t.state.name == "RUNNING"]
         complete = {t.number: t.values for t in trials if t.state.name in FINISHED}
-        if complete and running:
-            os.killpg(proc.pid, signal.SIGKILL)
-            killed_running, done_before = running, complete
-            break
+        return (running, complete) if complete and running else None
+
+    found = poll_while_running(running_after_complete, proc, every=0.5)
+    killed_running, done_before = found or ([], {})
+    if found:
+        os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     assert killed_running, "never saw a running trial to kill"
 
