@@ -424,9 +424,9 @@ def hybrid(
     forward-pass, but backward and update passes are ideal"; its backward ``IOParameters`` are
     ``is_perfect=True``). An analog column's gradient is the exact product's: no converter,
     clipping or noise enters it, and the simulation keeps nothing for the backward pass, so it
-    costs one forward product (on a 2-core CPU, a digits-MLP fine-tune's analog layers took
-    about 1.6x less time than differentiating the simulation: experiments/benchmarks/
-    bench_finetune.py). The forward value is the simulation's, exactly.
+    costs one forward product (on a 2-core CPU, a digits-MLP population's fine-tune took 0.80 s
+    instead of 1.41 s when the simulation was differentiated: experiments/benchmarks/
+    bench_finetune.py's MLP). The forward value is the simulation's, exactly.
     """
     is_analog = (jnp.arange(w.shape[1]) < n_analog)[None, :]
 
