@@ -93,6 +93,18 @@ def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def cpu_model() -> str:
+    """The processor's name (Linux's /proc/cpuinfo; else `platform.processor()`): timings and
+    peak FLOP/s differ between machines of the same core count."""
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def stamp(mode: str) -> dict:
     """What a results JSON needs to be reproduced: commit, packages, mode, machine. Take it when
     the run starts (the commit the code was loaded from); `finish` adds the end load average."""
@@ -102,6 +114,7 @@ def stamp(mode: str) -> dict:
         "mode": mode,
         "machine": {
             "cpu_count": os.cpu_count(),
+            "cpu": cpu_model(),
             "platform": platform.platform(),
             "python": platform.python_version(),
             "load_avg_start": load(),

@@ -33,6 +33,7 @@ LEARNING_RATE = 1e-2  # the paper's notebooks/train.py get_model_args
 BATCH_SIZE = 100
 FULL_STEPS = 6000
 QUICK_STEPS = 400
+FULL_SEEDS = 5  # training seeds (init and batch order); the data is the paper's, fixed
 
 
 def paper_specs(input_shape: tuple[int, ...], num_classes: int) -> dict[str, NetworkSpec]:
@@ -97,38 +98,55 @@ def accuracies(spec: NetworkSpec, params, *splits: tuple[np.ndarray, np.ndarray]
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Train both baselines, print a table and a JSON summary line, and return the summary."""
+    """Train both baselines over seeds, print a table and a JSON summary line, return the summary
+    (per model: each seed's test accuracy, their mean and standard deviation)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_STEPS} steps, for CI")
     parser.add_argument("--steps", type=int, help="override the number of training steps")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the first seed")
+    parser.add_argument(
+        "--seeds", type=int, help=f"how many seeds (default {FULL_SEEDS}; --quick: 1)"
+    )
     args = parser.parse_args(argv)
     steps = args.steps or (QUICK_STEPS if args.quick else FULL_STEPS)
+    seeds = list(range(args.seed, args.seed + (args.seeds or (1 if args.quick else FULL_SEEDS))))
 
-    data = load_dataset("mnist1d", seed=args.seed)
+    data = load_dataset("mnist1d")  # the paper's fixed 4000 / 1000 signals; seeds vary training
     x_train = np.concatenate([data.x_train, data.x_val])
     y_train = np.concatenate([data.y_train, data.y_val])
-    summary = {"bench": "mnist1d_baselines"}
+    summary = {"bench": "mnist1d_baselines", "seeds": seeds}
     rows = []
     for family, spec in paper_specs(data.input_shape, data.num_classes).items():
         start = time.perf_counter()
-        params, losses = train(spec, x_train, y_train, steps=steps, seed=args.seed)
-        train_acc, test_acc = accuracies(
-            spec, params, (x_train, y_train), (data.x_test, data.y_test)
-        )
+        runs = []  # (final loss, train accuracy, test accuracy) per seed
+        for seed in seeds:
+            params, losses = train(spec, x_train, y_train, steps=steps, seed=seed)
+            train_acc, test_acc = accuracies(
+                spec, params, (x_train, y_train), (data.x_test, data.y_test)
+            )
+            runs.append((float(losses[-100:].mean()), train_acc, test_acc))
         seconds = time.perf_counter() - start
-        summary[f"{family}_test_acc"] = round(test_acc, 4)
+        loss, train_acc, test_acc = np.mean(runs, axis=0)
+        test_sd = float(np.std([r[2] for r in runs], ddof=1)) if len(runs) > 1 else 0.0
+        summary[f"{family}_test_acc"] = round(float(test_acc), 4)
+        summary[f"{family}_test_acc_sd"] = round(test_sd, 4)
+        summary[f"{family}_test_accs"] = [round(r[2], 4) for r in runs]
         summary[f"{family}_seconds"] = round(seconds, 2)
-        final_loss = float(losses[-100:].mean())
-        rows.append((family, spec.widths, final_loss, train_acc, test_acc, seconds))
+        rows.append((family, spec.widths, loss, train_acc, test_acc, test_sd, seconds))
 
-    print(f"MNIST-1D, {len(x_train)} train / {len(data.x_test)} test, {steps} steps of Adam")
-    print(f"{'model':<6} {'widths':<13} {'loss':>6} {'train':>7} {'test':>7} {'paper':>7} {'s':>6}")
-    for family, widths, loss, train_acc, test_acc, seconds in rows:
+    print(
+        f"MNIST-1D, {len(x_train)} train / {len(data.x_test)} test, {steps} steps of Adam, "
+        f"seeds {seeds[0]}-{seeds[-1]} (mean; sd over seeds)"
+    )
+    print(
+        f"{'model':<6} {'widths':<13} {'loss':>6} {'train':>7} {'test':>7} {'sd':>6} "
+        f"{'paper':>7} {'s':>6}"
+    )
+    for family, widths, loss, train_acc, test_acc, test_sd, seconds in rows:
         paper = PAPER_TEST_ACC[family]
         print(
             f"{family:<6} {str(widths):<13} {loss:>6.3f} {train_acc:>7.1%} {test_acc:>7.1%} "
-            f"{paper:>7.0%} {seconds:>6.1f}"
+            f"{test_sd:>6.1%} {paper:>7.0%} {seconds:>6.1f}"
         )
     summary.update(
         paper_mlp=PAPER_TEST_ACC["mlp"],

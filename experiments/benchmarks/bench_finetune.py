@@ -635,6 +635,11 @@ def main(argv=None) -> dict:
         "resnet_flops_fraction_of_peak": round(
             resnet["finetune_flops_per_step"] / resnet["engine_finetune_step_s"] / peak, 4
         ),
+        # The plain Flax training step's share of the same peak (same FLOPs, digital): how much
+        # of the peak a competent loop reaches on this machine, for context of the goal above.
+        "flax_resnet_flops_fraction_of_peak": round(
+            resnet["finetune_flops_per_step"] / resnet["flax_step_s"] / peak, 4
+        ),
         **memory_summary(memory),
         "cifar10_resnet20_search_projected_h": round(project_cifar_search_h(resnet), 1),
     }
