@@ -17,6 +17,7 @@ of 25 channels (kernels 5, 3, 3, stride 2, padding 1) under a dense head.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 
@@ -60,8 +61,9 @@ def batch_indices(num_examples: int, steps: int, batch_size: int, seed: int) -> 
     return order[: steps * batch_size].reshape(steps, batch_size)
 
 
-def train(spec: NetworkSpec, x: np.ndarray, y: np.ndarray, *, steps: int, seed: int):
-    """Adam on softmax cross-entropy for `steps` minibatches; all steps run in one jitted scan."""
+@functools.partial(jax.jit, static_argnums=0)
+def _run(spec: NetworkSpec, params, x_all, y_all, indices):
+    """Adam over every row of `indices` in one scan: compiled once per network, not per seed."""
     optimizer = optax.adam(LEARNING_RATE)
 
     def loss_fn(params, xb, yb):
@@ -69,20 +71,20 @@ def train(spec: NetworkSpec, x: np.ndarray, y: np.ndarray, *, steps: int, seed: 
         return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
 
     def step(carry, index):
-        params, opt_state, x_all, y_all = carry
+        params, opt_state = carry
         loss, grads = jax.value_and_grad(loss_fn)(params, x_all[index], y_all[index])
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state, x_all, y_all), loss
+        return (optax.apply_updates(params, updates), opt_state), loss
 
-    @jax.jit
-    def run(params, x_all, y_all, indices):
-        carry = (params, optimizer.init(params), x_all, y_all)
-        (params, *_), losses = jax.lax.scan(step, carry, indices)
-        return params, losses
+    (params, _), losses = jax.lax.scan(step, (params, optimizer.init(params)), indices)
+    return params, losses
 
+
+def train(spec: NetworkSpec, x: np.ndarray, y: np.ndarray, *, steps: int, seed: int):
+    """Adam on softmax cross-entropy for `steps` minibatches; all steps run in one jitted scan."""
     params = init_params(spec, jax.random.key(seed))
     indices = batch_indices(len(x), steps, BATCH_SIZE, seed)
-    params, losses = run(params, jnp.asarray(x), jnp.asarray(y), jnp.asarray(indices))
+    params, losses = _run(spec, params, jnp.asarray(x), jnp.asarray(y), jnp.asarray(indices))
     return params, np.asarray(losses)
 
 
