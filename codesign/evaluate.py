@@ -73,6 +73,7 @@ class Result:
     finetune_flops: float = 0.0
     diverged: bool = False
     empty_layers: int = 0  # layers left without a single weight (width or pruning)
+    layer_widths: tuple[int, ...] = ()  # kept output units of every weight layer, the head last
     # Early stopping (`codesign.early_stop`): validation accuracy probed at each rung reached,
     # and the step a dominated candidate stopped at (None: it trained fully).
     rung_accuracies: tuple[float, ...] = ()
@@ -142,6 +143,7 @@ class Result:
             "finetune_flops": self.finetune_flops if self.spent else None,
             "finetune_energy_j": self.finetune_energy_j if self.spent else None,
             "empty_layers": self.empty_layers,
+            "layer_widths": list(self.layer_widths) or None,
             "rung_val_accuracies": list(self.rung_accuracies) or None,
             "early_stopped_at_step": self.stopped_at_step,
             **failure_attrs(self.fail_reason),
@@ -169,6 +171,7 @@ class Result:
             finetune_flops=float(attrs.get("finetune_flops", 0.0)),
             diverged=str(attrs.get("fail_reason", "")).startswith(DIVERGED),
             empty_layers=int(attrs.get("empty_layers", 0)),
+            layer_widths=tuple(attrs.get("layer_widths", ())),
             rung_accuracies=tuple(attrs.get("rung_val_accuracies", ())),
             stopped_at_step=attrs.get("early_stopped_at_step"),
         )
@@ -214,7 +217,7 @@ class Estimates(Sequence):
 
     accuracy = None  # energy only: nothing trained (as the budgets read it)
 
-    def __init__(self, report, cands: list[Candidate]):
+    def __init__(self, report, cands: list[Candidate], layer_widths):
         layers = {c: np.asarray(report.layer_j[c], np.float64) for c in COMPONENTS}
         self.energy_j = sum(v.sum(-1) for v in layers.values())  # [N]
         macs = np.asarray(report.macs, np.float64)
@@ -226,6 +229,7 @@ class Estimates(Sequence):
             where=self.energy_j > 0,
         )  # fmt: skip
         self.energy_layers_j = layers  # component -> [N, layers]
+        self.layer_widths = np.asarray(layer_widths, np.int64)  # [N, layers] kept output units
         self.candidates = list(cands)
 
     def __len__(self) -> int:
@@ -243,6 +247,7 @@ class Estimates(Sequence):
             energy_layers_j={c: v[i].tolist() for c, v in self.energy_layers_j.items()},
             candidate=self.candidates[i],
             empty_layers=int(self.empty_layers[i]),
+            layer_widths=tuple(self.layer_widths[i].tolist()),
         )
 
 
@@ -377,7 +382,7 @@ class Evaluator:
         design, accs, _ = self.arrays(rows)
         report = estimate_energy_batch(self.shapes, design, accs)
         report = jax.tree.map(lambda x: np.asarray(x)[: len(cands)], report)
-        return Estimates(report, cands)
+        return Estimates(report, cands, design.widths[: len(cands)])
 
     def budget_energies(self, cands: list[Candidate], chunk: int = 256) -> np.ndarray:
         """Energy per candidate, np.inf where it is not worth training (a budget broken, or a
@@ -430,7 +435,8 @@ class Evaluator:
         counts = counts_from_masks(self.shapes, masks, np.asarray(cand.analog_fraction), acc)
         report = estimate_energy(self.shapes, counts, acc)
         report = jax.tree.map(lambda x: np.asarray(x)[None], report)  # a batch of one
-        return Estimates(report, [cand])[0]
+        widths = networks.layer_widths(self.target_spec, np.asarray([cand.widths]))[1]
+        return Estimates(report, [cand], widths)[0]
 
     def _trained(
         self, cand: Candidate, seed: int, out: dict, i: int, energy: Result | None = None

@@ -92,11 +92,16 @@ def hypervolume(points, reference_energy_j: float, reference_accuracy: float = 0
 
 
 def front_rows(study: optuna.Study) -> list[dict]:
-    """One dict per front trial: the metrics and the key design parameters."""
+    """One dict per front trial: the metrics and the key design parameters, every per-layer
+    one with a value per weight layer, the head last (widths: the kept output units of each
+    layer; a study written before codesign stored them shows the searched hidden or group
+    widths instead)."""
     rows = []
     for t in front(study):
         result = result_of(t)
         cand = result.candidate.to_dict() if result.candidate else {}
+        if result.layer_widths:
+            cand["widths"] = list(result.layer_widths)
         rows.append(
             {
                 "trial": t.number,
@@ -129,9 +134,8 @@ def progress_line(study: optuna.Study, min_accuracy: float = 0.0) -> str:
 
 
 def _cell(value, key: str = "") -> str:
-    """A plain table or CSV cell: per-layer lists as every layer's value joined by "/" (widths:
-    one per hidden layer, or per group in a ResNet; the other lists: one per weight layer, the
-    head included), the tile as ROWSxCOLS, floats to 3 significant digits."""
+    """A plain table or CSV cell: per-layer lists as every weight layer's value joined by "/",
+    the tile as ROWSxCOLS, floats to 3 significant digits."""
     if isinstance(value, list | tuple):
         return ("x" if key == "tile" else "/").join(_cell(v) for v in value)
     if isinstance(value, float):

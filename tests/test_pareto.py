@@ -109,13 +109,50 @@ def test_table_and_csv_cells_are_plain_and_show_every_layer():
             tile=(32, 16),
             adc_bits=6,
         )
-        return dataclasses.replace(_result(energy_j, 0.9 if widths[1] > 8 else 0.8), candidate=cand)
+        result = _result(energy_j, 0.9 if widths[1] > 8 else 0.8)
+        return dataclasses.replace(result, candidate=cand, layer_widths=(*widths, 10))
 
     study = _study([with_widths((8, 8), 1e-9), with_widths((8, 16), 2e-9)])
     table, _ = pareto.report(study)
     cells = [line.split() for line in table.splitlines()[1:3]]
-    for row, widths in zip(cells, ("8/8", "8/16"), strict=True):
+    for row, widths in zip(cells, ("8/8/10", "8/16/10"), strict=True):
         assert row[-6:] == [widths, "0.5/0.5/0", "block/block/block", "32x16", "0.5/0.5/0.5", "6"]
     rows = list(csv.DictReader(io.StringIO(pareto.report(study, "csv")[0])))
-    assert [r["widths"] for r in rows] == ["8/8", "8/16"] and rows[0]["tile"] == "32x16"
+    assert [r["widths"] for r in rows] == ["8/8/10", "8/16/10"] and rows[0]["tile"] == "32x16"
     assert not any("(" in v or "[" in v for r in rows for v in r.values())
+
+
+@pytest.mark.parametrize(
+    ("family", "dataset", "widths"), [("mlp", "digits", (24, 12)), ("cnn", "mnist1d", (8, 6, 4))]
+)
+def test_every_per_layer_column_has_a_value_per_weight_layer(family, dataset, widths):
+    """Widths, sparsity, granularity and analog split each show one value per weight layer, the
+    head last (issue 21: the table showed two widths beside three sparsities): widths as the kept
+    output units the estimate priced, the head's the target task's classes."""
+    from codesign.evaluate import Evaluator
+    from codesign.problem import Candidate, Model, Task
+
+    problem = Problem(task=Task(dataset=dataset), model=Model(family=family, widths=widths))
+    evaluator = Evaluator(problem, min_tile_rows=16)
+    layers = len(evaluator.shapes)
+    cand = Candidate(
+        widths=tuple(w // 2 for w in widths),
+        sparsity=(0.5,) * layers,
+        granularity=("row",) * layers,
+        analog_fraction=(1.0,) * layers,
+        tile=(32, 32),
+        adc_bits=6,
+    )
+    (estimate,) = evaluator.estimate([cand])
+    expected = (*(w // 2 for w in widths), evaluator.target_spec.num_classes)
+    assert estimate.layer_widths == expected
+    trained = dataclasses.replace(estimate, accuracy=0.9, test_accuracy=0.9)
+    study = _study([trained], problem)
+    table, csv_text = pareto.report(study)[0], pareto.report(study, "csv")[0]
+    for cells in (
+        dict(zip(pareto.TABLE_COLUMNS, table.splitlines()[1].split(), strict=True)),
+        next(csv.DictReader(io.StringIO(csv_text))),
+    ):
+        per_layer = [cells[key].split("/") for key in ("widths", "sparsity", "granularity")]
+        assert [len(v) for v in per_layer] == [layers] * 3, cells
+        assert per_layer[0] == [str(w) for w in expected]

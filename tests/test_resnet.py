@@ -169,6 +169,12 @@ def test_resnet_population_one_compile_and_block_pruning_saves_energy(npz_1d, tm
     assert evaluator.engine.traces == 3  # a second population of the same size: no recompile
     dense, pruned = results[0], results[1]
     assert all(r.ok for r in results)
+    # Each result names the kept output units of every weight layer (shortcuts and head
+    # included), one per sparsity value, so a front's per-layer columns line up.
+    group_widths = np.asarray([c.widths for c in cands])
+    kept = networks.layer_widths(evaluator.target_spec, group_widths)[1].tolist()
+    assert [list(r.layer_widths) for r in results] == kept
+    assert {len(r.layer_widths) for r in results} == {len(cands[0].sparsity)}
     assert pruned.energy_j < 0.9 * dense.energy_j
     estimated = evaluator.estimate(cands[:2])  # the statistics path agrees on the direction
     assert estimated[1].energy_j < estimated[0].energy_j
