@@ -40,10 +40,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from codesign.engine import TrainState
+from codesign.fronts import dominated
 from codesign.problem import EarlyStop
 from codesign.transfer import Engine, Population
 
-__all__ = ["EarlyStop", "Rungs", "dominated", "rung_steps"]
+__all__ = ["EarlyStop", "Rungs", "rung_steps"]
 
 
 def rung_steps(steps: int, rungs: Sequence[float]) -> list[int]:
@@ -53,17 +54,6 @@ def rung_steps(steps: int, rungs: Sequence[float]) -> list[int]:
     if any(b <= a for a, b in zip([0, *ends], [*ends, steps], strict=True)):
         raise ValueError(f"rungs {list(rungs)} of {steps} steps end at steps {ends}")
     return [*ends, steps]
-
-
-def dominated(energy_j: np.ndarray, accuracy: np.ndarray, margin: float) -> np.ndarray:
-    """[n] bool: dominated by a margin by another of the n candidates.
-
-    j dominates i when energy_j <= energy_i and accuracy_j - margin >= accuracy_i, one strictly.
-    """
-    e, a = np.asarray(energy_j, np.float64), np.asarray(accuracy, np.float64)
-    no_worse = (e[:, None] <= e[None, :]) & (a[:, None] - margin >= a[None, :])  # [j, i]
-    better = (e[:, None] < e[None, :]) | (a[:, None] - margin > a[None, :])
-    return (no_worse & better).any(axis=0)
 
 
 def _packed(n: int, most: int) -> int:
@@ -129,7 +119,8 @@ class Rungs:
         for r, end in enumerate(steps[:-1]):
             acc = np.asarray(probe)[: len(alive)]
             rung_acc[alive, r] = acc
-            stop = dominated(energy[alive], acc, config.margin)
+            # Dominated by a margin in accuracy by another candidate of the chunk.
+            stop = dominated(np.c_[energy[alive], -acc], (0.0, config.margin))
             if stop.any():
                 gone = np.flatnonzero(stop)
                 held = jax.tree.map(lambda x, i=gone: np.asarray(x[i]), state)

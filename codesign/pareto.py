@@ -1,7 +1,8 @@
 """Pareto fronts of finished studies: the feasible front, its hypervolume, tables and plots.
 
-`hypervolume` and `format_front` are plain functions of numbers; `front`, `front_rows`,
-`report` and `plot_front` are the thin adapter that reads them from an Optuna study.
+`format_front` is a plain function of numbers, and so are dominance and hypervolume
+(`codesign.fronts`); `front`, `front_rows`, `report` and `plot_front` are the thin adapter that
+reads them from an Optuna study.
 
 The front is computed here, from the trials' stored values and constraints, rather than taken
 from the sampler, so that it is the same whatever sampler ran and whatever storage holds it.
@@ -14,13 +15,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import pathlib
 
 import numpy as np
 import optuna
 
 from codesign.files import atomic_write
+from codesign.fronts import dominated, hypervolume
 from codesign.study import feasible, result_of
 
 __all__ = [
@@ -60,35 +61,9 @@ def front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Feasible non-dominated trials, sorted by energy (ties kept: the same set as Optuna's
     `study.best_trials`)."""
     trials = [t for t in study.get_trials(deepcopy=False) if feasible(t)]
-    points = [_signed(study, t) for t in trials]
-    keep = [
-        trial
-        for trial, p in zip(trials, points, strict=True)
-        if not any(np.all(q <= p) and np.any(q < p) for q in points)
-    ]
+    beaten = dominated([_signed(study, t) for t in trials]) if trials else []
+    keep = [trial for trial, out in zip(trials, beaten, strict=True) if not out]
     return sorted(keep, key=lambda t: (result_of(t).energy_j, t.number))
-
-
-def hypervolume(points, reference_energy_j: float, reference_accuracy: float = 0.0) -> float:
-    """Area dominated by (energy, accuracy) points in (log10 energy, accuracy) space.
-
-    Points with energy above the reference or accuracy below it add nothing. The reference
-    energy is usually the dense all-digital baseline, so the number is comparable across runs of
-    one search space.
-    """
-    ref_x = math.log10(reference_energy_j)
-    pts = sorted(
-        (math.log10(e), a)
-        for e, a in points
-        if 0 < e < reference_energy_j and a > reference_accuracy
-    )
-    area, best_acc = 0.0, reference_accuracy
-    # Sweep from the lowest energy up: each point adds the strip its accuracy gains.
-    for i, (x, acc) in enumerate(pts):
-        best_acc = max(best_acc, acc)
-        next_x = pts[i + 1][0] if i + 1 < len(pts) else ref_x
-        area += (next_x - x) * (best_acc - reference_accuracy)
-    return area
 
 
 def front_rows(study: optuna.Study) -> list[dict]:

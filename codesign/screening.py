@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from codesign.fronts import staircase
+
 if TYPE_CHECKING:  # scikit-learn and scipy are imported on first use (about 2 s): a search
     from sklearn.gaussian_process import GaussianProcessRegressor  # that resumes starts faster
     from sklearn.gaussian_process.kernels import Kernel
@@ -147,12 +149,7 @@ def _regressor(kernel: Kernel, alpha: float, fit: bool) -> GaussianProcessRegres
 def _staircase(log_e: np.ndarray, acc: np.ndarray, ref_log_e: float, min_accuracy: float):
     """Indices of the front's non-dominated feasible points, by rising energy and accuracy."""
     keep = np.flatnonzero(np.isfinite(log_e) & (log_e < ref_log_e) & (acc >= min_accuracy))
-    steps, best = [], -np.inf
-    for i in keep[np.lexsort((-acc[keep], log_e[keep]))]:
-        if acc[i] > best:
-            steps.append(i)
-            best = acc[i]
-    return np.asarray(steps, int)
+    return keep[staircase(np.c_[log_e[keep], -acc[keep]])]
 
 
 def expected_hv_improvement(

@@ -24,6 +24,7 @@ from codesign.data import cache_root
 from codesign.engine import devices_line
 from codesign.errors import CodesignError, caused_by_stop, check_stop
 from codesign.files import writable_folder
+from codesign.fronts import staircase
 from codesign.journal import batch as storage_batch
 from codesign.space import SearchSpace
 
@@ -64,12 +65,8 @@ def _proposals(space, study, evaluator, want: int, rng, reference_energy_j) -> l
 def front_params(trained: list) -> list[dict]:
     """Params of the non-dominated (energy_j, accuracy) entries of `trained` ((params, energy,
     accuracy) triples, as `study.history` gives them), cheapest first."""
-    front, best = [], -np.inf
-    for params, _, accuracy in sorted(trained, key=lambda x: (x[1], -x[2])):
-        if accuracy > best:
-            front.append(params)
-            best = accuracy
-    return front
+    steps = staircase([(energy, -accuracy) for _, energy, accuracy in trained])
+    return [trained[i][0] for i in steps]
 
 
 def _gradient_proposals(space, study, evaluator, batch: int, base_seed: int):

@@ -31,6 +31,7 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import _results  # noqa: E402
 
+from codesign.fronts import staircase  # noqa: E402
 from codesign.problem import Candidate  # noqa: E402
 from codesign.space import load_space  # noqa: E402
 
@@ -44,15 +45,8 @@ TIMES = {"0 s": 0.0, "1 day": 86400.0, "1 year": 365.0 * 86400.0}
 
 def front_indices(points: list[tuple[float, float]]) -> list[int]:
     """The points (energy, accuracy) no other point beats on both (lower energy, higher
-    accuracy), ties in both kept once (the first)."""
-    return [
-        i
-        for i, (e, a) in enumerate(points)
-        if not any(
-            (e2 <= e and a2 >= a and (e2, a2) != (e, a)) or ((e2, a2) == (e, a) and j < i)
-            for j, (e2, a2) in enumerate(points)
-        )
-    ]
+    accuracy), ties in both kept once (the first), in index order."""
+    return sorted(staircase([(e, -a) for e, a in points]).tolist())
 
 
 def candidates(layers: int) -> list[Candidate]:

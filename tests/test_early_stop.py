@@ -16,6 +16,7 @@ from codesign import study as studies
 from codesign.cli import main
 from codesign.errors import CodesignError
 from codesign.evaluate import Evaluator
+from codesign.fronts import dominated
 from codesign.problem import EarlyStop
 from codesign.space import parse_space
 from tests.test_search import TINY
@@ -124,7 +125,7 @@ def test_stopping_spares_the_final_front_and_saves_flops(controlled):
     _, stopping, cands, seeds, full, stopped = controlled
     energy = np.asarray([r.energy_j for r in full])
     accuracy = np.asarray([r.accuracy for r in full])
-    front = np.flatnonzero(~early_stop.dominated(energy, accuracy, 0.0))
+    front = np.flatnonzero(~dominated(np.c_[energy, -accuracy]))
     gone = [i for i, r in enumerate(stopped) if r.early_stopped]
     assert gone, "the controlled population must stop someone, or this test proves nothing"
     assert not set(gone) & set(front), (gone, front)
@@ -149,16 +150,6 @@ def test_stopping_spares_the_final_front_and_saves_flops(controlled):
     again = stopping.evaluate(cands, seeds)
     assert rungs.traces == before
     assert [r.stopped_at_step for r in again] == [r.stopped_at_step for r in stopped]
-
-
-def test_dominated_by_a_margin():
-    energy = np.asarray([1.0, 2.0, 2.0, 3.0, 1.0])
-    accuracy = np.asarray([0.5, 0.6, 0.54, 0.58, 0.5])
-    # 3 is beaten by 1 (less energy) by 0.02: with no margin only; 2 by 1 (same energy) by
-    # 0.06; two equal candidates (0, 4) never stop each other.
-    assert early_stop.dominated(energy, accuracy, 0.0).tolist() == [0, 0, 1, 1, 0]
-    assert early_stop.dominated(energy, accuracy, 0.05).tolist() == [0, 0, 1, 0, 0]
-    assert early_stop.dominated(energy, accuracy, 0.1).tolist() == [0, 0, 0, 0, 0]
 
 
 @pytest.mark.parametrize(

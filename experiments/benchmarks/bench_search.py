@@ -44,6 +44,7 @@ import optuna
 
 from codesign import pareto, screening, search
 from codesign.evaluate import Evaluator
+from codesign.fronts import dominated
 from codesign.space import load_space
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
@@ -79,12 +80,9 @@ def trajectory(study) -> list[list[float] | None]:
 
 
 def _validation_front(points):
-    """The (energy, val, test) points not dominated in (energy, val)."""
-    return [
-        p
-        for p in points
-        if not any(q[0] <= p[0] and q[1] >= p[1] and (q[0], q[1]) != (p[0], p[1]) for q in points)
-    ]
+    """The (energy, val, test) points not dominated in (energy, val), ties kept."""
+    beaten = dominated([(e, -val) for e, val, _ in points]) if points else []
+    return [p for p, out in zip(points, beaten, strict=True) if not out]
 
 
 def hv_val(traj, n: int, ref_e: float, ref_acc: float) -> float:
