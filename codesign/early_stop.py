@@ -33,13 +33,14 @@ No Optuna here: the study turns stopped candidates into PRUNED trials (`codesign
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from codesign.engine import TrainState
+from codesign.engine import Scores, TrainState
 from codesign.fronts import dominated
 from codesign.problem import EarlyStop
 from codesign.transfer import Engine, Population
@@ -86,12 +87,12 @@ class Rungs:
         *,
         chunk: int | None = None,
         keep_params: bool = False,
-    ) -> dict:
+    ) -> Scores:
         """Fine-tune and score every candidate, stopping the dominated ones at each rung.
 
         `energy_j(rows, masks)` gives the energy of the candidates at `rows` of the population
         from their masks ([n, K, N] per layer). Returns what `Engine.evaluate_population` does,
-        plus `steps_run` [B] and `rung_val_accuracies` [B, rungs] (NaN after a stop). Stopping
+        with `steps_run` and `rung_val_accuracies` set. Stopping
         compares candidates of one chunk (default: the whole population), padded as there.
         """
         size = population.size
@@ -104,7 +105,7 @@ class Rungs:
             parts.append(self._chunk(part, rows, energy_j, config, keep_params))
         return jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
 
-    def _chunk(self, part: Population, rows, energy_j, config: EarlyStop, keep_params) -> dict:
+    def _chunk(self, part: Population, rows, energy_j, config: EarlyStop, keep_params) -> Scores:
         engine = self.engine
         steps = rung_steps(engine.config.steps, config.rungs)
         n = len(rows)
@@ -135,31 +136,29 @@ class Rungs:
         out = jax.tree.map(
             lambda x: np.asarray(x)[: len(alive)], engine.score_population(part, state)
         )
-        out["steps_run"] = np.full(len(alive), steps[-1])
-        pieces.append((alive, out))
+        pieces.append((alive, dataclasses.replace(out, steps_run=np.full(len(alive), steps[-1]))))
         order = np.argsort(np.concatenate([where for where, _ in pieces]))
         merged = jax.tree.map(lambda *xs: np.concatenate(xs)[order], *[p for _, p in pieces])
-        if not keep_params:
-            merged = {k: v for k, v in merged.items() if k not in ("params", "masks")}
-        return {**merged, "rung_val_accuracies": rung_acc}
+        merged = merged if keep_params else merged.without_weights()
+        return dataclasses.replace(merged, rung_val_accuracies=rung_acc)
 
 
-def _stopped(state: TrainState, step_flops: np.ndarray, steps_run: int) -> dict:
-    """The outputs of candidates stopped after `steps_run` steps (host arrays, one row each),
-    shaped like `Engine.score_one`'s: accuracies NaN, loss and FLOPs over the steps run."""
+def _stopped(state: TrainState, step_flops: np.ndarray, steps_run: int) -> Scores:
+    """The scores of candidates stopped after `steps_run` steps (host arrays, one row each):
+    accuracies NaN, loss and FLOPs over the steps run."""
     n = len(step_flops)
     losses = state.losses[:, :steps_run]
     final_loss = losses[:, -max(1, steps_run // 10) :].mean(axis=1)
     nan = np.full(n, np.nan, np.float32)
-    return {
-        "val_accuracy": nan,
-        "test_accuracy": nan,
-        "digital_test_accuracy": nan,
-        "final_loss": final_loss.astype(np.float32),
-        "diverged": ~np.isfinite(final_loss),
-        "finetune_flops": (step_flops * np.float32(steps_run)).astype(np.float32),
-        "kept_weights": np.stack([m.sum(axis=(-2, -1)) for m in state.layer_masks], axis=1),
-        "params": state.params,
-        "masks": state.layer_masks,
-        "steps_run": np.full(n, steps_run),
-    }
+    return Scores(
+        val_accuracy=nan,
+        test_accuracy=nan,
+        digital_test_accuracy=nan,
+        final_loss=final_loss.astype(np.float32),
+        diverged=~np.isfinite(final_loss),
+        finetune_flops=(step_flops * np.float32(steps_run)).astype(np.float32),
+        kept_weights=np.stack([m.sum(axis=(-2, -1)) for m in state.layer_masks], axis=1),
+        params=state.params,
+        masks=state.layer_masks,
+        steps_run=np.full(n, steps_run),
+    )

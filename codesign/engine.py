@@ -45,6 +45,7 @@ from codesign import pruning
 from codesign.errors import CodesignError
 
 __all__ = [
+    "Scores",
     "Streams",
     "TrainState",
     "batches",
@@ -107,6 +108,38 @@ class TrainState:
     def layer_masks(self) -> tuple:
         """The weight masks of a network's layers (a mask of `{"w", "b"}` dicts per layer)."""
         return tuple(layer["w"] for layer in self.mask)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Scores:
+    """What fine-tuning a population gives back: one row per candidate in every field.
+
+    val_accuracy, test_accuracy  the mean over analog noise draws (NaN: stopped early)
+    digital_test_accuracy        the same weights on an exact digital chip (NaN: stopped early)
+    final_loss, diverged         the mean of the last tenth of the logged losses; not finite
+    finetune_flops               training FLOPs spent (kept weights only)
+    kept_weights                 [B, layers] weights kept per layer
+    params, masks                the trained weights and each layer's mask, or None (not kept)
+    steps_run                    [B] steps each ran, or None: all (early stopping sets it)
+    rung_val_accuracies          [B, rungs] validation accuracy at each rung reached (NaN after
+                                 a stop), or None: no rungs
+    """
+
+    val_accuracy: Any
+    test_accuracy: Any
+    digital_test_accuracy: Any
+    final_loss: Any
+    diverged: Any
+    finetune_flops: Any
+    kept_weights: Any
+    params: Any = None
+    masks: Any = None
+    steps_run: Any = None
+    rung_val_accuracies: Any = None
+
+    def without_weights(self) -> Scores:
+        return dataclasses.replace(self, params=None, masks=None)
 
 
 def train(

@@ -31,6 +31,7 @@ from codesign.energy import (
     estimate_energy,
     estimate_energy_batch,
 )
+from codesign.engine import Scores
 from codesign.hardware import TRAINING_J_PER_FLOP, Accelerator
 from codesign.problem import OBJECTIVES, Budgets, Candidate, Model, Problem, Task, Training
 
@@ -140,6 +141,7 @@ class Result:
             "test_accuracy": self.test_accuracy,
             "digital_test_accuracy": self.digital_test_accuracy,
             "final_loss": self.final_loss,
+            "diverged": self.diverged if self.trained else None,
             "finetune_flops": self.finetune_flops if self.spent else None,
             "finetune_energy_j": self.finetune_energy_j if self.spent else None,
             "empty_layers": self.empty_layers,
@@ -169,7 +171,10 @@ class Result:
             digital_test_accuracy=attrs.get("digital_test_accuracy"),
             final_loss=attrs.get("final_loss"),
             finetune_flops=float(attrs.get("finetune_flops", 0.0)),
-            diverged=str(attrs.get("fail_reason", "")).startswith(DIVERGED),
+            # A field since 2026-12; studies written before say it only in fail_reason.
+            diverged=bool(
+                attrs.get("diverged", str(attrs.get("fail_reason", "")).startswith(DIVERGED))
+            ),
             empty_layers=int(attrs.get("empty_layers", 0)),
             layer_widths=tuple(attrs.get("layer_widths", ())),
             rung_accuracies=tuple(attrs.get("rung_val_accuracies", ())),
@@ -426,8 +431,8 @@ class Evaluator:
     def train(self, cand: Candidate, seed: int) -> tuple[Result, list[dict], list[np.ndarray]]:
         """One candidate fine-tuned and scored, with its trained parameters and masks."""
         out = self.engine.evaluate_population(self.population([cand], [seed]), keep_params=True)
-        params = jax.tree.map(lambda x: np.asarray(x[0]), out["params"])
-        return self._trained(cand, seed, out, 0), params, [np.asarray(m[0]) for m in out["masks"]]
+        params = jax.tree.map(lambda x: np.asarray(x[0]), out.params)
+        return self._trained(cand, seed, out, 0), params, [np.asarray(m[0]) for m in out.masks]
 
     def _energy(self, cand: Candidate, masks: list[np.ndarray]) -> Result:
         """The energy-only result of a candidate from its real masks."""
@@ -439,33 +444,34 @@ class Evaluator:
         return Estimates(report, [cand], widths)[0]
 
     def _trained(
-        self, cand: Candidate, seed: int, out: dict, i: int, energy: Result | None = None
+        self, cand: Candidate, seed: int, out: Scores, i: int, energy: Result | None = None
     ) -> Result:
+        """The result of row i of the engine's scores: the one place a `Result` is built from
+        them."""
         if energy is None:
-            energy = self._energy(cand, [np.asarray(m[i]) for m in out["masks"]])
-        stopped = "steps_run" in out and out["steps_run"][i] < self.finetune.steps
-        accuracy = None if stopped else float(out["val_accuracy"][i])
-        rungs = out.get("rung_val_accuracies", np.zeros((i + 1, 0)))
+            energy = self._energy(cand, [np.asarray(m[i]) for m in out.masks])
+        steps_run = self.finetune.steps if out.steps_run is None else int(out.steps_run[i])
+        stopped = steps_run < self.finetune.steps
+        rungs = () if out.rung_val_accuracies is None else out.rung_val_accuracies[i]
         return dataclasses.replace(
             energy,
             seed=int(seed),
-            accuracy=accuracy,
-            test_accuracy=None if stopped else float(out["test_accuracy"][i]),
-            digital_test_accuracy=None if stopped else float(out["digital_test_accuracy"][i]),
-            final_loss=float(out["final_loss"][i]),
-            finetune_flops=float(out["finetune_flops"][i]),
-            diverged=bool(out["diverged"][i]),
-            rung_accuracies=tuple(float(a) for a in rungs[i] if np.isfinite(a)),
-            stopped_at_step=int(out["steps_run"][i]) if stopped else None,
+            accuracy=None if stopped else float(out.val_accuracy[i]),
+            test_accuracy=None if stopped else float(out.test_accuracy[i]),
+            digital_test_accuracy=None if stopped else float(out.digital_test_accuracy[i]),
+            final_loss=float(out.final_loss[i]),
+            finetune_flops=float(out.finetune_flops[i]),
+            diverged=bool(out.diverged[i]),
+            rung_accuracies=tuple(float(a) for a in rungs if np.isfinite(a)),
+            stopped_at_step=steps_run if stopped else None,
         )
 
     def codesign(
         self, cands: list[Candidate], seeds, lambdas, bounds, config
-    ) -> tuple[list[Candidate], dict]:
+    ) -> tuple[list[Candidate], gradient.Learned]:
         """Differentiable co-design (`codesign.gradient`) from these starting candidates, each
-        with its trade-off weight: the learned designs, with continuous values (snap them onto
-        the space's grid before scoring them), and per member arrays: the FLOPs its run spent
-        (flops), its relaxed energy (relaxed_energy_j) and final loss."""
+        with its trade-off weight: the learned designs as candidates, with continuous values
+        (snap them onto the space's grid before scoring them), and what the run learned."""
         if (config, bounds) not in self._relaxations:
             self._relaxations[config, bounds] = gradient.Relaxation(self.engine, config, bounds)
         design, accs, _ = self.arrays(cands)
@@ -474,10 +480,10 @@ class Evaluator:
         learned = [
             dataclasses.replace(
                 cand,
-                widths=tuple(float(w) for w in out["widths"][i]),
-                sparsity=tuple(float(v) for v in out["sparsity"][i]),
-                analog_fraction=tuple(float(v) for v in out["analog_fraction"][i]),
-                adc_bits=float(out["adc_bits"][i]),
+                widths=tuple(float(w) for w in out.widths[i]),
+                sparsity=tuple(float(v) for v in out.sparsity[i]),
+                analog_fraction=tuple(float(v) for v in out.analog_fraction[i]),
+                adc_bits=float(out.adc_bits[i]),
             )
             for i, cand in enumerate(cands)
         ]

@@ -44,7 +44,7 @@ from codesign import networks
 from codesign.energy import Design, estimate_energy
 from codesign.engine import TrainState, compiled, cross_entropy, streams, train
 
-__all__ = ["GradientConfig", "Bounds", "Relaxation", "lambdas"]
+__all__ = ["Bounds", "GradientConfig", "Learned", "Relaxation", "lambdas"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,6 +175,22 @@ def _program(spec, shapes, ft, config: GradientConfig, bounds: Bounds):
     return compiled(run)
 
 
+@dataclasses.dataclass(frozen=True)
+class Learned:
+    """What a co-design run learned, NumPy arrays with a row per member: its design
+    (continuous: snap it onto the space's grid before scoring), the relaxed energy there, its
+    final loss, and the run's training matmul FLOPs at maximum widths (soft gates mask nothing
+    away)."""
+
+    widths: np.ndarray  # [P, groups]
+    sparsity: np.ndarray  # [P, layers]
+    analog_fraction: np.ndarray  # [P, layers]
+    adc_bits: np.ndarray  # [P]
+    relaxed_energy_j: np.ndarray
+    loss: np.ndarray
+    flops: np.ndarray
+
+
 class Relaxation:
     """Differentiable co-design on one engine (its base, target data and fine-tune settings):
     one compiled program per population size."""
@@ -183,11 +199,8 @@ class Relaxation:
         self.engine, self.config, self.bounds = engine, config, bounds
         self._run = _program(engine.spec, engine.shapes, engine.config, config, bounds)
 
-    def __call__(self, design: Design, accelerators, group_widths, lambdas_, seeds) -> dict:
-        """Learn each member's design from its starting point; returns NumPy arrays per member:
-        widths [P, groups], sparsity, analog_fraction [P, layers], adc_bits [P] (continuous),
-        relaxed_energy_j, loss, and flops (the run's training matmul FLOPs at maximum widths:
-        soft gates mask nothing away).
+    def __call__(self, design: Design, accelerators, group_widths, lambdas_, seeds) -> Learned:
+        """Learn each member's design from its starting point.
 
         design: the members' starting points (`Design` of [P, layers] arrays as the evaluator
         builds them; sparsity, analog_fraction and granularity are read), group_widths
@@ -211,8 +224,7 @@ class Relaxation:
             x_train,
             y_train,
         )
-        out = {k: np.asarray(v) for k, v in out.items()}
         macs = sum(s.rows * s.out_units * s.positions for s in self.engine.shapes)
         steps, batch = self.config.steps, self.engine.config.batch_size
-        out["flops"] = np.full(len(seeds), 6.0 * macs * batch * steps)
-        return out
+        flops = np.full(len(seeds), 6.0 * macs * batch * steps)
+        return Learned(**{k: np.asarray(v) for k, v in out.items()}, flops=flops)

@@ -95,11 +95,11 @@ def _gradient_proposals(space, study, evaluator, batch: int, base_seed: int):
             tried.add(key)
             attrs = {
                 "gradient_lambda": float(lams[i]),
-                "relaxed_energy_j": float(run["relaxed_energy_j"][i]),
+                "relaxed_energy_j": float(run.relaxed_energy_j[i]),
                 "gradient_start": "front" if i < len(picks) else "random",
             }
             out.append((params, attrs))
-    share = float(np.sum(run["flops"])) / max(1, len(out))  # the run's FLOPs, over its proposals
+    share = float(np.sum(run.flops)) / max(1, len(out))  # the run's FLOPs, over its proposals
     return [(params, {**attrs, "proposal_flops": share}) for params, attrs in out]
 
 

@@ -39,7 +39,15 @@ from codesign import analog, conv, networks, pruning
 from codesign.checkpoint import load_checkpoint
 from codesign.data import TransferTask
 from codesign.energy import GRANULARITIES
-from codesign.engine import Placement, TrainState, compiled, cross_entropy, streams, train
+from codesign.engine import (
+    Placement,
+    Scores,
+    TrainState,
+    compiled,
+    cross_entropy,
+    streams,
+    train,
+)
 from codesign.errors import CodesignError
 from codesign.pretrain import (
     PretrainConfig,
@@ -252,7 +260,7 @@ class Engine:
         args = (population, state, self._data_copies, start, steps, probe)
         return self.placement.call(self._train, split, *args)
 
-    def score_population(self, population: Population, state) -> dict:
+    def score_population(self, population: Population, state) -> Scores:
         split = (True, True, False)
         return self.placement.call(self._score, split, population, state, self._data_copies)
 
@@ -445,18 +453,18 @@ class Engine:
         )
         n_val = self.num_val
         final_loss = jnp.mean(losses[-max(1, cfg.steps // 10) :])
-        return {
-            "val_accuracy": jnp.mean(hits[:n_val]),
-            "test_accuracy": jnp.mean(hits[n_val:]),
+        return Scores(
+            val_accuracy=jnp.mean(hits[:n_val]),
+            test_accuracy=jnp.mean(hits[n_val:]),
             # The same fine-tuned weights on an exact digital chip: the analog penalty's baseline.
-            "digital_test_accuracy": jnp.mean(digital_hits[n_val:]),
-            "final_loss": final_loss,
-            "diverged": ~jnp.isfinite(final_loss),
-            "finetune_flops": self.step_flops(masks) * cfg.steps,
-            "kept_weights": jnp.stack([jnp.sum(m) for m in masks]),
-            "params": params,
-            "masks": tuple(masks),
-        }
+            digital_test_accuracy=jnp.mean(digital_hits[n_val:]),
+            final_loss=final_loss,
+            diverged=~jnp.isfinite(final_loss),
+            finetune_flops=self.step_flops(masks) * cfg.steps,
+            kept_weights=jnp.stack([jnp.sum(m) for m in masks]),
+            params=params,
+            masks=tuple(masks),
+        )
 
     def step_flops(self, masks) -> jax.Array:
         """Training FLOPs of one fine-tune step: forward 2 per MAC, backward 4 per MAC, over the
@@ -478,8 +486,8 @@ class Engine:
 
     def evaluate_population(
         self, population: Population, *, chunk: int | None = None, keep_params=False
-    ):
-        """Fine-tune and score every candidate; returns a dict of [B] NumPy arrays.
+    ) -> Scores:
+        """Fine-tune and score every candidate: `Scores` of NumPy arrays, a row per candidate.
 
         The population is evaluated in chunks of `chunk` candidates (default: all at once);
         a short last chunk is padded with copies, so every call shares one compiled program.
@@ -497,7 +505,7 @@ class Engine:
             state = self.train_population(part, state, 0, self.config.steps, False)
             out = self.score_population(part, state)
             if not keep_params:
-                out = {k: v for k, v in out.items() if k not in ("params", "masks")}
+                out = out.without_weights()
             out = jax.tree.map(np.asarray, out)
             results.append(jax.tree.map(lambda v, n=chunk - pad: v[:n], out))
         return jax.tree.map(lambda *parts: np.concatenate(parts), *results)

@@ -104,7 +104,7 @@ def main(argv=None) -> dict:
     results = {}
     for chip in chips:
         dense_idx = [i for i, r in enumerate(rows) if r[0] == chip and r[1] is None]
-        dense_kept = float(out["kept_weights"][dense_idx[0]].sum())
+        dense_kept = float(out.kept_weights[dense_idx[0]].sum())
         dense_energy = {
             name: _energy(evaluator, cands[dense_idx[0]], _masks(out, dense_idx[0]), a)
             for name, a in CHIPS.items()
@@ -116,9 +116,9 @@ def main(argv=None) -> dict:
                 idx = dense_idx if s == 0 else [
                     i for i, r in enumerate(rows) if r[0] == chip and r[1] == g and r[2] == s
                 ]  # fmt: skip
-                val = np.asarray([out["val_accuracy"][i] for i in idx])
-                test = np.asarray([out["test_accuracy"][i] for i in idx])
-                kept = float(out["kept_weights"][idx[0]].sum())  # masks do not depend on seed
+                val = np.asarray([out.val_accuracy[i] for i in idx])
+                test = np.asarray([out.test_accuracy[i] for i in idx])
+                kept = float(out.kept_weights[idx[0]].sum())  # masks do not depend on seed
                 energy = {
                     name: _energy(evaluator, cands[idx[0]], _masks(out, idx[0]), a)
                     for name, a in CHIPS.items()
@@ -234,7 +234,7 @@ def _noise_note(evaluator, dense: dict, n_seeds: int) -> str:
 
 
 def _masks(out, i: int) -> list[np.ndarray]:
-    return [np.asarray(m[i]) for m in out["masks"]]
+    return [np.asarray(m[i]) for m in out.masks]
 
 
 def _print(report: dict) -> None:

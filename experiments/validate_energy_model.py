@@ -22,7 +22,7 @@
     MAC on a large layer, pruning half the columns inside one tile saves about half on a gating
     chip (ZigZag: 47%).
 
-    PYTHONPATH=. python experiments/validate_energy_model.py            # ~30 s, to a temp dir
+    PYTHONPATH=. python experiments/validate_energy_model.py            # ~5 min, to a temp dir
     PYTHONPATH=. python experiments/validate_energy_model.py --out experiments/results
     PYTHONPATH=. python experiments/validate_energy_model.py --quick    # subset, for tests
 
@@ -38,7 +38,6 @@ import io
 import json
 import logging
 import pathlib
-import subprocess
 import sys
 import tempfile
 import time
@@ -715,12 +714,11 @@ def gradients(quick: bool) -> dict:
 
 
 def _git_sha() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    """The commit the run starts at, '-dirty' if its code differs (`experiments/_results.py`)."""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import _results
+
+    return _results.git_sha()
 
 
 def _versions() -> dict:
@@ -739,7 +737,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", help="directory for validate_energy_model.json (default: temp)")
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)  # ZigZag logs every mapping it tries
-    start = time.perf_counter()
+    sha, start = _git_sha(), time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = pathlib.Path(tmp)
         zz = compare_zigzag(suite(args.quick), workdir)
@@ -797,7 +795,7 @@ def main(argv: list[str] | None = None) -> dict:
         "macros_max_error": max(errors),
         "macros_within_25pct": sum(e <= MACRO_TOLERANCE for e in errors) / len(errors),
         "directions": directions(zz["rows"]),
-        "git_sha": _git_sha(),
+        "git_sha": sha,
         "versions": _versions(),
         "runtime_s": round(time.perf_counter() - start, 2),
     }

@@ -109,7 +109,7 @@ def main(cache: str) -> dict:
             runs = [early_stop.Rungs(e).evaluate_population(population, energy, stop)
                     for e in (one, two)]  # fmt: skip
             found[how]["early_stop_differs"] = same(*runs)
-            found[how]["early_stopped"] = int(np.sum(runs[1]["steps_run"] < 12))
+            found[how]["early_stopped"] = int(np.sum(runs[1].steps_run < 12))
     return found
 
 

@@ -168,7 +168,7 @@ def test_diverging_finetune_is_detected():
         "seed": 0,
     }
     out = engine.evaluate_population(transfer.Population.stack([row]))
-    assert bool(out["diverged"][0])
+    assert bool(out.diverged[0])
 
 
 def test_diverged_candidate_becomes_a_failed_trial_and_the_search_goes_on(tmp_path, monkeypatch):

@@ -37,11 +37,11 @@ def test_a_larger_trade_off_weight_learns_a_design_of_less_energy(searched):
     learned, run = evaluator.codesign(
         [start] * 3, np.asarray([5, 5, 5]), lambdas, space.bounds(), space.sampler.gradient
     )
-    energy = run["relaxed_energy_j"]
+    energy = run.relaxed_energy_j
     assert energy[2] < energy[0] and sum(learned[2].widths) < sum(learned[0].widths)
     assert learned[2].adc_bits < learned[0].adc_bits  # fewer bits: cheaper, noisier
     macs = sum(s.rows * s.out_units * s.positions for s in evaluator.shapes)
-    assert run["flops"][0] == 6.0 * macs * TINY["finetune"]["batch_size"] * 30
+    assert run.flops[0] == 6.0 * macs * TINY["finetune"]["batch_size"] * 30
     for cand in learned:  # on the ranges, before snapping
         assert all(4 <= w <= 16 for w in cand.widths) and 4 <= cand.adc_bits <= 8
 
@@ -58,7 +58,7 @@ def test_at_zero_design_step_the_program_returns_its_starts_and_their_exact_scor
     seeds = np.asarray([11, 12, 13])
     lambdas = np.asarray([1e-3, 0.1, 1.0], np.float32)
     learned, run = evaluator.codesign(starts, seeds, lambdas, space.bounds(), config)
-    assert np.isfinite(run["loss"]).all()  # the weights did train
+    assert np.isfinite(run.loss).all()  # the weights did train
     snapped = [space.candidate(space.params_of(cand)) for cand in learned]
     assert snapped == starts
     scored, plain = (

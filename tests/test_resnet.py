@@ -188,7 +188,7 @@ def test_resnet_population_one_compile_and_block_pruning_saves_energy(npz_1d, tm
     ins, outs = networks.layer_widths(evaluator.target_spec, np.asarray([c.widths for c in cands]))
     for i in range(len(cands)):
         for l, shape in enumerate(evaluator.shapes):
-            mask = np.asarray(out["masks"][l][i])
+            mask = np.asarray(out.masks[l][i])
             rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
             assert rows.max() < ins[i, l] * shape.kernel_area, shape.name
             assert cols.max() < outs[i, l], shape.name

@@ -95,7 +95,7 @@ def test_six_different_candidates_compile_once_and_match_one_by_one(engine):
     assert engine.traces - before == 3, "three programs (init, train, score) for a search space"
     again = engine.evaluate_population(transfer.Population.stack(SIX[::-1]))
     assert engine.traces - before == 3, "a second population of the same size must not recompile"
-    np.testing.assert_allclose(again["val_accuracy"][::-1], together["val_accuracy"], atol=1e-6)
+    np.testing.assert_allclose(again.val_accuracy[::-1], together.val_accuracy, atol=1e-6)
     # Chunks of 4 (one padded) give the same results as all six at once.
     chunked = engine.evaluate_population(pop, chunk=4)
     for key in ("val_accuracy", "test_accuracy", "finetune_flops"):
@@ -105,21 +105,21 @@ def test_six_different_candidates_compile_once_and_match_one_by_one(engine):
     # most one borderline example flips.
     for i in (1, 3):
         alone = engine.evaluate_population(transfer.Population.stack([SIX[i]]))
-        assert alone["finetune_flops"][0] == together["finetune_flops"][i]
-        np.testing.assert_allclose(alone["final_loss"][0], together["final_loss"][i], rtol=1e-2)
+        assert alone.finetune_flops[0] == together.finetune_flops[i]
+        np.testing.assert_allclose(alone.final_loss[0], together.final_loss[i], rtol=1e-2)
         for key in ("val_accuracy", "test_accuracy"):
             assert abs(alone[key][0] - together[key][i]) <= 1 / 134 + 1e-6
-    assert together["val_accuracy"].shape == (6,)
-    assert np.all(together["finetune_flops"] > 0)
+    assert together.val_accuracy.shape == (6,)
+    assert np.all(together.finetune_flops > 0)
     # The full-width dense candidate is well above chance (5 classes) after fine-tuning.
-    assert together["val_accuracy"][0] > 0.8
+    assert together.val_accuracy[0] > 0.8
 
 
 def test_pruned_weights_stay_exactly_zero_through_finetuning(engine):
     pop = transfer.Population.stack([SIX[1], SIX[3], SIX[4]])
     out = engine.evaluate_population(pop, keep_params=True, chunk=6)
     for b in range(3):
-        for layer, mask in zip(out["params"], out["masks"], strict=True):
+        for layer, mask in zip(out.params, out.masks, strict=True):
             w, m = layer["w"][b], mask[b]
             assert np.all(w[m == 0] == 0.0)
             assert np.any(w[m == 1] != 0.0)
@@ -139,7 +139,7 @@ def test_masks_match_the_mask_maker_on_each_unpadded_layer(engine):
                 pruning.GRANULARITIES.index(cand["granularity"][l]), params["w"],
                 cand["sparsity"][l], rows[l], cols[l], cand["tile_rows"], cand["tile_cols"],
             )  # fmt: skip
-            np.testing.assert_array_equal(out["masks"][l][b], expected)
+            np.testing.assert_array_equal(out.masks[l][b], expected)
 
 
 def test_flops_follow_the_kept_weights(engine):
@@ -149,7 +149,7 @@ def test_flops_follow_the_kept_weights(engine):
         ),
         chunk=6,
     )
-    full, narrow, sparse = out["finetune_flops"]
+    full, narrow, sparse = out.finetune_flops
     assert narrow < 0.5 * full
     assert sparse == pytest.approx(0.5 * full, rel=0.02)
 
@@ -168,10 +168,10 @@ def test_noise_off_16_bit_analog_matches_digital(spec, task, engine):
         chunk=6,
     )
     # The same fine-tuned weights, read through 16-bit converters vs an exact digital product.
-    analog, digital = out["test_accuracy"][1], out["digital_test_accuracy"][1]
+    analog, digital = out.test_accuracy[1], out.digital_test_accuracy[1]
     assert abs(digital - analog) <= 0.005
     # And against a candidate fine-tuned all-digital: close, but training paths diverge a little.
-    assert abs(out["test_accuracy"][0] - analog) <= 0.05
+    assert abs(out.test_accuracy[0] - analog) <= 0.05
 
 
 def test_two_bit_adcs_cost_accuracy(engine):
@@ -184,7 +184,7 @@ def test_two_bit_adcs_cost_accuracy(engine):
         ),
         chunk=6,
     )
-    good, coarse = out["val_accuracy"]
+    good, coarse = out.val_accuracy
     assert good - coarse > 0.2
 
 

@@ -82,7 +82,7 @@ def measure(devices: int, sizes, steps: int, repeats: int, peak: float, seed: in
             engine.evaluate_population(population)
             runs.append(time.perf_counter() - start)
         run = min(runs)
-        flops = float(np.sum(result["finetune_flops"]))
+        flops = float(np.sum(result.finetune_flops))
         row = {
             "devices": devices,
             "population": size,

@@ -282,7 +282,7 @@ def bench_mlp(args, log) -> dict:
         for name, call in runs.items():
             result, seconds = timed(*call)
             out[name]["run_s"] = min(out[name]["run_s"], seconds)
-            accuracy = result[0] if name == "flax" else result["val_accuracy"]
+            accuracy = result[0] if name == "flax" else result.val_accuracy
             out[name]["val_accuracy"] = np.asarray(accuracy).tolist()
     log(
         f"digits MLP, {n} candidates x {args.mlp_steps} steps (compiled): Flax "
@@ -436,7 +436,7 @@ def bench_cnn(args, log) -> dict:
     population = full_width_population(spec.widths, n, len(shapes), tiles)
     _, cold = timed(engine.evaluate_population, population)
     out, run = best_of(engine.evaluate_population, population)
-    flops = float(np.sum(out["finetune_flops"]))
+    flops = float(np.sum(out.finetune_flops))
 
     model = FlaxCNN(spec.widths, spec.kernel_sizes, spec.strides, spec.paddings, 5)
     x, y = jnp.asarray(task.target.x_train), jnp.asarray(task.target.y_train)
