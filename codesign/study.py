@@ -239,7 +239,8 @@ def tell(study: optuna.Study, trial: optuna.Trial, problem: Problem, result: Res
         trial.set_constraint(key, value)
     # optuna-dashboard (0.21) reads only the pre-5 list of values; its names are a user attr.
     # Optuna reads both formats: the list adds the same values under "0", "1", ...
-    trial.storage.set_trial_system_attr(trial._trial_id, "constraints", list(violations.values()))
+    trial_id = _trial_id(study, trial.storage, trial.number)
+    trial.storage.set_trial_system_attr(trial_id, "constraints", list(violations.values()))
     trial.set_user_attr("constraint_names", list(violations))
     if result.trained and not result.ok:
         study.tell(trial, state=FAIL)

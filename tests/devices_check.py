@@ -3,6 +3,7 @@
 devices, with and without early stopping, and pretraining with each batch split over both.
 Prints one JSON line of what it found."""
 
+import dataclasses
 import json
 import os
 import sys
@@ -28,9 +29,10 @@ def engine(devices: int, how: str, cache, base=None):
     return transfer.Engine(spec, task, config, PRE, cache_dir=cache, base_params=base)
 
 
-def same(a: dict, b: dict) -> list[str]:
-    """The outputs in which a and b differ in any bit (NaN, a stopped candidate's accuracy,
-    equals NaN)."""
+def same(a, b) -> list[str]:
+    """The fields (of two `Scores`, or keys of two dicts) in which a and b differ in any bit
+    (NaN, a stopped candidate's accuracy, equals NaN)."""
+    a, b = (x if isinstance(x, dict) else dataclasses.asdict(x) for x in (a, b))
     return sorted(
         k
         for k in a

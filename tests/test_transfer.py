@@ -99,7 +99,9 @@ def test_six_different_candidates_compile_once_and_match_one_by_one(engine):
     # Chunks of 4 (one padded) give the same results as all six at once.
     chunked = engine.evaluate_population(pop, chunk=4)
     for key in ("val_accuracy", "test_accuracy", "finetune_flops"):
-        np.testing.assert_allclose(chunked[key], together[key], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            getattr(chunked, key), getattr(together, key), rtol=1e-5, atol=1e-6
+        )
     # And one by one (a population of one), for two of them. A program of another batch size
     # sums in another order; through 40 steps of ADC rounding the loss drifts by ~0.1% and at
     # most one borderline example flips.
@@ -108,7 +110,7 @@ def test_six_different_candidates_compile_once_and_match_one_by_one(engine):
         assert alone.finetune_flops[0] == together.finetune_flops[i]
         np.testing.assert_allclose(alone.final_loss[0], together.final_loss[i], rtol=1e-2)
         for key in ("val_accuracy", "test_accuracy"):
-            assert abs(alone[key][0] - together[key][i]) <= 1 / 134 + 1e-6
+            assert abs(getattr(alone, key)[0] - getattr(together, key)[i]) <= 1 / 134 + 1e-6
     assert together.val_accuracy.shape == (6,)
     assert np.all(together.finetune_flops > 0)
     # The full-width dense candidate is well above chance (5 classes) after fine-tuning.
