@@ -1,7 +1,9 @@
 """codesign: hardware-software co-design of energy-efficient neural networks, in JAX."""
 
 from codesign.design import FoundDesign, export_design, load_design, save_design, train_design
-from codesign.energy import (
+from codesign.errors import CodesignError
+from codesign.hardware.accelerator import Accelerator, EnergyTable, with_tile
+from codesign.hardware.energy import (
     COMPONENTS,
     GRANULARITIES,
     Design,
@@ -12,16 +14,14 @@ from codesign.energy import (
     estimate_energy_batch,
     peak_tops_per_w,
 )
-from codesign.errors import CodesignError
-from codesign.evaluate import Evaluator, Result
-from codesign.hardware import Accelerator, EnergyTable, with_tile
-from codesign.networks import LayerShape, NetworkSpec
-from codesign.pareto import front, hypervolume, plot_front
-from codesign.presets import DEFAULT_PRESET, PRESETS, get_preset
-from codesign.problem import Candidate, Problem
-from codesign.search import run_search
-from codesign.space import SearchSpace, load_space
-from codesign.study import open_study
+from codesign.hardware.presets import DEFAULT_PRESET, PRESETS, get_preset
+from codesign.nn.networks import LayerShape, NetworkSpec
+from codesign.search.evaluate import Evaluator, Result
+from codesign.search.loop import run_search
+from codesign.search.pareto import front, hypervolume, plot_front
+from codesign.search.problem import Candidate, Problem
+from codesign.search.space import SearchSpace, load_space
+from codesign.search.study import open_study
 
 __all__ = [
     "Candidate",

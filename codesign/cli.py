@@ -37,7 +37,7 @@ def _parse_pair(text: str, what: str) -> tuple[int, int]:
 
 def parse_layers(text: str):
     """'64x256,256x256@4,256x10' -> LayerShapes (K x N, optional @P positions per inference)."""
-    from codesign.networks import LayerShape
+    from codesign.nn.networks import LayerShape
 
     layers = []
     for i, item in enumerate(filter(None, (t.strip() for t in text.split(","))), start=1):
@@ -66,9 +66,9 @@ def _float_list(text: str, n: int, what: str, low: float, high: float):
 
 
 def _cmd_energy(args) -> int:
-    from codesign import report
-    from codesign.hardware import with_tile
-    from codesign.presets import get_preset, preset_sources
+    from codesign.hardware import report
+    from codesign.hardware.accelerator import with_tile
+    from codesign.hardware.presets import get_preset, preset_sources
 
     if args.list_presets:
         for name, source in preset_sources().items():
@@ -108,7 +108,7 @@ def _run_dir(out: str | None, study: str | None, default: str) -> pathlib.Path:
 
 def _load_study(args):
     """The study named by --study in --storage (or the journal in --out)."""
-    from codesign.study import JOURNAL_NAME, find_study, storage_for, study_space
+    from codesign.search.study import JOURNAL_NAME, find_study, storage_for, study_space
 
     if not args.storage:
         journal = pathlib.Path(args.out) / JOURNAL_NAME
@@ -123,10 +123,10 @@ def _load_study(args):
 
 
 def _cmd_search(args) -> int:
-    from codesign import pareto
-    from codesign.search import check_counts, run_search
-    from codesign.space import load_space
-    from codesign.study import quiet_optuna
+    from codesign.search import pareto
+    from codesign.search.loop import check_counts, run_search
+    from codesign.search.space import load_space
+    from codesign.search.study import quiet_optuna
 
     space = load_space(args.space)
     out = _run_dir(args.out, args.study, space.name)
@@ -211,16 +211,16 @@ class _Progress:
 
     def update(self, study, done_at_start: int, total: int, elapsed: float) -> None:
         self._start()
-        from codesign import pareto
-        from codesign.study import counts
+        from codesign.search import pareto
+        from codesign.search.study import counts
 
         info = pareto.progress_line(study, self.space.problem.budgets.accuracy_floor)
         self.bar.update(self.task, completed=min(counts(study)[0], total), info=info)
 
 
 def _cmd_worker(args) -> int:
-    from codesign.search import check_counts, run_search
-    from codesign.study import counts, quiet_optuna, study_space
+    from codesign.search.loop import check_counts, run_search
+    from codesign.search.study import counts, quiet_optuna, study_space
 
     check_counts(args.trials, args.batch)
     study, _ = _load_study(args)
@@ -239,7 +239,7 @@ def _cmd_worker(args) -> int:
 
 
 def _cmd_pareto(args) -> int:
-    from codesign import pareto
+    from codesign.search import pareto
 
     plot = _plot_path(args.plot) if args.plot else None
     study, _ = _load_study(args)
@@ -320,8 +320,8 @@ def _study_flags(p) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from codesign.presets import DEFAULT_PRESET, PRESETS
-    from codesign.pruning import GRANULARITIES
+    from codesign.hardware.presets import DEFAULT_PRESET, PRESETS
+    from codesign.nn.pruning import GRANULARITIES
 
     parser = _Parser(prog="codesign", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -399,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-DEVICES_ENV = "CODESIGN_DEVICES"  # codesign.engine.DEVICES_ENV (that module imports JAX)
+DEVICES_ENV = "CODESIGN_DEVICES"  # codesign.engine.core.DEVICES_ENV (that module imports JAX)
 
 
 def _unraisable(unraisable) -> None:
@@ -435,8 +435,8 @@ def _main(argv) -> int:
         if getattr(args, "func", None) in (_cmd_pareto, _cmd_export, _cmd_worker) and not args.out:
             args.out = str(_run_dir(None, args.study, ""))
         if args.func in (_cmd_search, _cmd_worker, _cmd_train):
-            from codesign.engine import local_devices
-            from codesign.transfer import enable_compilation_cache
+            from codesign.engine.core import local_devices
+            from codesign.engine.finetune import enable_compilation_cache
 
             if args.devices is not None:
                 os.environ[DEVICES_ENV] = str(args.devices)

@@ -16,14 +16,14 @@ import pathlib
 
 import numpy as np
 
-from codesign import networks
-from codesign.data import cache_root
+from codesign.data.datasets import cache_root
 from codesign.errors import CodesignError, check_stop
-from codesign.evaluate import Result
 from codesign.files import atomic_write, writable_folder
-from codesign.hardware import TRAINING_J_PER_FLOP
-from codesign.problem import Candidate
-from codesign.space import SearchSpace, parse_space
+from codesign.hardware.accelerator import TRAINING_J_PER_FLOP
+from codesign.nn import networks
+from codesign.search.evaluate import Result
+from codesign.search.problem import Candidate
+from codesign.search.space import SearchSpace, parse_space
 
 __all__ = [
     "FORMAT",
@@ -211,8 +211,8 @@ def export_design(
     study, *, trial: int | None = None, pick: str | None = None, storage_desc: str = ""
 ) -> FoundDesign:
     """The design of trial number `trial`, or the front trial chosen by `pick`."""
-    from codesign import pareto
-    from codesign.study import result_of
+    from codesign.search import pareto
+    from codesign.search.study import result_of
 
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     if trial is not None:

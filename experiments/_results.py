@@ -31,7 +31,7 @@ def compilation_cache(path: pathlib.Path, min_compile_s: float = 0.5):
     import jax
     from jax.experimental.compilation_cache import compilation_cache as cache
 
-    from codesign import transfer
+    from codesign.engine import finetune as transfer
 
     names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
     saved = {name: getattr(jax.config, name) for name in names}

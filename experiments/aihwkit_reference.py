@@ -16,7 +16,7 @@ package in about 20 minutes on 2 cores):
     /work/aihwkit-venv/bin/python experiments/aihwkit_reference.py
 
 Each setting builds the stored MLP from `AnalogLinear` layers with an `InferenceRPUConfig` set to
-codesign's conventions (`codesign.analog`'s docstring): per-tile abs-max input scaling
+codesign's conventions (`codesign.hardware.analog`'s docstring): per-tile abs-max input scaling
 (NoiseManagementType.ABS_MAX, no bound management), per-tile column-wise weight scaling
 (mapping.weight_scaling_omega = 1, columnwise), ``max_input_size`` rows per tile, symmetric
 b-bit converters (inp_res = out_res = 1 / (2**b - 2)), output noise and bound, digital biases,

@@ -66,7 +66,7 @@ SPACE = ROOT / "search_spaces" / "mnist1d_cnn.yaml"  # the realistic setting for
 
 
 def settings() -> dict:
-    from codesign.presets import get_preset
+    from codesign.hardware.presets import get_preset
 
     aimc = get_preset("zigzag-aimc-28nm")
     dimc = get_preset("zigzag-dimc-28nm")
@@ -95,8 +95,8 @@ def accuracy_sensitivity(quick: bool) -> dict:
     """Fine-tune and score all-analog and one-layer-digital designs (first, last) over seeds.
 
     Quick mode shortens pretraining and fine-tuning (accuracies indicative only)."""
-    from codesign.problem import Candidate
-    from codesign.space import load_space
+    from codesign.search.problem import Candidate
+    from codesign.search.space import load_space
 
     space = load_space(SPACE)
     problem = space.problem
@@ -166,7 +166,7 @@ def accuracy_sensitivity(quick: bool) -> dict:
 
 
 def networks(quick: bool) -> dict:
-    from codesign.networks import NetworkSpec, chain, default_spec, layer_shapes
+    from codesign.nn.networks import NetworkSpec, chain, default_spec, layer_shapes
 
     nets = {
         "mnist1d_cnn (40x1, 3 conv + head)": layer_shapes(
@@ -184,7 +184,7 @@ def networks(quick: bool) -> dict:
 def _designs(shapes, fractions: np.ndarray):
     import jax.numpy as jnp
 
-    from codesign.energy import Design
+    from codesign.hardware.energy import Design
 
     size, layers = fractions.shape
     widths = np.asarray([s.out_units for s in shapes], np.float32)
@@ -198,7 +198,7 @@ def _designs(shapes, fractions: np.ndarray):
 
 def best_split(shapes, acc) -> dict:
     """Per-layer analog fractions minimising total energy (coordinate descent on k / GRID)."""
-    from codesign.energy import estimate_energy_batch
+    from codesign.hardware.energy import estimate_energy_batch
 
     layers = len(shapes)
     grid = np.arange(GRID + 1, dtype=np.float32) / GRID
@@ -218,7 +218,7 @@ def best_split(shapes, acc) -> dict:
 
 def per_layer(shapes, acc) -> dict:
     """Each layer all-analog vs all-digital (others at their best), and the best split."""
-    from codesign.energy import estimate_energy_batch
+    from codesign.hardware.energy import estimate_energy_batch
 
     best = best_split(shapes, acc)
     fractions = best["fractions"]
@@ -264,8 +264,8 @@ def break_even_k(acc, positions: int) -> float:
     for K in 1..512 by bisection; the smallest K where analog is cheaper. At one position the
     digital array also pays its weights' SRAM reads every inference; at many, they are reused.
     """
-    from codesign.energy import estimate_energy_batch
-    from codesign.networks import LayerShape
+    from codesign.hardware.energy import estimate_energy_batch
+    from codesign.nn.networks import LayerShape
 
     def analog_cheaper(k: int) -> bool:
         shapes = (LayerShape(k, 32, positions=positions),)

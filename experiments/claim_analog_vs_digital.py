@@ -47,7 +47,7 @@ SPACES = {
 
 def compute_only_ratio(acc) -> dict:
     """Digital int8 MAC energy over the analog macro's energy per MAC on a fully used tile."""
-    from codesign.energy import mac_energy_j, peak_tops_per_w
+    from codesign.hardware.energy import mac_energy_j, peak_tops_per_w
 
     digital = float(mac_energy_j(acc))
     analog = 2.0 / (float(peak_tops_per_w(acc)) * 1e12)
@@ -67,7 +67,7 @@ def search_split(shapes, acc, step: float | None) -> dict:
     """Energy of every split on the grid; the best one, all-digital and all-analog."""
     import jax.numpy as jnp
 
-    from codesign.energy import Design, estimate_energy_batch
+    from codesign.hardware.energy import Design, estimate_energy_batch
 
     fractions = split_grid(shapes, step)
     size, layers = fractions.shape
@@ -107,7 +107,7 @@ def search_split(shapes, acc, step: float | None) -> dict:
 
 def evaluate_accuracy(space, designs: dict, seeds: list[int]) -> dict:
     """Fine-tune and score each design under analog noise (the search's evaluation engine)."""
-    from codesign.evaluate import Candidate
+    from codesign.search.evaluate import Candidate
 
     evaluator = space.evaluator()
     layers = len(evaluator.shapes)
@@ -178,7 +178,7 @@ def plot(networks: dict, path: pathlib.Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from codesign.energy import COMPONENTS
+    from codesign.hardware.energy import COMPONENTS
 
     fig, axes = plt.subplots(1, len(networks), figsize=(6 * len(networks), 4.5), squeeze=False)
     for ax, (name, net) in zip(axes[0], networks.items(), strict=True):
@@ -216,9 +216,9 @@ def main(argv: list[str] | None = None) -> dict:
     stamp = _results.stamp("quick" if args.quick else "full")
     start = time.perf_counter()
 
-    from codesign.hardware import with_tile
-    from codesign.presets import get_preset
-    from codesign.space import load_space
+    from codesign.hardware.accelerator import with_tile
+    from codesign.hardware.presets import get_preset
+    from codesign.search.space import load_space
 
     acc = get_preset("hybrid-22nm")
     compute = compute_only_ratio(acc)

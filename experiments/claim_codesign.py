@@ -38,9 +38,10 @@ import time
 
 import optuna
 
-from codesign import pareto, search
-from codesign.problem import Candidate
-from codesign.space import load_space, parse_space
+from codesign.search import loop as search
+from codesign.search import pareto
+from codesign.search.problem import Candidate
+from codesign.search.space import load_space, parse_space
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import _results  # noqa: E402

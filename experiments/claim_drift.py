@@ -31,9 +31,9 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import _results  # noqa: E402
 
-from codesign.fronts import staircase  # noqa: E402
-from codesign.problem import Candidate  # noqa: E402
-from codesign.space import load_space  # noqa: E402
+from codesign.search.fronts import staircase  # noqa: E402
+from codesign.search.problem import Candidate  # noqa: E402
+from codesign.search.space import load_space  # noqa: E402
 
 CLAIM = (
     "On PCM compute-in-memory, the designs worth building depend on when they are read: the "

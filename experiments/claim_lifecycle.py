@@ -51,7 +51,7 @@ TRAIN_DESIGN_STEP_FACTOR = 5  # `codesign train` fine-tunes for 5x the search's 
 
 def designs(space, layers: int) -> dict:
     """The dense all-digital design and a pruned analog one, as Candidates of the space."""
-    from codesign.evaluate import Candidate
+    from codesign.search.evaluate import Candidate
 
     widths = tuple(space.problem.model.widths)
     return {
@@ -76,14 +76,14 @@ def designs(space, layers: int) -> dict:
 
 def pretrain_flops(evaluator) -> float:
     """6 x MACs of the base network x batch x steps: the fine-tune's FLOP rule, for pretraining."""
-    from codesign.networks import layer_shapes
+    from codesign.nn.networks import layer_shapes
 
     macs = sum(s.macs for s in layer_shapes(evaluator.spec))
     return 6.0 * macs * evaluator.pretrain.batch_size * evaluator.pretrain.steps
 
 
 def measure(space) -> dict:
-    from codesign.hardware import TRAINING_J_PER_FLOP
+    from codesign.hardware.accelerator import TRAINING_J_PER_FLOP
 
     evaluator = space.evaluator()
     cands = designs(space, len(evaluator.shapes))
@@ -176,8 +176,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     stamp = _results.stamp("quick" if args.quick else "full")
     start = time.perf_counter()
-    from codesign.hardware import TRAINING_J_PER_FLOP
-    from codesign.space import load_space
+    from codesign.hardware.accelerator import TRAINING_J_PER_FLOP
+    from codesign.search.space import load_space
 
     networks = {}
     for name in ["digits_mlp"] if args.quick else list(SPACES):

@@ -35,9 +35,9 @@ import time
 
 import numpy as np
 
-from codesign.energy import counts_from_masks, estimate_energy
-from codesign.evaluate import Candidate
-from codesign.space import load_space
+from codesign.hardware.energy import counts_from_masks, estimate_energy
+from codesign.search.evaluate import Candidate
+from codesign.search.space import load_space
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import _results  # noqa: E402

@@ -4,10 +4,10 @@ The seed article: "if a memory block corresponds with a 16x16 matrix, the matric
 network should optimally have the same dimension. If this matrix dimension is 20, retrieving the
 residual data elements ... will cause an overhead and, ultimately, extra energy consumption."
 
-What we measure, with the energy model only (`codesign.energy`): a square w x w dense layer, all
-of it on analog tiles of the default `hybrid-22nm` chip, for widths w = 1..W and tile sizes
-{8, 16, 32, 64}. `cell_bits` is set to `weight_bits` (8), so one weight is one cell and a tile's
-logical size equals its cell size (a 16x16 tile holds a 16x16 block of weights, as in the
+What we measure, with the energy model only (`codesign.hardware.energy`): a square w x w dense
+layer, all of it on analog tiles of the default `hybrid-22nm` chip, for widths w = 1..W and tile
+sizes {8, 16, 32, 64}. `cell_bits` is set to `weight_bits` (8), so one weight is one cell and a
+tile's logical size equals its cell size (a 16x16 tile holds a 16x16 block of weights, as in the
 article; with the preset's two 4-bit cells per weight it would hold 16 x 8). The chip keeps its
 analog area (`hardware.with_tile`). Since issue 10 the default chip gates idle rows and columns
 (`gate_idle` = 1), so padding costs the converters and partial sums of the extra row and column
@@ -48,10 +48,10 @@ def sweep(max_width: int, tiles=TILES, preset: str = "hybrid-22nm") -> dict:
     """Energy per useful MAC of a w x w all-analog layer for every w <= max_width and tile size."""
     import jax.numpy as jnp
 
-    from codesign.energy import Design, estimate_energy_batch
-    from codesign.hardware import with_tile
-    from codesign.networks import chain
-    from codesign.presets import get_preset
+    from codesign.hardware.accelerator import with_tile
+    from codesign.hardware.energy import Design, estimate_energy_batch
+    from codesign.hardware.presets import get_preset
+    from codesign.nn.networks import chain
 
     base = get_preset(preset)
     base = dataclasses.replace(base, cell_bits=base.weight_bits)  # one weight = one cell

@@ -42,9 +42,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from codesign import data, networks, transfer
-from codesign.hardware import TRAINING_J_PER_FLOP
-from codesign.space import load_space
+from codesign.data import datasets as data
+from codesign.engine import finetune as transfer
+from codesign.hardware.accelerator import TRAINING_J_PER_FLOP
+from codesign.nn import networks
+from codesign.search.space import load_space
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import _results  # noqa: E402

@@ -26,8 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from codesign.data import load_dataset
-from codesign.networks import NetworkSpec, apply, init_params
+from codesign.data.datasets import load_dataset
+from codesign.nn.networks import NetworkSpec, apply, init_params
 
 PAPER_TEST_ACC = {"mlp": 0.68, "cnn": 0.94}  # Greydanus 2020, MNIST-1D README / Figure 3
 LEARNING_RATE = 1e-2  # the paper's notebooks/train.py get_model_args

@@ -8,7 +8,7 @@ in experiments/results/aihwkit_reference.json. This script
             with half of every layer's weights pruned by magnitude, then fine-tuned with the
             pruned weights held at zero) and writes it with the test set to
             experiments/results/analog_reference_weights.npz;
-  (default) runs codesign's crossbar (`codesign.analog.hybrid_matmul`, per-tile scaling as
+  (default) runs codesign's crossbar (`codesign.hardware.analog.hybrid_matmul`, per-tile scaling as
             aihwkit maps a layer) on every setting of the stored reference, with as many noise
             seeds, and compares mean accuracies. A setting agrees when the two means differ by
             at most 1 point or by at most the two simulators' combined seed spread
@@ -35,8 +35,8 @@ import optax
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import _results  # noqa: E402
 
-from codesign import data  # noqa: E402
-from codesign.analog import AnalogConfig, hybrid_matmul  # noqa: E402
+from codesign.data import datasets as data  # noqa: E402
+from codesign.hardware.analog import AnalogConfig, hybrid_matmul  # noqa: E402
 
 WEIGHTS = _results.RESULTS / "analog_reference_weights.npz"
 REFERENCE = _results.RESULTS / "aihwkit_reference.json"

@@ -81,8 +81,9 @@ def held_out(quick: bool = False) -> list[Case]:
     """Layers added after the counting was matched on the suite above (issue 23): partly filled
     tiles in both dimensions, odd sizes, non-square arrays, convs whose channels x kernel do not
     divide the array, strided 1x1 shortcuts (fewer positions), and every ADC/DAC knob. The
-    counting rule for convolutions (`codesign.hardware.zigzag_bands`) was read off ZigZag on two
-    convs of this list (3x3 64->64 and 16->16); the rest were run after it was written."""
+    counting rule for convolutions (`codesign.hardware.accelerator.zigzag_bands`) was read off
+    ZigZag on two convs of this list (3x3 64->64 and 16->16); the rest were run after it was
+    written."""
     cases = [
         Case("odd dense 131x131", "held-out", 131, 131),
         Case("odd dense 130x40", "held-out", 130, 40),
@@ -207,7 +208,7 @@ def _zigzag_chip(case: Case, workdir: pathlib.Path, imc_type: str = "analog") ->
 def filled_mapping(case: Case) -> dict | None:
     """A dense layer's spatial mapping that fills the array as codesign maps it (outputs across
     a row, inputs down the columns, as many as fit); None for a conv (codesign counts ZigZag's
-    own conv unrolling, `codesign.hardware.zigzag_bands`)."""
+    own conv unrolling, `codesign.hardware.accelerator.zigzag_bands`)."""
     if case.k != 1 or case.out != 1:
         return None
     return {"D1": [f"K, {min(case.cols, case.c_out)}"], "D2": [f"C, {min(case.array, case.c_in)}"]}
@@ -280,7 +281,7 @@ def zigzag_energy_pj(
 
 
 def _shape(case: Case):
-    from codesign.networks import LayerShape
+    from codesign.nn.networks import LayerShape
 
     return LayerShape(
         case.c_in,
@@ -293,7 +294,7 @@ def _shape(case: Case):
 
 def codesign_chip(case: Case, gate_idle: float = 1.0, zigzag_counting: float | None = 1.0):
     """`zigzag-aimc-28nm` with the case's array (rows x rows 8-bit weights) and ADC."""
-    from codesign.presets import get_preset
+    from codesign.hardware.presets import get_preset
 
     base = get_preset("zigzag-aimc-28nm")
     return dataclasses.replace(
@@ -309,7 +310,7 @@ def codesign_chip(case: Case, gate_idle: float = 1.0, zigzag_counting: float | N
 
 
 def codesign_energy_pj(case: Case, gate_idle: float = 1.0, **counting) -> dict:
-    from codesign.energy import Design, estimate_energy
+    from codesign.hardware.energy import Design, estimate_energy
 
     net = (_shape(case),)
     report = estimate_energy(
@@ -321,8 +322,8 @@ def codesign_energy_pj(case: Case, gate_idle: float = 1.0, **counting) -> dict:
 
 def codesign_dimc_pj(case: Case, preset: str = "zigzag-dimc-28nm") -> float:
     """The layer, all digital, on the dimc preset with the case's array (rows x cols)."""
-    from codesign.energy import Design, estimate_energy
-    from codesign.presets import get_preset
+    from codesign.hardware.energy import Design, estimate_energy
+    from codesign.hardware.presets import get_preset
 
     chip = dataclasses.replace(
         get_preset(preset), mac_rows=float(case.array), mac_cols=float(case.cols)
@@ -453,9 +454,9 @@ def digital_check(workdir: pathlib.Path) -> list[dict]:
     import yaml
     from zigzag.api import get_hardware_performance_zigzag
 
-    from codesign.energy import Design, estimate_energy
-    from codesign.hardware import mac_energy_j, sram_j_per_byte
-    from codesign.presets import get_preset
+    from codesign.hardware.accelerator import mac_energy_j, sram_j_per_byte
+    from codesign.hardware.energy import Design, estimate_energy
+    from codesign.hardware.presets import get_preset
 
     acc = get_preset("digital-int8-45nm")
     sram_pj = float(sram_j_per_byte(acc)) * 8 * 1e12  # per 64-bit access
@@ -532,8 +533,8 @@ def digital_check(workdir: pathlib.Path) -> list[dict]:
 
 def analog_vs_digital(workdir: pathlib.Path) -> dict:
     """aimc / dimc array-side energy on dense 128x128 (ZigZag: both stock chips)."""
-    from codesign.energy import Design, estimate_energy
-    from codesign.presets import get_preset
+    from codesign.hardware.energy import Design, estimate_energy
+    from codesign.hardware.presets import get_preset
 
     case = Case("dense 128x128", "dense", 128, 128)
     zz_a = zigzag_energy_pj(case, workdir)["total"]
@@ -557,9 +558,9 @@ def macros() -> list[dict]:
     """Each published macro's modelled efficiency against the paper's: one fully used tile
     (analog macros: ADC, DAC, array and the tile's shift-and-add), or one fully used array
     (digital macros, no analog tiles: the digital MAC energy)."""
-    from codesign.energy import Design, _tile_geometry, estimate_energy
-    from codesign.networks import LayerShape
-    from codesign.presets import MACRO_REPORTED_TOPS_W, get_preset, preset_sources
+    from codesign.hardware.energy import Design, _tile_geometry, estimate_energy
+    from codesign.hardware.presets import MACRO_REPORTED_TOPS_W, get_preset, preset_sources
+    from codesign.nn.networks import LayerShape
 
     aimc = get_preset("zigzag-aimc-28nm").energy
     out = []
@@ -655,10 +656,10 @@ def gradients(quick: bool) -> dict:
     Agreement: within 2x either way (both zero counts as agreeing)."""
     import jax.numpy as jnp
 
-    from codesign.energy import Design, estimate_energy
-    from codesign.networks import LayerShape
-    from codesign.presets import PRESETS
-    from codesign.report import energy_summary, within_2x
+    from codesign.hardware.energy import Design, estimate_energy
+    from codesign.hardware.presets import PRESETS
+    from codesign.hardware.report import energy_summary, within_2x
+    from codesign.nn.networks import LayerShape
 
     presets = ("zigzag-aimc-28nm", "hybrid-22nm") if quick else tuple(PRESETS)
     networks = list(GRADIENT_NETWORKS)[:2] if quick else list(GRADIENT_NETWORKS)

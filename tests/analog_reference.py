@@ -1,5 +1,5 @@
 """The first analog simulator (one matmul per row tile, Gaussian draws): the reference that
-`codesign.analog` is tested against. Not used by the library."""
+`codesign.hardware.analog` is tested against. Not used by the library."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 __all__ = ["reference_matmul"]
 
 
-from codesign.analog import AnalogConfig
+from codesign.hardware.analog import AnalogConfig
 
 
 def _levels(bits) -> jax.Array:

@@ -12,8 +12,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from codesign import data, early_stop, networks, transfer
-from codesign.problem import EarlyStop
+from codesign.data import datasets as data
+from codesign.engine import finetune as transfer
+from codesign.nn import networks
+from codesign.search import early_stop
+from codesign.search.problem import EarlyStop
 from tests.test_transfer import SIX
 
 PRE = transfer.PretrainConfig(steps=50, batch_size=64)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from codesign.analog import AnalogConfig, hybrid_matmul
+from codesign.hardware.analog import AnalogConfig, hybrid_matmul
 
 
 @pytest.fixture(autouse=True)
@@ -179,7 +179,7 @@ def test_matches_the_reference_simulator(rows, cols, tile_rows, row_block):
 
 
 def test_noise_has_zero_mean_and_unit_variance_and_differs_per_key():
-    from codesign.analog import standard_noise
+    from codesign.hardware.analog import standard_noise
 
     a, b = (np.asarray(standard_noise(k, (256, 256))).ravel() for k in jax.random.split(_keys[0]))
     assert abs(a.mean()) < 0.01 and a.std() == pytest.approx(1.0, abs=0.01)

@@ -1,4 +1,4 @@
-"""The device models (sram, pcm) and per-tile scaling of `codesign.analog`.
+"""The device models (sram, pcm) and per-tile scaling of `codesign.hardware.analog`.
 
 The pcm model is checked here against aihwkit's formulas written out independently (the
 programming noise's mean and spread on a known weight, drift with compensation); the whole
@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from codesign import analog
-from codesign.analog import AnalogConfig, hybrid_matmul
+from codesign.hardware import analog
+from codesign.hardware.analog import AnalogConfig, hybrid_matmul
 
 matmul = jax.jit(hybrid_matmul)
 _keys = jax.random.split(jax.random.key(1), 3)

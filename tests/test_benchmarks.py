@@ -8,7 +8,7 @@ import pathlib
 import jax
 import pytest
 
-from codesign.evaluate import Evaluator
+from codesign.search.evaluate import Evaluator
 from tests.test_experiments_a import run_quick
 
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "benchmarks"

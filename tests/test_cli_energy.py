@@ -103,7 +103,7 @@ def test_every_preset_flags_exactly_the_layers_where_a_unit_saves_other_than_the
     the saving of one unit fewer, computed here as a narrower network given by its shapes,
     against the gradient; the report flags a layer as not a guide exactly where the two differ
     by more than 2x, and says so."""
-    from codesign.presets import PRESETS
+    from codesign.hardware.presets import PRESETS
 
     cases = (
         ("256x129,129x10", "256x128,128x10"),

@@ -11,9 +11,10 @@ import optuna
 import pytest
 import yaml
 
-from codesign import pareto, search
-from codesign import study as studies
-from codesign.space import load_space
+from codesign.search import loop as search
+from codesign.search import pareto
+from codesign.search import study as studies
+from codesign.search.space import load_space
 from tests.test_search import TINY
 
 # A budget that some trained designs miss and a tile limit some designs break before training:

@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from codesign import data
-from codesign.data import DataError, load_dataset, transfer_split
+from codesign.data import datasets as data
+from codesign.data.datasets import DataError, load_dataset, transfer_split
 
 
 @pytest.fixture(scope="module")

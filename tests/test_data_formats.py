@@ -14,11 +14,11 @@ import pytest
 import yaml
 from PIL import Image
 
-from codesign import formats
 from codesign.cli import main
-from codesign.data import DataError, few_shot, load_dataset, transfer_split
+from codesign.data import formats
+from codesign.data.datasets import DataError, few_shot, load_dataset, transfer_split
 from codesign.errors import CodesignError
-from codesign.space import parse_space
+from codesign.search.space import parse_space
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""A population over every local device (`codesign.engine.Placement`), checked with two forced
+"""A population over every local device (`codesign.engine.core.Placement`), checked with two forced
 host devices in a subprocess (the device count is fixed when JAX starts)."""
 
 import json
@@ -59,7 +59,7 @@ def test_pretraining_splits_each_batch_over_both_devices(found):
 
 
 def test_pretraining_uses_the_most_devices_that_split_its_batch_evenly():
-    from codesign.engine import data_parallel
+    from codesign.engine.core import data_parallel
 
     devices = ["d0", "d1", "d2", "d3"]
     assert data_parallel(64, devices) == devices

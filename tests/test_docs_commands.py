@@ -16,9 +16,9 @@ import shlex
 import pytest
 import yaml
 
-from codesign import pareto
-from codesign import study as studies
 from codesign.cli import build_parser, main
+from codesign.search import pareto
+from codesign.search import study as studies
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -11,14 +11,14 @@ import optuna
 import pytest
 import yaml
 
-from codesign import early_stop
-from codesign import study as studies
 from codesign.cli import main
 from codesign.errors import CodesignError
-from codesign.evaluate import Evaluator
-from codesign.fronts import dominated
-from codesign.problem import EarlyStop
-from codesign.space import parse_space
+from codesign.search import early_stop
+from codesign.search import study as studies
+from codesign.search.evaluate import Evaluator
+from codesign.search.fronts import dominated
+from codesign.search.problem import EarlyStop
+from codesign.search.space import parse_space
 from tests.test_search import TINY
 
 SPACE = {  # the tests' tiny space, fine-tuned longer, with 3-bit ADCs allowed

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codesign import energy as E
-from codesign.networks import LayerShape, chain
-from codesign.presets import PRESETS, get_preset
+from codesign.hardware import energy as E
+from codesign.hardware.presets import PRESETS, get_preset
+from codesign.nn.networks import LayerShape, chain
 
 HYBRID = get_preset("hybrid-22nm")
 ANALOG_PARTS = ("adc", "dac", "array", "accumulate")
@@ -330,7 +330,7 @@ AIMC = get_preset("zigzag-aimc-28nm")
 
 
 def test_granularities_defined_once():
-    from codesign import pruning
+    from codesign.nn import pruning
 
     assert E.GRANULARITIES is pruning.GRANULARITIES
 
@@ -441,7 +441,7 @@ def test_width_gradient_matches_one_unit_difference(tile):
     local one-unit difference: it carries the amortised cost of the next row band (a whole band of
     ADC conversions every 16 units), which a one-unit step inside the band does not see.
     """
-    from codesign.hardware import with_tile
+    from codesign.hardware.accelerator import with_tile
 
     acc = with_tile(HYBRID, float(tile), float(tile))
     net = chain([64, 256, 256, 10])
@@ -481,7 +481,7 @@ def test_analog_digital_split_is_a_real_choice(preset):
     # Issue 10, point 5 (a degenerate split on the MLPs): a first convolution with few rows
     # (MNIST-1D CNN: K = 1 x 5) pays a whole output's ADC conversions for 5 MACs, so it is cheaper
     # on the digital array, while the wide layers stay analog: the split is a per-layer choice.
-    from codesign.networks import NetworkSpec, layer_shapes
+    from codesign.nn.networks import NetworkSpec, layer_shapes
 
     acc = dataclasses.replace(get_preset(preset), tiles=64.0)
     spec = NetworkSpec("cnn", (40, 1), 5, (32, 32, 32), (5, 3, 3), (2, 2, 2), (1, 1, 1))
@@ -502,7 +502,7 @@ def test_analog_digital_split_is_a_real_choice(preset):
 def test_flash_adcs_pay_one_decision_per_level():
     # Sinangil's and the ISCAS 2022 macro's 4-bit flash ADCs decide with 15 comparators where a
     # SAR ADC decides 4 times: below the noise knee their conversions cost 15/4 of a SAR's.
-    from codesign.hardware import adc_energy_j
+    from codesign.hardware.accelerator import adc_energy_j
 
     flash = get_preset("macro-sinangil-7nm")
     sar = dataclasses.replace(flash, adc_flash=0.0)

@@ -8,11 +8,11 @@ import jax
 import numpy as np
 import pytest
 
-from codesign import pruning
-from codesign.energy import Design, counts_from_masks, estimate_energy, layer_counts
-from codesign.hardware import with_tile
-from codesign.networks import chain
-from codesign.presets import get_preset
+from codesign.hardware.accelerator import with_tile
+from codesign.hardware.energy import Design, counts_from_masks, estimate_energy, layer_counts
+from codesign.hardware.presets import get_preset
+from codesign.nn import pruning
+from codesign.nn.networks import chain
 
 NETWORK = chain([64, 48, 40, 10])
 WIDTHS = (24, 20)  # partial widths of the two hidden layers (multiples of the N:M group)
@@ -74,8 +74,8 @@ def test_statistics_energy_matches_mask_energy(granularity, sparsity, rel):
 def test_evaluator_estimate_is_the_statistics_energy(tmp_path):
     """`Evaluator.estimate` (what the sampler and budgets use) prices a candidate exactly as
     `estimate_energy` on its design statistics does."""
-    from codesign.evaluate import Evaluator
-    from codesign.problem import Candidate, Model, Problem
+    from codesign.search.evaluate import Evaluator
+    from codesign.search.problem import Candidate, Model, Problem
 
     problem = Problem(model=Model(family="mlp", widths=(48, 40)))
     evaluator = Evaluator(problem, min_tile_rows=16)
@@ -127,9 +127,9 @@ def test_the_estimate_finds_every_layer_the_masks_empty(family, dataset, widths)
     real masks will leave without a weight (issue 21: widths 40/8, block sparsity 0.8 and 256-row
     tiles were priced as a whole network, then trained with every layer empty). Checked on 300
     random candidates of two families, at sparsities up to 0.99 and tiles up to whole layers."""
-    from codesign.evaluate import Evaluator
-    from codesign.problem import Candidate, Model, Problem, Task
-    from codesign.transfer import pruning_masks
+    from codesign.engine.finetune import pruning_masks
+    from codesign.search.evaluate import Evaluator
+    from codesign.search.problem import Candidate, Model, Problem, Task
 
     problem = Problem(task=Task(dataset=dataset), model=Model(family=family, widths=widths))
     evaluator = Evaluator(problem, min_tile_rows=4)
@@ -160,8 +160,8 @@ def test_the_estimate_finds_every_layer_the_masks_empty(family, dataset, widths)
 
 
 def test_the_case_of_issue_21_is_not_worth_training_and_never_ok():
-    from codesign.evaluate import Evaluator, Result
-    from codesign.problem import Candidate, Model, Problem
+    from codesign.search.evaluate import Evaluator, Result
+    from codesign.search.problem import Candidate, Model, Problem
 
     problem = Problem(model=Model(family="mlp", widths=(40, 8)))
     evaluator = Evaluator(problem, min_tile_rows=16)

@@ -13,12 +13,16 @@ import optuna
 import pytest
 import yaml
 
-from codesign import data, errors, networks, search, transfer
-from codesign import study as studies
+from codesign import errors
 from codesign.cli import main
+from codesign.data import datasets as data
 from codesign.design import FORMAT, FORMAT_VERSION
-from codesign.evaluate import Evaluator
-from codesign.space import parse_space
+from codesign.engine import finetune as transfer
+from codesign.nn import networks
+from codesign.search import loop as search
+from codesign.search import study as studies
+from codesign.search.evaluate import Evaluator
+from codesign.search.space import parse_space
 from tests.test_search import TINY
 
 
@@ -257,7 +261,8 @@ def test_the_cli_exits_as_stopped_when_a_stop_became_an_import_error(monkeypatch
 
 
 def test_devices_flag_holds_for_its_command_only(monkeypatch, capsys):
-    from codesign import cli, engine
+    from codesign import cli
+    from codesign.engine import core as engine
 
     assert cli.DEVICES_ENV == engine.DEVICES_ENV
     monkeypatch.delenv(engine.DEVICES_ENV, raising=False)
@@ -293,8 +298,9 @@ def _after(function, signum=signal.SIGINT):
 def test_a_stop_python_drops_ends_every_command_with_nothing_written(
     command, existing, tmp_path, monkeypatch, capsys
 ):
-    from codesign import cli, report
-    from codesign.space import SearchSpace
+    from codesign import cli
+    from codesign.hardware import report
+    from codesign.search.space import SearchSpace
     from tests.test_hostile import _design_file
 
     run, out = str(existing["run"]), tmp_path / "out"
@@ -339,7 +345,7 @@ def test_same_seed_gives_the_same_front(tmp_path):
 
 
 def search_front(study):
-    from codesign import pareto
+    from codesign.search import pareto
 
     return pareto.front(study)
 

@@ -1,11 +1,11 @@
-"""`codesign.fronts`: the one definition of dominance, against brute force and by hand."""
+"""`codesign.search.fronts`: the one definition of dominance, against brute force and by hand."""
 
 import itertools
 
 import numpy as np
 import pytest
 
-from codesign.fronts import dominated, staircase
+from codesign.search.fronts import dominated, staircase
 
 
 def test_dominated_by_a_margin():

@@ -1,5 +1,5 @@
-"""The gradient sampler (`codesign.gradient`): design variables learned with the weights in one
-compiled population program, then snapped onto the space's grid and scored exactly."""
+"""The gradient sampler (`codesign.search.gradient`): design variables learned with the weights in
+one compiled population program, then snapped onto the space's grid and scored exactly."""
 
 import dataclasses
 import pathlib
@@ -8,11 +8,12 @@ import numpy as np
 import optuna
 import pytest
 
-from codesign import gradient, search
-from codesign import study as studies
 from codesign.cli import main
 from codesign.errors import CodesignError
-from codesign.space import load_space, parse_space
+from codesign.search import gradient
+from codesign.search import loop as search
+from codesign.search import study as studies
+from codesign.search.space import load_space, parse_space
 from tests.test_search import TINY
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from codesign.cli import main
 from codesign.design import FORMAT, FORMAT_VERSION, FoundDesign
 from codesign.errors import CodesignError
-from codesign.problem import Candidate
-from codesign.space import parse_space
+from codesign.search.problem import Candidate
+from codesign.search.space import parse_space
 from tests.test_failures import existing  # noqa: F401  (a fixture: a run with a finished study)
 from tests.test_search import TINY
 
@@ -405,7 +405,7 @@ def _journal_dir(t: pathlib.Path, content) -> pathlib.Path:
 def _foreign_study(t: pathlib.Path) -> pathlib.Path:
     import optuna
 
-    from codesign import study as studies
+    from codesign.search import study as studies
 
     run = t / "foreign"
     storage = studies.storage_for(None, run)

@@ -10,14 +10,14 @@ import optuna
 import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-from codesign.journal import BatchedJournalStorage, batch
-from codesign.journal import repair as journal_repair
+from codesign.search.journal import BatchedJournalStorage, batch
+from codesign.search.journal import repair as journal_repair
 
 WORKER = textwrap.dedent(
     """
     import sys, optuna
     from optuna.storages.journal import JournalStorage
-    from codesign.journal import BatchedJournalStorage, batch
+    from codesign.search.journal import BatchedJournalStorage, batch
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = BatchedJournalStorage(sys.argv[1])
     study = optuna.load_study(study_name="s", storage=storage)
@@ -134,7 +134,7 @@ def _resume_copy(tmp_path, content: bytes, more: int) -> optuna.Study:
 
 def test_a_broken_record_inside_the_journal_is_refused_not_skipped(tmp_path):
     from codesign.errors import CodesignError
-    from codesign.study import _journal
+    from codesign.search.study import _journal
 
     path = tmp_path / "study.journal"
     _study_file(path, 3)
@@ -155,8 +155,8 @@ def test_a_write_that_fails_with_enospc_is_undone_and_the_study_resumes(
     error is one line, and the study reads and resumes as it was before the batch."""
     import errno
 
-    from codesign import journal
     from codesign.errors import CodesignError
+    from codesign.search import journal
 
     path = tmp_path / "study.journal"
     _study_file(path, 3)

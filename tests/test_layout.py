@@ -1,7 +1,8 @@
-"""The module layout holds: the core imports neither Optuna nor the YAML layer, Optuna stays at
-the edge, modules import each other one way (no cycle) and never another module's private
-names. Checked by parsing the imports, not by grep. (These import-graph rules replaced a
-520-line cap, which split modules to fit it rather than along concepts: issue 22.)"""
+"""The package layout holds: five packages in one order (base -> nn, data -> hardware -> engine ->
+search -> interfaces), each importing only those before it; no import cycle; Optuna only at the
+search edge, optax only in the engine; no module imports another's private names. Checked by
+parsing the imports, not by grep. (These import-graph rules replaced a 520-line cap, which split
+modules to fit it rather than along concepts: issue 22.)"""
 
 import ast
 import pathlib
@@ -11,33 +12,36 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "codesign"
-CORE = (
-    "hardware",
-    "presets",
-    "energy",
-    "networks",
-    "pruning",
-    "checks",
-    "dimensions",
-    "resnet",
-    "conv",
-    "nnx_model",
-    "analog",
-    "data",
-    "formats",
-    "files",
-    "engine",
-    "pretrain",
-    "transfer",
-    "checkpoint",
-    "early_stop",
-    "gradient",
-    "sampler",
-    "problem",
-    "evaluate",
-    "screening",
-)
-OPTUNA_EDGE = {"study", "search", "pareto", "journal"}  # journal: the study's storage backend
+# Each part of codesign and its rank: a module may import a module of its own part or of a part
+# of lower rank, never one of the same rank or above.
+RANKS = {
+    "errors": 0,
+    "files": 1,
+    "nn": 2, "data": 2,
+    "hardware": 3,
+    "engine": 4,
+    "search": 5,
+    "design": 6,
+    "cli": 7,
+    "__init__": 8,
+}  # fmt: skip
+OPTUNA_EDGE = {"search.study", "search.loop", "search.pareto", "search.journal"}
+
+
+def modules() -> dict[str, pathlib.Path]:
+    """Every module of the package by dotted name under codesign ("hardware.energy", "cli"),
+    package `__init__`s named by their package ("hardware"), the top one "__init__"."""
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        if parts[-1] == "__init__" and len(parts) > 1:
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+def part(module: str) -> str:
+    return module.split(".")[0]
 
 
 def imported_modules(path: pathlib.Path) -> set[str]:
@@ -62,21 +66,21 @@ def test_the_parser_sees_imports_inside_functions_but_not_comments(tmp_path):
     assert _imports(imported_modules(probe), "optuna")
     probe.write_text("# import optuna\n'''from codesign import space'''\n")
     assert not _imports(imported_modules(probe), "optuna")
-    assert not _imports(imported_modules(probe), "codesign.space")
+    assert not _imports(imported_modules(probe), "codesign.search.space")
 
 
-@pytest.mark.parametrize("module", CORE)
-def test_core_modules_import_neither_optuna_nor_the_space(module):
-    names = imported_modules(PACKAGE / f"{module}.py")
-    assert not _imports(names, "optuna"), f"codesign/{module}.py imports optuna"
-    assert not _imports(names, "codesign.space"), f"codesign/{module}.py imports codesign.space"
+def test_every_module_belongs_to_a_ranked_part():
+    assert {part(m) for m in modules()} <= set(RANKS), {part(m) for m in modules()} - set(RANKS)
 
 
-def test_only_the_study_edge_imports_optuna():
-    importers = {
-        path.stem for path in PACKAGE.glob("*.py") if _imports(imported_modules(path), "optuna")
-    }
-    assert importers <= OPTUNA_EDGE, importers - OPTUNA_EDGE
+@pytest.mark.parametrize("module", sorted(m for m in modules() if m not in OPTUNA_EDGE))
+def test_only_the_search_edge_imports_optuna(module):
+    assert not _imports(imported_modules(modules()[module]), "optuna"), module
+
+
+@pytest.mark.parametrize("module", sorted(m for m in modules() if part(m) != "engine"))
+def test_only_the_engine_imports_optax(module):
+    assert not _imports(imported_modules(modules()[module]), "optax"), module
 
 
 def training_loop_calls(path: pathlib.Path) -> list[str]:
@@ -108,40 +112,79 @@ def test_the_parser_sees_training_loop_calls(tmp_path):
 
 
 def test_only_the_engine_runs_training_loops():
-    """Pretraining, fine-tunes, rungs and the co-design program are calls of `codesign.engine`:
+    """Pretraining, fine-tunes, rungs and the co-design program are calls of `codesign.engine.core`:
     no other module steps an optimizer or scans over training steps."""
+    core = PACKAGE / "engine" / "core.py"
     found = [
-        call
-        for path in PACKAGE.glob("*.py")
-        if path.name != "engine.py"
-        for call in training_loop_calls(path)
+        call for path in modules().values() if path != core for call in training_loop_calls(path)
     ]
     assert not found, found
-    assert training_loop_calls(PACKAGE / "engine.py")  # the rule sees the engine's own loop
+    assert training_loop_calls(core)  # the rule sees the engine's own loop
 
 
 def test_readme_layout_table_names_every_module_and_no_other():
     """README's Layout table is the map a newcomer reads: every module in it, none that is gone."""
     text = (ROOT / "README.md").read_text()
     table = text.split("## Layout", 1)[1].split("\n## ", 1)[0]
-    named = set(re.findall(r"`codesign/(\w+)\.py`", table))
-    modules = {path.stem for path in PACKAGE.glob("*.py")} - {"__init__"}
-    assert named == modules, {"missing": modules - named, "gone": named - modules}
+    named = set(re.findall(r"`codesign/([\w/]+)\.py`", table))
+    files = {
+        str(path.relative_to(PACKAGE).with_suffix(""))
+        for path in PACKAGE.rglob("*.py")
+        if path.name != "__init__.py"
+    }
+    assert named == files, {"missing": files - named, "gone": named - files}
 
 
 def _codesign_imports(path: pathlib.Path) -> set[str]:
-    """The codesign modules a file imports, type-checking-only imports included."""
+    """The codesign modules a file imports (dotted names as `modules()` gives them),
+    type-checking-only imports included: `from codesign.nn import networks` names
+    `nn.networks`, `from codesign.nn import Model` names `nn`."""
+    known = modules()
+
+    def module(dotted: str) -> str | None:  # "codesign.nn.networks" -> "nn.networks"
+        name = dotted.removeprefix("codesign.")
+        return name if dotted.startswith("codesign.") and name in known else None
+
     out = set()
-    for name in imported_modules(path):
-        parts = name.split(".")
-        if parts[0] == "codesign" and len(parts) > 1 and (PACKAGE / f"{parts[1]}.py").exists():
-            out.add(parts[1])
-    return out - {path.stem}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out.update(filter(None, (module(a.name) for a in node.names)))
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("codesign"):
+            for alias in node.names:
+                found = module(f"{node.module}.{alias.name}") or module(node.module)
+                out.update([found] if found else [])
+    return out
+
+
+def test_the_import_reader_resolves_modules_and_packages(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "from codesign.nn import networks\nfrom codesign.hardware.energy import Design\n"
+        "from codesign.search import Result\nimport codesign.files\n"
+    )
+    assert _codesign_imports(probe) == {"nn.networks", "hardware.energy", "search", "files"}
+
+
+def import_graph() -> dict[str, set[str]]:
+    return {m: _codesign_imports(p) - {m} for m, p in modules().items()}
+
+
+def test_each_part_imports_only_parts_of_lower_rank():
+    """The order hardware, nn, data -> engine -> search -> design, CLI: a module imports its own
+    part or parts ranked below it."""
+    wrong = [
+        f"{m} imports {d}"
+        for m, deps in import_graph().items()
+        for d in deps
+        if part(d) != part(m) and RANKS[part(d)] >= RANKS[part(m)]
+    ]
+    assert not wrong, wrong
 
 
 def test_no_import_cycle_in_the_package():
-    """Modules import each other one way only (a cycle through a TYPE_CHECKING import counts)."""
-    graph = {p.stem: _codesign_imports(p) for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    """Modules import each other one way only (a cycle through a TYPE_CHECKING import counts;
+    a package's `__init__` counts as importing its modules)."""
+    graph = import_graph()
     done, path = set(), []
 
     def visit(module):
@@ -160,7 +203,7 @@ def test_no_import_cycle_in_the_package():
 
 def test_no_private_name_is_imported_from_another_module():
     """`from codesign.x import _name` couples a module to another's internals."""
-    for path in PACKAGE.glob("*.py"):
+    for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("codesign"):
                 private = [a.name for a in node.names if a.name.startswith("_")]

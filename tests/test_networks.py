@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from codesign.networks import (
+from codesign.nn.networks import (
     NetworkSpec,
     apply,
     default_spec,

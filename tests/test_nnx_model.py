@@ -9,9 +9,9 @@ import pytest
 import yaml
 from flax import nnx
 
-from codesign import networks, nnx_model
 from codesign.errors import CodesignError
-from codesign.space import parse_space
+from codesign.nn import networks, nnx_model
+from codesign.search.space import parse_space
 
 
 class ResidualNet(nnx.Module):

@@ -8,10 +8,10 @@ import math
 import optuna
 import pytest
 
-from codesign import pareto
-from codesign import study as studies
-from codesign.evaluate import Result
-from codesign.problem import Budgets, Problem
+from codesign.search import pareto
+from codesign.search import study as studies
+from codesign.search.evaluate import Result
+from codesign.search.problem import Budgets, Problem
 
 
 def test_hypervolume_of_a_staircase_by_hand():
@@ -98,7 +98,7 @@ def test_report_hypervolume_matches_the_hand_value(tmp_path):
 
 
 def test_table_and_csv_cells_are_plain_and_show_every_layer():
-    from codesign.problem import Candidate
+    from codesign.search.problem import Candidate
 
     def with_widths(widths, energy_j):
         cand = Candidate(
@@ -129,8 +129,8 @@ def test_every_per_layer_column_has_a_value_per_weight_layer(family, dataset, wi
     """Widths, sparsity, granularity and analog split each show one value per weight layer, the
     head last (issue 21: the table showed two widths beside three sparsities): widths as the kept
     output units the estimate priced, the head's the target task's classes."""
-    from codesign.evaluate import Evaluator
-    from codesign.problem import Candidate, Model, Task
+    from codesign.search.evaluate import Evaluator
+    from codesign.search.problem import Candidate, Model, Task
 
     problem = Problem(task=Task(dataset=dataset), model=Model(family=family, widths=widths))
     evaluator = Evaluator(problem, min_tile_rows=16)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codesign import pruning
+from codesign.nn import pruning
 
 
 @pytest.fixture(autouse=True)
@@ -39,9 +39,9 @@ def _production_tiles(mask, analog_fraction, tile_rows, tile_cols):
     """(tiles, active tiles) as production counts them: `energy.counts_from_masks`."""
     import dataclasses
 
-    from codesign.energy import counts_from_masks
-    from codesign.networks import LayerShape
-    from codesign.presets import get_preset
+    from codesign.hardware.energy import counts_from_masks
+    from codesign.hardware.presets import get_preset
+    from codesign.nn.networks import LayerShape
 
     acc = dataclasses.replace(
         get_preset("hybrid-22nm"),

@@ -10,11 +10,14 @@ import orbax.checkpoint as ocp
 import pytest
 import yaml
 
-from codesign import data, design, networks, pruning, transfer
+from codesign import design
 from codesign.cli import main
+from codesign.data import datasets as data
+from codesign.engine import finetune as transfer
 from codesign.errors import CodesignError
-from codesign.evaluate import Candidate
-from codesign.space import load_space, parse_space
+from codesign.nn import networks, pruning
+from codesign.search.evaluate import Candidate
+from codesign.search.space import load_space, parse_space
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SPEC_1D = networks.NetworkSpec("resnet", (40, 1), 5, (4, 6, 8), depth=8)

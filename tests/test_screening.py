@@ -16,9 +16,9 @@ import numpy as np
 import optuna
 import pytest
 
-from codesign import pareto, screening
-from codesign import study as studies
-from codesign.space import parse_space
+from codesign.search import pareto, screening
+from codesign.search import study as studies
+from codesign.search.space import parse_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

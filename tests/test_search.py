@@ -13,12 +13,13 @@ import optuna
 import pytest
 import yaml
 
-from codesign import pareto, search
-from codesign import study as studies
 from codesign.cli import main
 from codesign.errors import CodesignError
-from codesign.evaluate import Evaluator, Result
-from codesign.space import load_space, parse_space
+from codesign.search import loop as search
+from codesign.search import pareto
+from codesign.search import study as studies
+from codesign.search.evaluate import Evaluator, Result
+from codesign.search.space import load_space, parse_space
 
 FINISHED = ("COMPLETE", "PRUNED")  # pruned: infeasible (a constraint broken), still finished
 TINY = {
@@ -170,7 +171,7 @@ def test_energy_aware_sampler_proposes_every_candidate(tmp_path):
     space = load_space(_write(tmp_path, {**TINY, "sampler": {"name": "energy-aware", "seed": 1}}))
     study = search.run_search(space, trials=6, out_dir=tmp_path / "run")
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 6
-    # Every trial's parameters were chosen by codesign.screening and enqueued, not sampled.
+    # Every trial's parameters were chosen by codesign.search.screening and enqueued, not sampled.
     assert all("proposed" in t.user_attrs for t in study.trials)
     assert all(t.user_attrs["proposed"] == t.params for t in study.trials)
     assert len({json.dumps(t.params, sort_keys=True) for t in study.trials}) == 6

@@ -6,9 +6,9 @@ import pathlib
 
 import numpy as np
 
-from codesign import search
-from codesign.evaluate import Evaluator
-from codesign.space import load_space
+from codesign.search import loop as search
+from codesign.search.evaluate import Evaluator
+from codesign.search.space import load_space
 
 SPACE = pathlib.Path(__file__).resolve().parents[1] / "search_spaces" / "digits_mlp.yaml"
 

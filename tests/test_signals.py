@@ -15,7 +15,7 @@ import pytest
 import yaml
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-from codesign import study as studies
+from codesign.search import study as studies
 from tests.polling import poll_while_running
 from tests.test_search import TINY
 from tests.test_workers import BACKENDS, POSTGRES

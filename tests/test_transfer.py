@@ -10,7 +10,9 @@ import jax
 import numpy as np
 import pytest
 
-from codesign import data, networks, pruning, transfer
+from codesign.data import datasets as data
+from codesign.engine import finetune as transfer
+from codesign.nn import networks, pruning
 
 FT = transfer.FinetuneConfig(steps=40, batch_size=32, eval_draws=2, max_row_tiles=4)
 PRE = transfer.PretrainConfig(steps=200, batch_size=64)

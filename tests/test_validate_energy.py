@@ -149,8 +149,8 @@ def test_adder_tree_count_is_zigzags_for_every_number_of_inputs_in_use():
     import numpy as np
     from zigzag.hardware.architecture.imc_unit import ImcUnit
 
-    from codesign.hardware import adder_tree_j
-    from codesign.presets import get_preset
+    from codesign.hardware.accelerator import adder_tree_j
+    from codesign.hardware.presets import get_preset
 
     acc = get_preset("zigzag-dimc-28nm")
     unit_fa = dataclasses.replace(
@@ -176,8 +176,8 @@ def test_digital_array_and_sram_against_zigzags_digital_cost_model(validation):
     the SRAM from DRAM, then reads it; codesign keeps weights resident and reads them once)."""
     import math
 
-    from codesign.hardware import sram_j_per_byte
-    from codesign.presets import get_preset
+    from codesign.hardware.accelerator import sram_j_per_byte
+    from codesign.hardware.presets import get_preset
 
     byte_pj = float(sram_j_per_byte(get_preset("digital-int8-45nm"))) * 1e12
     rows = {r["layer"]: r for r in validation["digital_layers"]}

@@ -10,7 +10,7 @@ import optuna
 import pytest
 import yaml
 
-from codesign import study as studies
+from codesign.search import study as studies
 from tests.polling import poll_while_running
 from tests.test_search import TINY
 

@@ -4,7 +4,7 @@ device's measured peak matmul, and compile time, at population sizes 8 to 256.
 The workload is `search_spaces/digits_mlp.yaml`'s fine-tune (64-128-128-10 at most, batch 64,
 its steps, analog noise on) on random candidates of its space, from one random base (the
 numbers do not depend on the base's training). For each device count d the engine is built with
-CODESIGN_DEVICES=d (`codesign.engine.Placement`: each device runs the one-device program on
+CODESIGN_DEVICES=d (`codesign.engine.core.Placement`: each device runs the one-device program on
 its slice of the population); each population size is run once cold (compile plus run) and then
 timed on its best of REPEATS calls. FLOPs are the engine's own count of training FLOPs (6 per
 kept MAC and example); the peak is the best of five float32 n x n x n `jnp.dot`s on one device.
@@ -33,8 +33,10 @@ import time
 import jax
 import numpy as np
 
-from codesign import data, networks, transfer
-from codesign.engine import DEVICES_ENV
+from codesign.data import datasets as data
+from codesign.engine import finetune as transfer
+from codesign.engine.core import DEVICES_ENV
+from codesign.nn import networks
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))

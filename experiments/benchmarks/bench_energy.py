@@ -20,9 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from codesign.energy import GRANULARITIES, Design, estimate_energy, estimate_energy_batch
-from codesign.networks import chain
-from codesign.presets import get_preset
+from codesign.hardware.energy import GRANULARITIES, Design, estimate_energy, estimate_energy_batch
+from codesign.hardware.presets import get_preset
+from codesign.nn.networks import chain
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import _results  # noqa: E402
@@ -58,9 +58,9 @@ def api_over_core(size: int, repeats: int, seed: int = 0) -> tuple[float, float]
     """Seconds of `Evaluator.estimate` (candidates in, results out) on `size` random candidates
     of `search_spaces/digits_mlp.yaml`, and of the jitted model inside it on the same arrays,
     each the best of `repeats` compiled calls."""
-    from codesign.energy import estimate_energy_batch as core
-    from codesign.problem import Candidate
-    from codesign.space import load_space
+    from codesign.hardware.energy import estimate_energy_batch as core
+    from codesign.search.problem import Candidate
+    from codesign.search.space import load_space
 
     space = load_space(
         pathlib.Path(__file__).resolve().parents[2] / "search_spaces" / "digits_mlp.yaml"

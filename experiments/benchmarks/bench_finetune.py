@@ -53,7 +53,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from codesign import data, networks, transfer
+from codesign.data import datasets as data
+from codesign.engine import finetune as transfer
+from codesign.nn import networks
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import _results  # noqa: E402
@@ -243,7 +245,8 @@ def bench_mlp(args, log) -> dict:
         [{**r, "analog_fraction": [0.0] * len(shapes)} for r in rows]
     )
 
-    # The pcm device model (`codesign.analog`), read a year after programming, on the same work.
+    # The pcm device model (`codesign.hardware.analog`), read a year after programming, on the same
+    # work.
     pcm = dataclasses.replace(config, device="pcm", inference_time=365.0 * 86400.0)
     pcm_engine = transfer.Engine(spec, task, pcm, base_params=base)
 

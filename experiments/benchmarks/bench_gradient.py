@@ -2,8 +2,8 @@
 
 Five methods search the same space, once per seed, for the same fine-tune FLOPs:
 `energy-aware` (the default sampler), `nsga2` (Optuna's), `gradient` (`sampler: {name: gradient}`,
-`codesign/gradient.py`), `early-stop` (the energy-aware sampler with
-`finetune.early_stop: {rungs: [0.25, 0.5], margin: 0.05}`, `codesign/early_stop.py`) and
+`codesign/search/gradient.py`), `early-stop` (the energy-aware sampler with
+`finetune.early_stop: {rungs: [0.25, 0.5], margin: 0.05}`, `codesign/search/early_stop.py`) and
 `gradient+early-stop` (both). What each spends is counted in training FLOPs, in trial order:
 every trial's `finetune_flops` (only the steps it ran: an early-stopped trial pays its rungs, an
 over-budget one nothing) plus, for the gradient sampler, its relaxed co-design run
@@ -48,8 +48,9 @@ import tempfile
 import numpy as np
 import optuna
 
-from codesign import pareto, problem, search
-from codesign.space import load_space, parse_space
+from codesign.search import loop as search
+from codesign.search import pareto, problem
+from codesign.search.space import load_space, parse_space
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import _results  # noqa: E402

@@ -2,7 +2,7 @@
 
 Every sampler runs the same space for the same number of trials, once per seed: `energy-aware`
 (the default: exact energies + a Gaussian process of accuracy + expected hypervolume
-improvement, `codesign/screening.py`), `random-filtered` (the energy-aware sampler's start-up
+improvement, `codesign/search/screening.py`), `random-filtered` (the energy-aware sampler's start-up
 rule used throughout: random draws priced by the energy model, each batch a stratified sample of
 their log-energy range; no accuracy model), and Optuna's `tpe` (multivariate, constant liar),
 `nsga2`, `gp` (GPSampler; needs torch) and `random`. Same space, batch size, fine-tune and seeds.
@@ -42,10 +42,11 @@ import time
 import numpy as np
 import optuna
 
-from codesign import pareto, screening, search
-from codesign.evaluate import Evaluator
-from codesign.fronts import dominated
-from codesign.space import load_space
+from codesign.search import loop as search
+from codesign.search import pareto, screening
+from codesign.search.evaluate import Evaluator
+from codesign.search.fronts import dominated
+from codesign.search.space import load_space
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import _results  # noqa: E402

@@ -20,7 +20,7 @@ import time
 import jax
 import numpy as np
 
-from codesign.space import load_space
+from codesign.search.space import load_space
 
 
 def main(argv=None) -> dict:

@@ -22,8 +22,8 @@ import time
 
 import optuna
 
-from codesign import study as studies
-from codesign.space import load_space
+from codesign.search import study as studies
+from codesign.search.space import load_space
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import _results  # noqa: E402

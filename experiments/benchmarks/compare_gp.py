@@ -1,7 +1,7 @@
 """The energy-aware sampler's Gaussian process, side by side: hand-written against scikit-learn.
 
 The same search (`bench_search.run`: the space's energy-aware sampler, same seeds) runs once with
-the hand-written GP that `codesign.screening` used up to issue 9 (copied below, so this stays
+the hand-written GP that `codesign.search.screening` used up to issue 9 (copied below, so this stays
 re-runnable) and once with the library one now in `screening.GaussianProcess`. Reported per
 variant: validation hypervolume (log10 energy x accuracy, reference: the dense all-digital
 baseline's energy and accuracy 0, as bench_search) after 10, 25 and 50 trials, mean and sample
@@ -27,8 +27,9 @@ import time
 import numpy as np
 import optuna
 
-from codesign import pareto, screening, search
-from codesign.space import load_space
+from codesign.search import loop as search
+from codesign.search import pareto, screening
+from codesign.search.space import load_space
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import _results  # noqa: E402

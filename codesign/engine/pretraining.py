@@ -1,6 +1,6 @@
 """Pretraining the base network once per search space, cached on disk.
 
-pretrain_program   the jitted digital training loop (Adam; `codesign.engine.train`), each batch
+pretrain_program   the jitted digital training loop (Adam; `codesign.engine.core.train`), each batch
                    split over the local devices
 pretrain           a maximum-width base trained on the source task, units sorted by
                    importance (so a candidate's widths keep the best units)
@@ -22,16 +22,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from codesign import networks
-from codesign.checkpoint import load_checkpoint
-from codesign.data import Dataset, cache_root
-from codesign.engine import TrainState, batches, cross_entropy, data_parallel, streams, train
+from codesign.data.datasets import Dataset, cache_root
+from codesign.engine.core import TrainState, batches, cross_entropy, data_parallel, streams, train
+from codesign.nn import networks
+from codesign.nn.checkpoint import load_checkpoint
 
 __all__ = [
     "PretrainConfig",
     "base_key",
-    "batches",  # re-exported from codesign.engine
-    "cross_entropy",  # re-exported from codesign.engine
+    "batches",  # re-exported from codesign.engine.core
+    "cross_entropy",  # re-exported from codesign.engine.core
     "enable_compilation_cache",
     "load_or_pretrain",
     "pretrain",
@@ -53,10 +53,10 @@ class PretrainConfig:
 
 def pretrain_program(spec: networks.NetworkSpec, config: PretrainConfig, devices=None):
     """The jitted pretraining loop, ``run(params, x, y) -> (params, losses)``: ``config.steps``
-    digital Adam steps (`codesign.engine.train`) on batches drawn from x, y with the config's
+    digital Adam steps (`codesign.engine.core.train`) on batches drawn from x, y with the config's
     seed (its `init` and `batches` streams).
 
-    Data-parallel over `devices` (default: the local ones, `codesign.engine.data_parallel`):
+    Data-parallel over `devices` (default: the local ones, `codesign.engine.core.data_parallel`):
     each device computes its slice of every batch and the gradients are summed across them
     (XLA partitions the one program). It trains the same network as one device, up to the
     order of floating-point sums; on one device the program has no partitioning at all.

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from codesign.checks import choice, fail, parse_tile, section, typed
+from codesign.search.checks import choice, fail, parse_tile, section, typed
 
 __all__ = ["Dimension", "parse_dimension"]
 

@@ -7,9 +7,10 @@ base on the target task together with its relaxed design variables, minimising
 
     cross-entropy(relaxed network) + lambda * log(energy per inference of the relaxed design)
 
-where the energy is `codesign.energy.estimate_energy`: exact forward, straight-through backward,
-so its gradient with respect to widths, sparsity, analog split and ADC bits has the physical sign.
-The relaxations, per member (each variable lives on its dimension's range through a sigmoid):
+where the energy is `codesign.hardware.energy.estimate_energy`: exact forward, straight-through
+backward, so its gradient with respect to widths, sparsity, analog split and ADC bits has the
+physical sign. The relaxations, per member (each variable lives on its dimension's range through a
+sigmoid):
 
     widths    w per width group; unit j of the importance-sorted group is gated by
               sigmoid((w - j - 0.5) / temperature): soft width gates (the energy model sees w)
@@ -38,11 +39,10 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from codesign import networks
-from codesign.energy import Design, estimate_energy
-from codesign.engine import TrainState, compiled, cross_entropy, streams, train
+from codesign.engine.core import TrainState, adam_per_part, compiled, cross_entropy, streams, train
+from codesign.hardware.energy import Design, estimate_energy
+from codesign.nn import networks
 
 __all__ = ["Bounds", "GradientConfig", "Learned", "Relaxation", "lambdas"]
 
@@ -142,16 +142,10 @@ def _program(spec, shapes, ft, config: GradientConfig, bounds: Bounds):
         return networks.apply(spec, params, x, unit_masks=gates, matmul=matmul)
 
     # The weights train at the fine-tune's rate, the design variables at their own, both by Adam.
-    optimizer = optax.multi_transform(
-        {
-            "weights": optax.adam(ft.learning_rate),
-            "design": optax.adam(config.design_learning_rate),
-        },
-        {"weights": "weights", "design": "design"},
-    )
+    optimizer = adam_per_part({"weights": ft.learning_rate, "design": config.design_learning_rate})
 
     def member(theta, granularity, acc, lam, seed, base, x_train, y_train):
-        keys = streams(seed, 3)  # init (the new head), batches, noise: `codesign.engine`
+        keys = streams(seed, 3)  # init (the new head), batches, noise: `codesign.engine.core`
         params = {"weights": (*base, networks.init_params(spec, keys.init)[-1]), "design": theta}
 
         def loss(p, xb, yb, key):

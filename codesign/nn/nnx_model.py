@@ -35,7 +35,7 @@ import numpy as np
 from flax import nnx
 
 from codesign.errors import CodesignError
-from codesign.problem import Model
+from codesign.nn.model import Model
 
 __all__ = [
     "ModuleLayer",
@@ -210,7 +210,7 @@ class ModuleNetwork:
 
     def apply(self, params, x, unit_masks, layer_op) -> jax.Array:
         """The module's logits, every layer computed by ``layer_op(i, x_matrix, w, None)`` (the
-        `codesign.networks.apply` hook; a module's convs reach it as their patches) from
+        `codesign.nn.networks.apply` hook; a module's convs reach it as their patches) from
         ``params``."""
         batch = x.shape[0]
 
@@ -464,7 +464,7 @@ def traced(module, kwargs: tuple, groups: tuple, input_shape: tuple[int, ...]) -
 
 
 def module_model(module, input_shape, *, kwargs: dict | None = None, groups=()) -> Model:
-    """The `codesign.problem.Model` of your own NNX module (a class, a factory or
+    """The `codesign.nn.model.Model` of your own NNX module (a class, a factory or
     "package.module:Class"), traced for inputs of ``input_shape`` (per example)."""
     items = tuple(sorted((k, _hashable(v)) for k, v in (kwargs or {}).items()))
     groups = tuple(tuple(g) for g in groups)

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from codesign.fronts import staircase
+from codesign.search.fronts import staircase
 
 if TYPE_CHECKING:  # scikit-learn and scipy are imported on first use (about 2 s): a search
     from sklearn.gaussian_process import GaussianProcessRegressor  # that resumes starts faster

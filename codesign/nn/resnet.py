@@ -1,6 +1,6 @@
-"""The CIFAR-style residual CNN family's layout and forward pass (used by `codesign.networks`).
+"""The CIFAR-style residual CNN family's layout and forward pass (used by `codesign.nn.networks`).
 
-A spec here is a `codesign.networks.NetworkSpec` of family "resnet"; its weights are the
+A spec here is a `codesign.nn.networks.NetworkSpec` of family "resnet"; its weights are the
 [K, N] matrices `networks.layer_shapes` describes, in the order `resnet_layers` lists them.
 """
 

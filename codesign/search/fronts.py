@@ -1,10 +1,10 @@
 """Pareto fronts as plain functions of numbers: who dominates whom, the staircase, hypervolume.
 
-One definition of dominance for every front in codesign: the study's front (`codesign.pareto`),
-early stopping between rungs (`codesign.early_stop`), the energy-aware sampler's staircase
-(`codesign.screening`), the gradient sampler's starting designs (`codesign.search`), and the
-benchmarks and experiments that read fronts. Every column is a cost (smaller is better): pass
-(energy, -accuracy) for an energy-accuracy front.
+One definition of dominance for every front in codesign: the study's front
+(`codesign.search.pareto`), early stopping between rungs (`codesign.search.early_stop`), the
+energy-aware sampler's staircase (`codesign.search.screening`), the gradient sampler's starting
+designs (`codesign.search.loop`), and the benchmarks and experiments that read fronts. Every column
+is a cost (smaller is better): pass (energy, -accuracy) for an energy-accuracy front.
 """
 
 from __future__ import annotations

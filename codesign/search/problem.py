@@ -1,8 +1,8 @@
 """What a search evaluates: the task, the model, its training, the hardware, the budgets and the
 objectives (`Problem`), and one point of it (`Candidate`).
 
-Plain frozen dataclasses: the YAML layer (`codesign.space`) builds them, the evaluator
-(`codesign.evaluate`) reads them, and budgets and objectives are functions of a `Result`.
+Plain frozen dataclasses: the YAML layer (`codesign.search.space`) builds them, the evaluator
+(`codesign.search.evaluate`) reads them, and budgets and objectives are functions of a `Result`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from codesign.hardware import Accelerator, with_tile
-from codesign.presets import DEFAULT_PRESET, get_preset
+from codesign.hardware.accelerator import Accelerator, with_tile
+from codesign.hardware.presets import DEFAULT_PRESET, get_preset
+from codesign.nn.model import Model
 
 __all__ = [
     "OBJECTIVES",
@@ -31,7 +32,7 @@ __all__ = [
 
 
 class Priced(Protocol):
-    """What budgets and constraints read of a design: a `codesign.evaluate.Result`, or its
+    """What budgets and constraints read of a design: a `codesign.search.evaluate.Result`, or its
     `Estimates` before training (a column per field, one row per candidate)."""
 
     energy_j: Any
@@ -42,7 +43,7 @@ class Priced(Protocol):
 
 
 class Scored(Priced, Protocol):
-    """What the objectives read of a result (`codesign.evaluate.Result`)."""
+    """What the objectives read of a result (`codesign.search.evaluate.Result`)."""
 
     trained: bool
 
@@ -63,7 +64,9 @@ OBJECTIVES = {
 class Task:
     """The data: a dataset cut into a source (pretraining) and a target (fine-tune) task."""
 
-    dataset: str = "digits"  # a name in codesign.data.DATASET_NAMES, or a file or folder path
+    dataset: str = (
+        "digits"  # a name in codesign.data.datasets.DATASET_NAMES, or a file or folder path
+    )
     source_classes: tuple[int, ...] | None = (0, 1, 2, 3, 4)  # None: every class (by_examples)
     target_classes: tuple[int, ...] | None = (5, 6, 7, 8, 9)
     seed: int = 0
@@ -73,40 +76,9 @@ class Task:
 
 
 @dataclasses.dataclass(frozen=True)
-class Model:
-    """A network family at its maximum widths, one per width group: an mlp's hidden layers, a
-    cnn's 3 conv channel counts, a resnet's 3 stage widths (`depth` = 6n + 2 layers)."""
-
-    family: str = "mlp"
-    widths: tuple[int, ...] = (128, 128)
-    depth: int = 8  # resnet only
-    # family "module", your own NNX model (`codesign.nnx_model.module_model` fills these in):
-    module: object = None  # its class or factory, or "package.module:Class"
-    kwargs: tuple = ()  # (name, value) pairs it is built with
-    groups: tuple = ()  # tuples of layer names whose outputs share one width
-    layers: int = 0  # its Linear and Conv layers
-    checkpoint: str = ""  # your own pretrained base (.npz or orbax), instead of pretraining
-
-    @property
-    def num_hidden(self) -> int:
-        """Width groups: the widths a candidate chooses."""
-        return len(self.widths)
-
-    @property
-    def num_layers(self) -> int:
-        """Weight layers: the hidden ones and the head (a resnet's: stem, 2 convs per block,
-        2 shortcut projections, head)."""
-        if self.family == "resnet":
-            return (self.depth - 2) + 4
-        if self.family == "module":
-            return self.layers
-        return len(self.widths) + 1
-
-
-@dataclasses.dataclass(frozen=True)
 class EarlyStop:
     """Fine-tunes run in rungs; after each, a candidate whose (energy, validation accuracy so
-    far) another candidate of its batch beats by `margin` stops (`codesign.early_stop`)."""
+    far) another candidate of its batch beats by `margin` stops (`codesign.search.early_stop`)."""
 
     rungs: tuple[float, ...] = (0.25, 0.5)  # rung ends, as fractions of the fine-tune's steps
     margin: float = 0.05  # accuracy by which the other must be better, at no more energy
@@ -166,7 +138,7 @@ class Problem:
     pretrain: Training = Training(steps=500)
     finetune: Training = Training()
     preset: str = DEFAULT_PRESET
-    device: str = "sram"  # the analog cells' device model (`codesign.analog.DEVICES`)
+    device: str = "sram"  # the analog cells' device model (`codesign.hardware.analog.DEVICES`)
     tile_scaling: str = "layer"  # input and weight scales per layer or per row tile
     overrides: Mapping[str, float] = dataclasses.field(default_factory=dict)
     budgets: Budgets = Budgets()

@@ -15,7 +15,7 @@ deterministic given a seed. Sources:
   or ``$CODESIGN_CACHE/datasets``; where absent they are downloaded once and checked against their
   published MD5 (unless ``$CODESIGN_OFFLINE`` is set), else the error says where to put them.
   Pixels are scaled to [0, 1]; the official test set is kept and validation examples are carved
-  out of the training set (10%, `codesign.formats.OFFICIAL_VAL_FRACTION`).
+  out of the training set (10%, `codesign.data.formats.OFFICIAL_VAL_FRACTION`).
 - a path: a user ``.npz`` file holding ``x`` [examples, ...features] and integer labels ``y``
   (split 0.7/0.15/0.15 per class and standardised per feature with train-split statistics); a
   CIFAR archive or its extracted folder; a folder of the four IDX files; or a folder of images with
@@ -54,8 +54,8 @@ import zipfile
 
 import numpy as np
 
-from codesign import formats
-from codesign.formats import DataError, RawData
+from codesign.data import formats
+from codesign.data.formats import DataError, RawData
 
 BUILTIN_DATASETS = ("digits", "mnist1d")
 DATASET_NAMES = BUILTIN_DATASETS + tuple(formats.STANDARD_DATASETS)

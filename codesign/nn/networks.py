@@ -11,9 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from codesign import conv
-from codesign.conv import Conv
-from codesign.resnet import apply_resnet, resnet_layers, resnet_maps
+from codesign.nn import conv
+from codesign.nn.conv import Conv
+from codesign.nn.resnet import apply_resnet, resnet_layers, resnet_maps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +76,7 @@ def chain(
 # maximum widths is the maximum network with a mask over each hidden layer's output units, so all
 # candidates share one compiled program and a population can be vmapped.
 
-FAMILIES = ("mlp", "cnn", "resnet", "module")  # module: your own NNX model, `codesign.nnx_model`
+FAMILIES = ("mlp", "cnn", "resnet", "module")  # module: your own NNX model, `codesign.nn.nnx_model`
 _CONV_DIMENSIONS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
 
 
@@ -100,7 +100,7 @@ class NetworkSpec:
     paddings: tuple[int, ...] = ()
     # resnet only; kept out of repr, so the cache keys of other families stay as they were
     depth: int = dataclasses.field(default=0, repr=False)
-    # module only: the traced NNX module (a `codesign.nnx_model.ModuleNetwork`)
+    # module only: the traced NNX module (a `codesign.nn.nnx_model.ModuleNetwork`)
     network: object = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self):
@@ -313,7 +313,7 @@ def init_params(spec: NetworkSpec, key: jax.Array) -> tuple[dict[str, jax.Array]
 
 def digital_layer(layer_index: int, h: jax.Array, w: jax.Array, geometry: Conv | None):
     """The exact digital layer: ``h @ w`` for a dense layer, the direct convolution for a conv
-    (`codesign.conv`). `apply` takes a replacement (e.g. the analog simulator)."""
+    (`codesign.nn.conv`). `apply` takes a replacement (e.g. the analog simulator)."""
     del layer_index
     return h @ w if geometry is None else conv.conv(h, w, geometry)
 
@@ -380,7 +380,7 @@ def apply(
         layer: ``layer(i, h, w [K, N], geometry) -> y``, the hook where a hardware model
             replaces the exact layer (`digital_layer`): h is [B, K] and y [B, N] for a dense
             layer (geometry None), h [B, *spatial, C] and y [B, *spatial_out, N] for a conv
-            (geometry a `codesign.conv.Conv`).
+            (geometry a `codesign.nn.conv.Conv`).
         matmul: ``matmul(layer_index, x_matrix [B*P, K], w [K, N]) -> [B*P, N]``, a simpler
             hook that sees every layer as a matrix product (convs as their patches); slower.
     """

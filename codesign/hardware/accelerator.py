@@ -1,6 +1,6 @@
 """The accelerator as a frozen pytree of numbers, and what one operation costs on it.
 
-Named presets whose constants cite their sources are in `codesign.presets`. Every field of
+Named presets whose constants cite their sources are in `codesign.hardware.presets`. Every field of
 `Accelerator` and `EnergyTable` is an array leaf, so a whole population of accelerators
 (different tile sizes, ADC bits, analog splits) can be vmapped through one compiled energy model.
 Only `name` is static. Change a config with `dataclasses.replace`.
@@ -129,7 +129,7 @@ class Accelerator:
     # converts twice per column). 1: as ZigZag-IMC counts (MACs over the rows and columns one
     # macro activation maps: 129 rows cost 129/128 of a conversion per column; convolutions
     # unrolled by whole loop factors), for presets that reproduce ZigZag. See
-    # `codesign.hardware.zigzag_bands`.
+    # `codesign.hardware.accelerator.zigzag_bands`.
     zigzag_counting: float | None = None
     # How the digital array is counted. None: per MAC (`mac_energy_j`), with gating and
     # zero-skipping. 1: as ZigZag-IMC counts its digital in-memory macro (dimc): every macro
@@ -299,7 +299,7 @@ def adder_tree_j(mapped, inputs, bits, acc: Accelerator):
     depth = jnp.floor(jnp.log2(inputs))
     whole = inputs * (bits + 1.0) - (bits + depth + 1.0)
     left, base, full, half = mapped, inputs, 0.0, 0.0
-    for _ in range(17):  # trees of up to 65,536 inputs (`codesign.checks`' mac_rows bound)
+    for _ in range(17):  # trees of up to 65,536 inputs (`codesign.search.checks`' mac_rows bound)
         base = base / 2.0
         live = (left > 0) & (base >= 1.0)
         d = jnp.floor(jnp.log2(jnp.maximum(base, 1.0)))

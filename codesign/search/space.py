@@ -4,7 +4,8 @@ A search space file has these sections (every key optional unless marked; see
 `search_spaces/digits_mlp.yaml` for a commented example):
 
     name: digits_mlp                     # study name (default: the file name)
-    task:       dataset (a name in codesign.data.DATASET_NAMES, or a path to an .npz, a CIFAR
+    task:       dataset (a name in codesign.data.datasets.DATASET_NAMES, or a path to an .npz, a
+    CIFAR
                 archive, a folder of IDX files or of class sub-folders of images), data_dir,
                 split (by_class | by_examples), source_classes, target_classes,
                 target_examples_per_class, seed
@@ -14,11 +15,11 @@ A search space file has these sections (every key optional unless marked; see
                 layer names whose outputs share a width)
     pretrain:   steps, learning_rate, batch_size, or checkpoint (your own base: .npz or orbax)
     finetune:   steps, learning_rate, batch_size, eval_draws, early_stop ({rungs, margin}: off
-                unless given; see `codesign.early_stop`), inference_time (seconds or 1h, 1d,
+                unless given; see `codesign.search.early_stop`), inference_time (seconds or 1h, 1d,
                 1y after programming at which candidates are trained and scored; pcm only)
     hardware:   preset, overrides (fixed Accelerator fields, e.g. {tiles: 32}), device (the
                 analog cells' noise model: sram, every shipped preset's, or pcm; see
-                `codesign.analog`), tile_scaling (layer, or tile: input and weight scales
+                `codesign.hardware.analog`), tile_scaling (layer, or tile: input and weight scales
                 per row tile, as aihwkit maps a layer)
     search:     widths, sparsity, granularity, tile, analog_fraction, adc_bits
     objectives: [energy, accuracy, latency, tiles, lifecycle_energy]   (energy, accuracy required)
@@ -43,19 +44,21 @@ import math
 import pathlib
 from typing import Any
 
-from codesign import early_stop, transfer
-from codesign.analog import DEVICES, TILE_SCALINGS
-from codesign.checks import choice, fail, int_list, override, parse_tile, section, typed
-from codesign.data import DATASET_NAMES, SPLITS, looks_like_path
-from codesign.dimensions import Dimension, parse_dimension
+from codesign.data.datasets import DATASET_NAMES, SPLITS, looks_like_path
+from codesign.engine import finetune as transfer
 from codesign.errors import CodesignError
-from codesign.evaluate import Evaluator
 from codesign.files import load_yaml
-from codesign.gradient import Bounds
-from codesign.hardware import Accelerator
-from codesign.networks import FAMILIES
-from codesign.presets import DEFAULT_PRESET, PRESETS, get_preset
-from codesign.problem import (
+from codesign.hardware.accelerator import Accelerator
+from codesign.hardware.analog import DEVICES, TILE_SCALINGS
+from codesign.hardware.presets import DEFAULT_PRESET, PRESETS, get_preset
+from codesign.nn.networks import FAMILIES
+from codesign.nn.pruning import GRANULARITIES
+from codesign.search import early_stop
+from codesign.search.checks import choice, fail, int_list, override, parse_tile, section, typed
+from codesign.search.dimensions import Dimension, parse_dimension
+from codesign.search.evaluate import Evaluator
+from codesign.search.gradient import Bounds
+from codesign.search.problem import (
     OBJECTIVES,
     Budgets,
     Candidate,
@@ -65,8 +68,7 @@ from codesign.problem import (
     Task,
     Training,
 )
-from codesign.pruning import GRANULARITIES
-from codesign.sampler import SAMPLERS, Sampler, parse_sampler
+from codesign.search.sampler import SAMPLERS, Sampler, parse_sampler
 
 __all__ = [
     "SAMPLERS",
@@ -261,8 +263,9 @@ def load_space(path: str | pathlib.Path) -> SearchSpace:
 
 
 def _module_model(m: dict, task: Task, path: str) -> Model:
-    """Your own NNX module, traced on the source task's input shape (`codesign.nnx_model`)."""
-    from codesign import data, nnx_model
+    """Your own NNX module, traced on the source task's input shape (`codesign.nn.nnx_model`)."""
+    from codesign.data import datasets as data
+    from codesign.nn import nnx_model
 
     if "widths" in m:
         fail(path, "model.widths", "a module's widths are its own: set them through kwargs")

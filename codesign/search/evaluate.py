@@ -4,7 +4,7 @@
               --arrays--> engine (one compiled population fine-tune) + energy of the real masks
                           --> Result, trained
 
-`Problem` (`codesign.problem`) is what a search evaluates and `Candidate` one point of it.
+`Problem` (`codesign.search.problem`) is what a search evaluates and `Candidate` one point of it.
 `Result` holds one evaluated candidate's numbers and is the only code that knows how they are
 stored as trial attributes (`to_attrs` / `from_attrs`); budgets (`Budgets.violations`) and
 objectives (`Problem.objective_values`) are functions of it.
@@ -23,20 +23,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from codesign import data, early_stop, gradient, networks, pruning, transfer
-from codesign.energy import (
+from codesign.data import datasets as data
+from codesign.engine import finetune as transfer
+from codesign.engine.core import Scores
+from codesign.hardware.accelerator import TRAINING_J_PER_FLOP, Accelerator
+from codesign.hardware.energy import (
     COMPONENTS,
     Design,
     counts_from_masks,
     estimate_energy,
     estimate_energy_batch,
 )
-from codesign.engine import Scores
-from codesign.hardware import TRAINING_J_PER_FLOP, Accelerator
-from codesign.problem import OBJECTIVES, Budgets, Candidate, Model, Problem, Task, Training
+from codesign.nn import networks, pruning
+from codesign.search import early_stop, gradient
+from codesign.search.problem import OBJECTIVES, Budgets, Candidate, Model, Problem, Task, Training
 
 __all__ = [
-    "OBJECTIVES",  # re-exported from codesign.problem, with the types below
+    "OBJECTIVES",  # re-exported from codesign.search.problem, with the types below
     "Budgets",
     "Candidate",
     "Estimates",
@@ -75,8 +78,8 @@ class Result:
     diverged: bool = False
     empty_layers: int = 0  # layers left without a single weight (width or pruning)
     layer_widths: tuple[int, ...] = ()  # kept output units of every weight layer, the head last
-    # Early stopping (`codesign.early_stop`): validation accuracy probed at each rung reached,
-    # and the step a dominated candidate stopped at (None: it trained fully).
+    # Early stopping (`codesign.search.early_stop`): validation accuracy probed at each rung
+    # reached, and the step a dominated candidate stopped at (None: it trained fully).
     rung_accuracies: tuple[float, ...] = ()
     stopped_at_step: int | None = None
 
@@ -201,7 +204,7 @@ def failure_attrs(reason: str | None) -> dict:
 def network_spec(model: Model, source: data.Dataset) -> networks.NetworkSpec:
     """The maximum-width network of a model for the source task's inputs and classes."""
     if model.family == "module":
-        from codesign import nnx_model
+        from codesign.nn import nnx_model
 
         net = nnx_model.traced(model.module, model.kwargs, model.groups, source.input_shape)
         return networks.NetworkSpec(
@@ -469,8 +472,8 @@ class Evaluator:
     def codesign(
         self, cands: list[Candidate], seeds, lambdas, bounds, config
     ) -> tuple[list[Candidate], gradient.Learned]:
-        """Differentiable co-design (`codesign.gradient`) from these starting candidates, each
-        with its trade-off weight: the learned designs as candidates, with continuous values
+        """Differentiable co-design (`codesign.search.gradient`) from these starting candidates,
+        each with its trade-off weight: the learned designs as candidates, with continuous values
         (snap them onto the space's grid before scoring them), and what the run learned."""
         if (config, bounds) not in self._relaxations:
             self._relaxations[config, bounds] = gradient.Relaxation(self.engine, config, bounds)

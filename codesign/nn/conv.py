@@ -1,7 +1,7 @@
 """Convolutions on codesign's weight matrices, direct and fast inside scanned training loops.
 
 A conv layer's weights are the [K, N] matrix the hardware holds, K = C * kernel_area rows
-ordered channel-major (row = c * kernel_area + kernel_offset, see `codesign.networks`). Two ways
+ordered channel-major (row = c * kernel_area + kernel_offset, see `codesign.nn.networks`). Two ways
 to apply it to a feature map h [B, *spatial, C] (1-D or 2-D, square kernel, symmetric padding):
 
     conv(h, w, geometry)     a direct `lax.conv_general_dilated`: the exact digital product
@@ -133,7 +133,7 @@ def patches(h: jax.Array, geometry: Conv) -> jax.Array:
 
 
 def matmul_layer(matmul: Callable[[int, jax.Array, jax.Array], jax.Array]) -> Callable:
-    """A ``layer(i, h, w, geometry)`` hook (`codesign.networks.apply`) from a
+    """A ``layer(i, h, w, geometry)`` hook (`codesign.nn.networks.apply`) from a
     ``matmul(i, x_matrix [B*P, K], w)`` one: a conv layer becomes its patches times w."""
 
     def layer(i, h, w, geometry):

@@ -1,8 +1,8 @@
 """The training engine: every training loop in codesign is one call of `train`.
 
-Pretraining (`codesign.pretrain`), a population's fine-tunes and early-stopping rungs
-(`codesign.transfer`, `codesign.early_stop`) and the differentiable co-design program
-(`codesign.gradient`) differ only in their loss, optimizer and state; the loop is here, once:
+Pretraining (`codesign.engine.pretraining`), a population's fine-tunes and early-stopping rungs
+(`codesign.engine.finetune`, `codesign.search.early_stop`) and the differentiable co-design program
+(`codesign.search.gradient`) differ only in their loss, optimizer and state; the loop is here, once:
 
     TrainState  params, optimizer state, update mask (pruned weights get no update) and the loss
                 of every step of the run: a typed pytree, vmapped and sliced like any array
@@ -41,8 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from codesign import pruning
 from codesign.errors import CodesignError
+from codesign.nn import pruning
 
 __all__ = [
     "Scores",
@@ -140,6 +140,14 @@ class Scores:
 
     def without_weights(self) -> Scores:
         return dataclasses.replace(self, params=None, masks=None)
+
+
+def adam_per_part(rates: dict[str, float]) -> optax.GradientTransformation:
+    """Adam over a dict of parameter parts, each part at its own learning rate (the gradient
+    program: the weights at the fine-tune's rate, the design variables at theirs)."""
+    return optax.multi_transform(
+        {name: optax.adam(rate) for name, rate in rates.items()}, {name: name for name in rates}
+    )
 
 
 def train(

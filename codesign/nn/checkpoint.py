@@ -1,7 +1,7 @@
 """Your own pretrained base network from a file, instead of pretraining one.
 
 An .npz of per-layer arrays or an orbax checkpoint (what codesign's base cache and `train`
-write), checked against the model's layer shapes; `codesign.transfer` loads it as its base.
+write), checked against the model's layer shapes; `codesign.engine.finetune` loads it as its base.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from codesign import networks
+from codesign.nn import networks
 
 __all__ = ["load_checkpoint"]
 

@@ -1,6 +1,6 @@
 """Named accelerator presets; every constant cites its source (assumptions marked as such).
 
-The types and the technology-scaling rule are in `codesign.hardware`.
+The types and the technology-scaling rule are in `codesign.hardware.accelerator`.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import dataclasses
 import difflib
 
 from codesign.errors import CodesignError
-from codesign.hardware import FJ, PJ, SCALE_45NM_TO_22NM, Accelerator, EnergyTable
+from codesign.hardware.accelerator import FJ, PJ, SCALE_45NM_TO_22NM, Accelerator, EnergyTable
 
 __all__ = [
     "DEFAULT_PRESET",

@@ -18,7 +18,7 @@ Rules (`Rungs.evaluate_population`):
   score at a fraction of its cost, and the final score's noise draws are unchanged. A candidate
   whose loss has gone non-finite probes at 0: it stops others never, and is stopped itself.
 - Survivors continue from their state (params, Adam's state, and the batch and noise streams
-  at the step reached: `codesign.engine.train` slices the whole fine-tune's streams), so a
+  at the step reached: `codesign.engine.core.train` slices the whole fine-tune's streams), so a
   survivor ends with the numbers of an uninterrupted fine-tune (`Engine.evaluate_population`):
   the rungs are the engine's own programs, the same steps in the same order.
 - Survivors are packed into a population of the next power of two (padded with copies of the
@@ -28,7 +28,8 @@ Rules (`Rungs.evaluate_population`):
   ran, and `finetune_flops` for those steps only (`Engine.step_flops` x steps run); its
   accuracies are NaN. The probes are not counted in `finetune_flops`, as no evaluation is.
 
-No Optuna here: the study turns stopped candidates into PRUNED trials (`codesign.study.tell`).
+No Optuna here: the study turns stopped candidates into PRUNED trials
+(`codesign.search.study.tell`).
 """
 
 from __future__ import annotations
@@ -40,10 +41,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from codesign.engine import Scores, TrainState
-from codesign.fronts import dominated
-from codesign.problem import EarlyStop
-from codesign.transfer import Engine, Population
+from codesign.engine.core import Scores, TrainState
+from codesign.engine.finetune import Engine, Population
+from codesign.search.fronts import dominated
+from codesign.search.problem import EarlyStop
 
 __all__ = ["EarlyStop", "Rungs", "rung_steps"]
 

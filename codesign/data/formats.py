@@ -2,8 +2,8 @@
 image folders; standard datasets found in a folder, or downloaded there and checked against the MD5
 their publisher gives.
 
-Every reader returns pixels as stored (uint8) with ``scale=255``; `codesign.data` splits, then
-scales. Every failure is a `DataError` of one line naming the file: a truncated or corrupted
+Every reader returns pixels as stored (uint8) with ``scale=255``; `codesign.data.datasets` splits,
+then scales. Every failure is a `DataError` of one line naming the file: a truncated or corrupted
 archive, a pickle that would run code, an IDX file with the wrong magic number or size, an image
 folder with fewer than two classes, images of different sizes.
 """

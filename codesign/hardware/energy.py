@@ -49,7 +49,7 @@ Left out (documented, not modelled): leakage and clock power, the network-on-chi
 activation functions, pooling and other non-MAC work, im2col reuse in line buffers, pipelining
 across layers, data-dependent switching activity (input toggle rates, bit-level sparsity), ADC
 sharing by multiplexing (time-sharing one ADC between columns), and device non-idealities (those
-live in the accuracy simulation, `codesign.analog`).
+live in the accuracy simulation, `codesign.hardware.analog`).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from codesign.hardware import (
+from codesign.hardware.accelerator import (
     Accelerator,
     adc_energy_j,
     analog_output_j,
@@ -72,8 +72,8 @@ from codesign.hardware import (
     zigzag_bands,
     zigzag_dimc_j,
 )
-from codesign.networks import LayerShape
-from codesign.pruning import GRANULARITIES
+from codesign.nn.networks import LayerShape
+from codesign.nn.pruning import GRANULARITIES
 
 __all__ = [
     "COMPONENTS",
@@ -288,7 +288,7 @@ def layer_counts(
 
     nm_keep = jnp.clip(_round(NM_GROUP * (1.0 - s), relaxed), 1.0, NM_GROUP) / NM_GROUP
     density = jnp.where(is_row | is_col, 1.0, jnp.where(is_nm, nm_keep, 1.0 - s))
-    # The masks prune round(sparsity * units) of a layer's units (`codesign.pruning`): where that
+    # The masks prune round(sparsity * units) of a layer's units (`codesign.nn.pruning`): where that
     # is all of them (every weight of a small layer, or its only tile-grid blocks), the layer is
     # empty, as its masks will be. Row and column pruning reach 0 rows or columns above.
     blocks = jnp.ceil(rows / acc.tile_rows) * jnp.ceil(cols / logical_cols)

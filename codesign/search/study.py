@@ -3,7 +3,7 @@ bookkeeping that lets several workers share one study.
 
 Storage defaults to an Optuna journal file in the run directory (no server; optuna-dashboard
 reads it); any Optuna storage URL works. A study remembers the search space it was made with.
-A trial's numbers are a `Result` (`codesign.evaluate`), stored as its user attributes; its
+A trial's numbers are a `Result` (`codesign.search.evaluate`), stored as its user attributes; its
 objective values and budget constraints are what every Optuna client (the `optuna` CLI,
 optuna-dashboard) reads. Bookkeeping: which trials count towards a total, trials left RUNNING
 by a dead worker (failed, their candidate asked again), trials that lost a race for the last
@@ -27,9 +27,9 @@ import warnings
 import optuna
 
 from codesign.errors import CodesignError
-from codesign.evaluate import Problem, Result, failure_attrs
-from codesign.journal import BatchedJournalStorage
-from codesign.space import SearchSpace, parse_space
+from codesign.search.evaluate import Problem, Result, failure_attrs
+from codesign.search.journal import BatchedJournalStorage
+from codesign.search.space import SearchSpace, parse_space
 
 __all__ = [
     "JOURNAL_NAME",
@@ -121,8 +121,8 @@ def sampler_for(space: SearchSpace, seed: int):
     """The Optuna sampler the space names."""
     name = space.sampler.name
     if name in ("energy-aware", "gradient"):
-        # The search enqueues every candidate (codesign.screening or codesign.gradient); this
-        # only fills gaps.
+        # The search enqueues every candidate (codesign.search.screening or
+        # codesign.search.gradient); this only fills gaps.
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(
@@ -228,7 +228,7 @@ def tell(study: optuna.Study, trial: optuna.Trial, problem: Problem, result: Res
     (over a budget, so never trained, or below the accuracy budget, or a layer left empty), so
     that every Optuna client (`optuna best-trials`, optuna-dashboard, whose front ignores
     constraints) keeps it off the front, as codesign does; PRUNED too when its fine-tune was
-    stopped early (`codesign.early_stop`); FAIL when a full fine-tune diverged.
+    stopped early (`codesign.search.early_stop`); FAIL when a full fine-tune diverged.
     """
     violations = problem.violations(result)
     broken = [key for key, value in violations.items() if value > 0]

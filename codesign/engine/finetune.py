@@ -10,10 +10,11 @@ Flow for a population of candidates (all arrays, leading axis = candidate), in o
       head     fresh, for the target task's classes
       masks    from the inherited weights: widths x pruning (granularity, sparsity, tile grid),
                one (candidate, layer) at a time by `lax.map`, so only the chosen maker runs
-    vmapped over candidates (`init_one`, `train_one`, `score_one`; `codesign.early_stop` runs
+    vmapped over candidates (`init_one`, `train_one`, `score_one`; `codesign.search.early_stop` runs
     them as separate programs, a rung at a time):
       finetune `steps` Adam steps on the target task with masks fixed and analog noise on
-               (`codesign.analog.hybrid_matmul` on each layer's analog columns), one lax.scan
+               (`codesign.hardware.analog.hybrid_matmul` on each layer's analog columns), one
+               lax.scan
       evaluate accuracy on the target validation and test splits, averaged over noise draws
 
 Widths are masks over the maximum shapes and every per-candidate knob (widths, sparsity,
@@ -35,11 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from codesign import analog, conv, networks, pruning
-from codesign.checkpoint import load_checkpoint
-from codesign.data import TransferTask
-from codesign.energy import GRANULARITIES
-from codesign.engine import (
+from codesign.data.datasets import TransferTask
+from codesign.engine.core import (
     Placement,
     Scores,
     TrainState,
@@ -48,8 +46,7 @@ from codesign.engine import (
     streams,
     train,
 )
-from codesign.errors import CodesignError
-from codesign.pretrain import (
+from codesign.engine.pretraining import (
     PretrainConfig,
     base_key,
     enable_compilation_cache,
@@ -57,6 +54,11 @@ from codesign.pretrain import (
     pretrain,
     pretrain_program,
 )
+from codesign.errors import CodesignError
+from codesign.hardware import analog
+from codesign.hardware.energy import GRANULARITIES
+from codesign.nn import conv, networks, pruning
+from codesign.nn.checkpoint import load_checkpoint
 
 __all__ = [
     "FinetuneConfig",
@@ -89,14 +91,15 @@ class FinetuneConfig:
     out_noise: float = analog.AnalogConfig.out_noise
     out_bound: float = analog.AnalogConfig.out_bound
     # The crossbar's device model, its per-read noise (pcm) and the time since programming at
-    # which candidates are trained and scored (pcm drifts): `codesign.analog`'s docstring.
+    # which candidates are trained and scored (pcm drifts): `codesign.hardware.analog`'s docstring.
     device: str = analog.AnalogConfig.device
     read_noise: float = analog.AnalogConfig.read_noise
     inference_time: float = 0.0
     tile_scaling: str = analog.AnalogConfig.tile_scaling
     max_row_tiles: int = 8  # static bound: ceil(largest K / smallest tile rows) in the space
     # Rows per analog partial-sum block: must divide every candidate's tile rows (a space's
-    # evaluator sets the gcd of its tile rows). See `codesign.analog.AnalogConfig.row_block`.
+    # evaluator sets the gcd of its tile rows). See
+    # `codesign.hardware.analog.AnalogConfig.row_block`.
     row_block: int = 8
     # How a population is mapped over its candidates: "vmap" (one batched program), "sequential"
     # (`lax.map`, one candidate at a time) or "auto": sequential for 2-D conv networks on a CPU,
@@ -157,7 +160,7 @@ def row_tile_bound(shapes: Sequence[networks.LayerShape], min_tile_rows: int) ->
 
 def candidate_keys(seed):
     """A candidate's streams from its seed: head init, batches, training noise, evaluation
-    (`codesign.engine.streams`: the one key-stream rule)."""
+    (`codesign.engine.core.streams`: the one key-stream rule)."""
     return streams(seed, 4)
 
 
@@ -245,8 +248,8 @@ class Engine:
         self._init = compiled(self._counted(self._init_program))
         self._train = compiled(self._counted(self._train_program), static_argnums=(4, 5))
         self._score = compiled(self._counted(self._score_program))
-        # The local devices (`codesign.engine.Placement`): each runs these programs on its slice
-        # of a population, with its own copy of the base weights and the data.
+        # The local devices (`codesign.engine.core.Placement`): each runs these programs on its
+        # slice of a population, with its own copy of the base weights and the data.
         self.placement = Placement()
         self._base_copies = self.placement.replicate(self.base)
         self._data_copies = self.placement.replicate(self.data)
@@ -266,7 +269,8 @@ class Engine:
 
     # The population programs: arrays with a leading candidate axis, the per-candidate pieces
     # (`init_one`, `train_one`, `score_one`) mapped by `population_map`. A plain fine-tune is
-    # `_init`, `_train` over all its steps, then `_score`; early stopping (`codesign.early_stop`)
+    # `_init`, `_train` over all its steps, then `_score`; early stopping
+    # (`codesign.search.early_stop`)
     # runs `_train` a rung at a time between the same `_init` and `_score`. Every training window
     # starts from a state passed in (never one computed in the same program, whose layout XLA
     # could choose differently), so a candidate's numbers are bit-identical through either path
@@ -404,8 +408,8 @@ class Engine:
         self, cand: Population, state: TrainState, data, start, steps: int, analog_on=None
     ) -> TrainState:
         """One candidate, fully traced: steps [start, start + steps) of its fine-tune under
-        analog noise (`codesign.engine.train`: a fine-tune run in rungs gives the numbers of one
-        run straight through)."""
+        analog noise (`codesign.engine.core.train`: a fine-tune run in rungs gives the numbers of
+        one run straight through)."""
         forward = self.forward(cand, analog_on)
 
         def loss(params, xb, yb, key):

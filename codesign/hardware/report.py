@@ -7,9 +7,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from codesign.energy import COMPONENTS, Design, estimate_energy, peak_tops_per_w
-from codesign.hardware import Accelerator
-from codesign.pruning import GRANULARITIES
+from codesign.hardware.accelerator import Accelerator
+from codesign.hardware.energy import COMPONENTS, Design, estimate_energy, peak_tops_per_w
+from codesign.nn.pruning import GRANULARITIES
 
 __all__ = [
     "energy_summary",

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from codesign.checks import choice, fail, section, typed
-from codesign.gradient import GradientConfig
+from codesign.search.checks import choice, fail, section, typed
+from codesign.search.gradient import GradientConfig
 
 __all__ = ["SAMPLERS", "Sampler", "parse_sampler"]
 

@@ -3,8 +3,8 @@
     space --ask (sampler, or energy-aware proposals)--> candidates --Evaluator--> results
           (energy first: over-budget candidates spend no fine-tune) --tell--> study
 
-Optuna lives in `codesign.study`; evaluation in `codesign.evaluate`; this module only runs the
-loop. Re-running the same search resumes it: completed trials are never recomputed.
+Optuna lives in `codesign.search.study`; evaluation in `codesign.search.evaluate`; this module only
+runs the loop. Re-running the same search resumes it: completed trials are never recomputed.
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ from collections.abc import Callable
 import numpy as np
 import optuna
 
-from codesign import gradient, screening
-from codesign import study as studies
-from codesign.data import cache_root
-from codesign.engine import devices_line
+from codesign.data.datasets import cache_root
+from codesign.engine.core import devices_line
 from codesign.errors import CodesignError, caused_by_stop, check_stop
 from codesign.files import writable_folder
-from codesign.fronts import staircase
-from codesign.journal import batch as storage_batch
-from codesign.space import SearchSpace
+from codesign.search import gradient, screening
+from codesign.search import study as studies
+from codesign.search.fronts import staircase
+from codesign.search.journal import batch as storage_batch
+from codesign.search.space import SearchSpace
 
 __all__ = ["check_counts", "run_search"]
 
@@ -44,7 +44,8 @@ def check_counts(trials: int | None, batch: int | None) -> None:
 
 
 def _proposals(space, study, evaluator, want: int, rng, reference_energy_j) -> list[dict]:
-    """The energy-aware sampler's next params (`codesign.screening`), from the study so far."""
+    """The energy-aware sampler's next params (`codesign.search.screening`), from the study so
+    far."""
     dims = space.param_dims()
     past = study.get_trials(deepcopy=False)
     trained, pending, tried = studies.history(past, dims)
@@ -70,11 +71,11 @@ def front_params(trained: list) -> list[dict]:
 
 
 def _gradient_proposals(space, study, evaluator, batch: int, base_seed: int):
-    """The gradient sampler's next params (`codesign.gradient`): `batch` starting points, each
-    with its own trade-off weight, learned by gradient, snapped onto the space's grid; duplicates
-    of each other or of tried params dropped (random asks fill in). Up to half the starts are
-    designs of the study's front so far (refined: moved along the trade-off from where the search
-    stands), the rest random points of the space. Returns (params, user attrs) pairs."""
+    """The gradient sampler's next params (`codesign.search.gradient`): `batch` starting points,
+    each with its own trade-off weight, learned by gradient, snapped onto the space's grid;
+    duplicates of each other or of tried params dropped (random asks fill in). Up to half the
+    starts are designs of the study's front so far (refined: moved along the trade-off from where
+    the search stands), the rest random points of the space. Returns (params, user attrs) pairs."""
     past = study.get_trials(deepcopy=False)
     rng = np.random.default_rng([base_seed, len(past), 7])
     config = space.sampler.gradient

@@ -1,8 +1,8 @@
 """Pareto fronts of finished studies: the feasible front, its hypervolume, tables and plots.
 
 `format_front` is a plain function of numbers, and so are dominance and hypervolume
-(`codesign.fronts`); `front`, `front_rows`, `report` and `plot_front` are the thin adapter that
-reads them from an Optuna study.
+(`codesign.search.fronts`); `front`, `front_rows`, `report` and `plot_front` are the thin adapter
+that reads them from an Optuna study.
 
 The front is computed here, from the trials' stored values and constraints, rather than taken
 from the sampler, so that it is the same whatever sampler ran and whatever storage holds it.
@@ -21,8 +21,8 @@ import numpy as np
 import optuna
 
 from codesign.files import atomic_write
-from codesign.fronts import dominated, hypervolume
-from codesign.study import feasible, result_of
+from codesign.search.fronts import dominated, hypervolume
+from codesign.search.study import feasible, result_of
 
 __all__ = [
     "feasible",
