@@ -10,7 +10,7 @@ import pytest
 
 from codesign.cli import main
 from codesign.errors import CodesignError
-from codesign.search import gradient
+from codesign.search import gradient, proposers
 from codesign.search import loop as search
 from codesign.search import study as studies
 from codesign.search.space import load_space, parse_space
@@ -99,8 +99,8 @@ def test_later_populations_start_half_from_the_front_so_far(searched):
     assert all(starts[n] in ("random", None) for n in range(batch))
     later = [starts[n] for n in range(batch, len(starts))]
     assert later.count("front") <= batch // 2
-    trained = studies.history(study.get_trials()[:batch], space.param_dims())[0]
-    if search.front_params(trained):
+    trained = studies.history(study.get_trials()[:batch], space.param_dims()).trained
+    if proposers.front_params(trained):
         assert later.count("front") >= 1 or None in later  # a duplicate is dropped, random fills
 
 
@@ -113,8 +113,8 @@ def test_front_params_are_the_non_dominated_designs_cheapest_first():
         ({"a": 5}, 0.5, 0.1),
         ({"a": 6}, 3.0, 0.9),  # a tie with a=3: the first one stays
     ]
-    assert search.front_params(trained) == [{"a": 5}, {"a": 2}, {"a": 3}]
-    assert search.front_params([]) == []
+    assert proposers.front_params(trained) == [{"a": 5}, {"a": 2}, {"a": 3}]
+    assert proposers.front_params([]) == []
 
 
 @pytest.mark.parametrize("name", ["digits_mlp", "mnist1d_cnn", "mnist1d_resnet"])
@@ -165,4 +165,4 @@ def test_gradient_sampler_errors_are_one_line(sampler, says):
 
 def test_gradient_sampler_fills_gaps_randomly_in_optuna():
     space = parse_space(GRADIENT, "s.yaml")
-    assert isinstance(studies.sampler_for(space, 0), optuna.samplers.RandomSampler)
+    assert isinstance(proposers.optuna_sampler(space, 0), optuna.samplers.RandomSampler)

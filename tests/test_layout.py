@@ -25,7 +25,13 @@ RANKS = {
     "cli": 7,
     "__init__": 8,
 }  # fmt: skip
-OPTUNA_EDGE = {"search.study", "search.loop", "search.pareto", "search.journal"}
+OPTUNA_EDGE = {
+    "search.study",
+    "search.loop",
+    "search.pareto",
+    "search.journal",
+    "search.proposers",
+}
 
 
 def modules() -> dict[str, pathlib.Path]:
@@ -208,3 +214,58 @@ def test_no_private_name_is_imported_from_another_module():
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("codesign"):
                 private = [a.name for a in node.names if a.name.startswith("_")]
                 assert not private, (path.name, node.module, private)
+
+
+def _string_constants(path: pathlib.Path) -> set[str]:
+    nodes = ast.walk(ast.parse(path.read_text()))
+    return {n.value for n in nodes if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+
+
+def test_the_loop_names_no_sampler_and_every_sampler_has_a_proposer():
+    """The search loop asks the space's proposer (`codesign.search.proposers`); a sampler's
+    name appears in its registry and the YAML schema, never in the loop."""
+    from codesign.search.proposers import PROPOSERS
+    from codesign.search.sampler import SAMPLERS
+
+    assert set(PROPOSERS) == set(SAMPLERS)
+    assert not _string_constants(PACKAGE / "search" / "loop.py") & set(SAMPLERS)
+
+
+def family_comparisons(path: pathlib.Path) -> list[str]:
+    """Comparisons of a `family` (a name or an attribute) with a string: dispatch by name."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Compare):
+            continue
+        sides = [node.left, *node.comparators]
+        named = any(
+            (isinstance(s, ast.Name) and s.id == "family")
+            or (isinstance(s, ast.Attribute) and s.attr == "family")
+            for s in sides
+        )
+        strings = any(
+            (isinstance(s, ast.Constant) and isinstance(s.value, str))
+            or (
+                isinstance(s, ast.Tuple | ast.List | ast.Set)
+                and any(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in s.elts)
+            )
+            for s in sides
+        )
+        if named and strings:
+            found.append(f"{path.name}:{node.lineno} {ast.unparse(node)}")
+    return found
+
+
+def test_the_family_reader_sees_dispatch_by_name(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text('if spec.family == "mlp": pass\nif family in ("cnn", "resnet"): pass\n')
+    assert len(family_comparisons(probe)) == 2
+    probe.write_text("if family(spec.family).takes_depth: pass\nx = spec.family\n")
+    assert family_comparisons(probe) == []
+
+
+def test_no_module_dispatches_on_a_family_name():
+    """Families are objects (`codesign.nn.families`): code asks a spec's family, it does not
+    compare the family's name with strings."""
+    found = [c for path in PACKAGE.rglob("*.py") for c in family_comparisons(path)]
+    assert not found, found

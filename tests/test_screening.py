@@ -71,7 +71,8 @@ REFERENCE_J = energy_j(
 def propose(space, trials, energies, n, rng, **kwargs):
     """`screening.propose` on an Optuna study's trials, as `search.run_search` calls it."""
     dims = space.param_dims()
-    trained, pending, tried = studies.history(trials, dims)
+    past = studies.history(trials, dims)
+    trained, pending, tried = past.trained, past.pending, past.tried
     return screening.propose(
         dims, trained, pending, tried,
         lambda params: energies([space.candidate(p) for p in params]), n, rng,

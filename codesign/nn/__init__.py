@@ -3,7 +3,7 @@ your own NNX module (`nnx_model`), the searched model (`model`), pruning masks (
 pretrained bases on disk (`checkpoint`). Imports no other part of codesign but `errors`."""
 
 from codesign.nn.checkpoint import load_checkpoint
-from codesign.nn.model import Model
+from codesign.nn.model import Model, module_model
 from codesign.nn.networks import (
     FAMILIES,
     LayerShape,
@@ -16,7 +16,6 @@ from codesign.nn.networks import (
     unit_importance,
     width_masks,
 )
-from codesign.nn.nnx_model import module_model
 from codesign.nn.pruning import GRANULARITIES
 
 __all__ = [

@@ -13,56 +13,31 @@ import numpy as np
 
 from codesign.nn import conv
 from codesign.nn.conv import Conv
-from codesign.nn.resnet import apply_resnet, resnet_layers, resnet_maps
+from codesign.nn.families import CNN, FAMILIES, family
+from codesign.nn.layers import LayerShape, biased, chain
 
-
-@dataclasses.dataclass(frozen=True)
-class LayerShape:
-    """One weight layer as the hardware sees it: a K x N matrix applied at P positions.
-
-    A dense layer has ``kernel_area == 1`` and ``positions == 1``. A conv layer with ``c_in``
-    input channels and a kh x kw kernel has ``in_units == c_in`` and ``kernel_area == kh * kw``,
-    so K = c_in * kh * kw, and is applied at ``positions`` output positions per inference.
-    ``in_units`` and ``out_units`` are the maximum widths; a candidate keeps a subset of them.
-    """
-
-    in_units: int
-    out_units: int
-    kernel_area: int = 1
-    positions: int = 1
-    name: str = ""
-    # The layer whose kept output units are this layer's inputs: None for the previous layer (a
-    # chain), -1 for the network input. A residual network's layers read other layers' outputs.
-    source: int | None = None
-
-    def __post_init__(self):
-        for field in ("in_units", "out_units", "kernel_area", "positions"):
-            value = getattr(self, field)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"LayerShape.{field} must be a positive int, got {value!r}")
-
-    @property
-    def rows(self) -> int:
-        """K: rows of the weight matrix (inputs x kernel area)."""
-        return self.in_units * self.kernel_area
-
-    @property
-    def macs(self) -> int:
-        """Multiply-accumulates per inference at maximum width."""
-        return self.rows * self.out_units * self.positions
-
-
-def chain(
-    sizes: list[int] | tuple[int, ...], names: tuple[str, ...] = ()
-) -> tuple[LayerShape, ...]:
-    """Dense layers for an MLP with the given sizes, e.g. (64, 256, 256, 10) -> 3 layers."""
-    if len(sizes) < 2:
-        raise ValueError("an MLP needs at least an input and an output size")
-    names = names or tuple(f"dense{i}" for i in range(len(sizes) - 1))
-    return tuple(
-        LayerShape(in_units=k, out_units=n, name=name)
-        for k, n, name in zip(sizes[:-1], sizes[1:], names, strict=True)
-    )
+__all__ = [
+    "FAMILIES",
+    "LayerShape",
+    "NetworkSpec",
+    "apply",
+    "chain",
+    "default_spec",
+    "digital_layer",
+    "feature_map_shapes",
+    "init_params",
+    "layer_geometry",
+    "layer_groups",
+    "layer_input",
+    "layer_shapes",
+    "layer_widths",
+    "num_layers",
+    "permute_units",
+    "sort_units",
+    "spec_for",
+    "unit_importance",
+    "width_masks",
+]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,8 +51,8 @@ def chain(
 # maximum widths is the maximum network with a mask over each hidden layer's output units, so all
 # candidates share one compiled program and a population can be vmapped.
 
-FAMILIES = ("mlp", "cnn", "resnet", "module")  # module: your own NNX model, `codesign.nn.nnx_model`
-_CONV_DIMENSIONS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
+# Each family (`codesign.nn.families`) says what its layers, groups and forward pass are; the
+# functions here are the same for every family.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,53 +90,7 @@ class NetworkSpec:
             )
         if not self.input_shape or min(self.input_shape) < 1:
             raise ValueError(f"NetworkSpec.input_shape must be positive, got {self.input_shape}")
-        if self.family == "module":
-            if self.network is None or tuple(self.network.widths) != self.widths:
-                raise ValueError("a module network needs its traced network and its widths")
-        elif self.network is not None:
-            raise ValueError("only a module family takes a network")
-        if self.family == "resnet":
-            self._check_resnet()
-        elif self.depth:
-            raise ValueError("only a resnet takes a depth")
-        if self.family == "cnn":
-            self._check_cnn()
-        elif self.family == "mlp" and (self.kernel_sizes or self.strides or self.paddings):
-            raise ValueError("an mlp takes no kernel_sizes, strides or paddings")
-
-    def _check_cnn(self):
-        """Raise unless every conv layer has a kernel, stride and padding and keeps positions."""
-        if len(self.input_shape) - 1 not in _CONV_DIMENSIONS:
-            raise ValueError(
-                "a cnn needs input_shape (length, channels) or (height, width, channels), "
-                f"got {self.input_shape}"
-            )
-        per_layer = (self.kernel_sizes, self.strides, self.paddings)
-        if any(len(v) != len(self.widths) for v in per_layer):
-            raise ValueError(
-                f"a cnn needs one kernel size, stride and padding per conv layer: widths="
-                f"{self.widths}, kernel_sizes={self.kernel_sizes}, strides={self.strides}, "
-                f"paddings={self.paddings}"
-            )
-        if min(self.kernel_sizes) < 1 or min(self.strides) < 1 or min(self.paddings) < 0:
-            raise ValueError("cnn kernel sizes and strides must be >= 1, paddings >= 0")
-        for i, spatial in enumerate(feature_map_shapes(self)[1:]):
-            if min(spatial) < 1:
-                raise ValueError(f"conv{i} of {self} has no output positions left")
-
-    def _check_resnet(self):
-        """Raise unless the ResNet has 3 stages, a depth of 6n + 2 and positions left."""
-        if len(self.input_shape) - 1 not in _CONV_DIMENSIONS:
-            raise ValueError(
-                "a resnet needs input_shape (length, channels) or (height, width, channels), "
-                f"got {self.input_shape}"
-            )
-        if len(self.widths) != 3:
-            raise ValueError(f"a resnet has 3 stages: give 3 widths, got {self.widths}")
-        if self.depth < 8 or (self.depth - 2) % 6:
-            raise ValueError(f"a resnet's depth is 6n + 2 (8, 14, 20, ...), got {self.depth}")
-        if self.kernel_sizes or self.strides or self.paddings:
-            raise ValueError("a resnet takes no kernel_sizes, strides or paddings")
+        family(self.family).check(self)
 
     @property
     def num_hidden(self) -> int:
@@ -170,34 +99,31 @@ class NetworkSpec:
         return len(self.widths)
 
 
-def default_spec(family: str, input_shape: tuple[int, ...], num_classes: int) -> NetworkSpec:
-    """The default maximum-width network of a family for inputs of the given shape.
-
-    MLP: two hidden layers of 256. ResNet: ResNet-8 at the CIFAR widths 16, 32, 64 (He et al.
-    2016, sec. 4.2). CNN on (length, channels): the MNIST-1D paper's ConvBase
-    layout (kernels 5, 3, 3, stride 2, padding 1; Greydanus 2020, github.com/greydanus/mnist1d
-    notebooks/models.py) at 32 channels. CNN on (height, width, channels): three 3x3 convs of 32
-    channels, strides 1, 2, 2, padding 1 (8x8 digits -> 8x8 -> 4x4 -> 2x2).
-    """
+def default_spec(family_name: str, input_shape: tuple[int, ...], num_classes: int) -> NetworkSpec:
+    """The default maximum-width network of a family for inputs of the given shape (the
+    family's `default`): MLP, two hidden layers of 256; ResNet-8 at the CIFAR widths; the
+    MNIST-1D paper's ConvBase on (length, channels), three 3x3 convs on images."""
     input_shape = tuple(input_shape)
-    if family == "resnet" and len(input_shape) - 1 in _CONV_DIMENSIONS:
-        return NetworkSpec("resnet", input_shape, num_classes, (16, 32, 64), depth=8)
-    if family == "mlp":
-        return NetworkSpec("mlp", input_shape, num_classes, widths=(256, 256))
-    conv = {2: ((5, 3, 3), (2, 2, 2)), 3: ((3, 3, 3), (1, 2, 2))}  # (kernels, strides) by rank
-    if family == "cnn" and len(input_shape) in conv:
-        kernels, strides = conv[len(input_shape)]
-        widths, paddings = (32, 32, 32), (1, 1, 1)
-        return NetworkSpec("cnn", input_shape, num_classes, widths, kernels, strides, paddings)
-    raise ValueError(f"no default {family!r} network for input shape {input_shape}")
+    fields = family(family_name).default(input_shape)
+    if fields is None:
+        raise ValueError(f"no default {family_name!r} network for input shape {input_shape}")
+    return NetworkSpec(family_name, input_shape, num_classes, **fields)
+
+
+def spec_for(model, input_shape: tuple[int, ...], num_classes: int) -> NetworkSpec:
+    """The maximum-width network of a searched `codesign.nn.model.Model` for these inputs."""
+    fields = family(model.family).spec_fields(model, tuple(input_shape))
+    return NetworkSpec(model.family, tuple(input_shape), num_classes, **fields)
+
+
+def num_layers(model) -> int:
+    """Weight layers of a searched `Model`, the head included (its family's count)."""
+    return family(model.family).num_layers(model)
 
 
 def feature_map_shapes(spec: NetworkSpec) -> tuple[tuple[int, ...], ...]:
     """Spatial shape of a CNN's input and of each conv layer's output, e.g. ((40,), (19,), ...)."""
-    shapes = [spec.input_shape[:-1]]
-    for k, s, p in zip(spec.kernel_sizes, spec.strides, spec.paddings, strict=True):
-        shapes.append(tuple((n + 2 * p - k) // s + 1 for n in shapes[-1]))
-    return tuple(shapes)
+    return CNN().maps(spec)
 
 
 def layer_groups(spec: NetworkSpec) -> tuple[tuple[int, int], ...]:
@@ -205,81 +131,26 @@ def layer_groups(spec: NetworkSpec) -> tuple[tuple[int, int], ...]:
     network's input or its classes). A candidate keeps ``widths[g]`` units of group g, and every
     layer that writes a group keeps that many output units, every layer that reads it that many
     inputs."""
-    if spec.family == "module":
-        return spec.network.groups
-    if spec.family == "resnet":
-        layers, _ = resnet_layers(spec)
-        return (*((l.in_group, l.out_group) for l in layers), (len(spec.widths) - 1, -1))
-    n = spec.num_hidden
-    return tuple((l - 1, l if l < n else -1) for l in range(n + 1))
-
-
-def _group_size(spec: NetworkSpec, group: int, fixed: int) -> int:
-    return fixed if group < 0 else spec.widths[group]
+    return family(spec.family).groups(spec)
 
 
 def layer_shapes(spec: NetworkSpec) -> tuple[LayerShape, ...]:
-    """Every weight layer of the network as a K x N matrix at P positions, the head last.
+    """Every weight layer of the network as a K x N matrix at P positions, the head last
+    (see each family's `shapes`: a CNN's head reads the flattened last feature map, a ResNet's
+    the global average, and a ResNet's layers name the layer they read, ``source``)."""
+    return family(spec.family).shapes(spec)
 
-    A CNN's head reads the flattened last feature map (C channels at S positions), so it is
-    described as a layer with ``in_units == C`` and ``kernel_area == S`` at one position: its
-    K = C * S rows are channel-major, and dropping a channel drops S rows, as for any conv.
-    A ResNet's head reads the globally averaged last stage (K = C); each of its layers names the
-    layer whose outputs it reads (``source``), so the energy model follows the shortcuts.
-    """
-    if spec.family == "module":
-        net = spec.network
-        return tuple(
-            LayerShape(
-                in_units=layer.in_units,
-                out_units=spec.num_classes if out_group < 0 else layer.out_units,
-                kernel_area=layer.kernel_area,
-                positions=layer.positions,
-                name=layer.name,
-                source=source,
-            )
-            for layer, (_, out_group), source in zip(
-                net.layers, net.groups, net.sources(), strict=True
-            )
-        )
-    if spec.family == "resnet":
-        layers, _ = resnet_layers(spec)
-        producer = {-1: -1}
-        shapes = []
-        for i, (layer, (spatial_in, spatial_out)) in enumerate(
-            zip(layers, resnet_maps(spec), strict=True)
-        ):
-            shapes.append(
-                LayerShape(
-                    in_units=_group_size(spec, layer.in_group, spec.input_shape[-1]),
-                    out_units=spec.widths[layer.out_group],
-                    kernel_area=layer.kernel ** len(spatial_in),
-                    positions=math.prod(spatial_out),
-                    name=layer.name,
-                    source=producer[layer.in_group],
-                )
-            )
-            producer.setdefault(layer.out_group, i)
-        head = LayerShape(spec.widths[-1], spec.num_classes, name="head", source=producer[2])
-        return (*shapes, head)
-    if spec.family == "mlp":
-        sizes = (math.prod(spec.input_shape), *spec.widths, spec.num_classes)
-        names = (*(f"dense{i}" for i in range(spec.num_hidden)), "head")
-        return chain(sizes, names)
-    maps = feature_map_shapes(spec)
-    channels = (spec.input_shape[-1], *spec.widths)
-    convs = tuple(
-        LayerShape(
-            in_units=channels[i],
-            out_units=channels[i + 1],
-            kernel_area=spec.kernel_sizes[i] ** len(maps[i]),
-            positions=math.prod(maps[i + 1]),
-            name=f"conv{i}",
-        )
-        for i in range(spec.num_hidden)
-    )
-    head = LayerShape(channels[-1], spec.num_classes, kernel_area=math.prod(maps[-1]), name="head")
-    return (*convs, head)
+
+def _draw(shapes, key) -> list[dict]:
+    """Fresh w [K, N] and b [N] per layer, both U(-1/sqrt(K), 1/sqrt(K))."""
+    params = []
+    for shape, layer_key in zip(shapes, jax.random.split(key, len(shapes)), strict=True):
+        bound = 1.0 / math.sqrt(shape.rows)
+        w_key, b_key = jax.random.split(layer_key)
+        w = jax.random.uniform(w_key, (shape.rows, shape.out_units), minval=-bound, maxval=bound)
+        b = jax.random.uniform(b_key, (shape.out_units,), minval=-bound, maxval=bound)
+        params.append({"w": w, "b": b})
+    return params
 
 
 def init_params(spec: NetworkSpec, key: jax.Array) -> tuple[dict[str, jax.Array], ...]:
@@ -290,25 +161,7 @@ def init_params(spec: NetworkSpec, key: jax.Array) -> tuple[dict[str, jax.Array]
     A ResNet's second conv of each block starts at zero (see `resnet_layers`); a module keeps
     the weights it was built with, except its head.
     """
-    shapes = layer_shapes(spec)
-    params = []
-    if spec.family == "module":  # the module's own initial weights, and a fresh head
-        net = spec.network
-        params = [
-            {"w": jnp.asarray(w, jnp.float32), "b": jnp.asarray(b, jnp.float32)}
-            for w, b in zip(net.kernels[:-1], net.biases[:-1], strict=True)
-        ]
-        shapes = shapes[-1:]
-        key = jax.random.fold_in(key, len(params))
-    for shape, layer_key in zip(shapes, jax.random.split(key, len(shapes)), strict=True):
-        bound = 1.0 / math.sqrt(shape.rows)
-        w_key, b_key = jax.random.split(layer_key)
-        w = jax.random.uniform(w_key, (shape.rows, shape.out_units), minval=-bound, maxval=bound)
-        b = jax.random.uniform(b_key, (shape.out_units,), minval=-bound, maxval=bound)
-        if spec.family == "resnet" and shape.name.endswith(".conv2"):
-            w, b = jnp.zeros_like(w), jnp.zeros_like(b)
-        params.append({"w": w, "b": b})
-    return tuple(params)
+    return tuple(family(spec.family).init(spec, key, _draw))
 
 
 def digital_layer(layer_index: int, h: jax.Array, w: jax.Array, geometry: Conv | None):
@@ -320,31 +173,7 @@ def digital_layer(layer_index: int, h: jax.Array, w: jax.Array, geometry: Conv |
 
 def layer_geometry(spec: NetworkSpec, layer_index: int) -> Conv | None:
     """The convolution layer ``layer_index`` applies, or None for a dense layer (a head)."""
-    if spec.family == "resnet":
-        layers, _ = resnet_layers(spec)
-        if layer_index == len(layers):
-            return None
-        layer = layers[layer_index]
-        return Conv(layer.kernel, layer.stride, layer.padding)
-    if spec.family == "cnn" and layer_index < spec.num_hidden:
-        return Conv(*(v[layer_index] for v in (spec.kernel_sizes, spec.strides, spec.paddings)))
-    return None
-
-
-def _head_input(spec: NetworkSpec, h: jax.Array) -> jax.Array:
-    """What the head multiplies: an MLP's flattened input or last hidden layer, a CNN's last
-    feature map flattened channel-major (like torch's view(B, -1)), a ResNet's global average."""
-    if spec.family == "resnet":
-        return jnp.mean(h, axis=tuple(range(1, h.ndim - 1)))
-    if spec.family == "cnn":
-        return jnp.moveaxis(h, -1, 1).reshape(h.shape[0], -1)
-    return h.reshape(h.shape[0], -1)
-
-
-def _per_unit(y: jax.Array, v: jax.Array, multiply: int) -> jax.Array:
-    """y [..., N] plus (multiply=0) or times (multiply=1) a per-unit vector v [N]."""
-    v = v.reshape((1,) * (y.ndim - 1) + v.shape)
-    return y * v if multiply else y + v
+    return family(spec.family).geometry(spec, layer_index)
 
 
 def layer_input(spec: NetworkSpec, layer_index: int, h: jax.Array) -> jax.Array:
@@ -357,9 +186,7 @@ def layer_input(spec: NetworkSpec, layer_index: int, h: jax.Array) -> jax.Array:
     geometry = layer_geometry(spec, layer_index)
     if geometry is not None:
         return conv.patches(h, geometry)
-    if spec.family == "mlp" and layer_index < spec.num_hidden:
-        return h.reshape(h.shape[0], -1)
-    return _head_input(spec, h)
+    return family(spec.family).dense_input(spec, layer_index, h)
 
 
 def apply(
@@ -395,21 +222,8 @@ def apply(
         raise ValueError("give apply a layer or a matmul hook, not both")
     op = conv.matmul_layer(matmul) if matmul is not None else (layer or digital_layer)
 
-    def dense_or_conv(i, h):
-        return _per_unit(op(i, h, params[i]["w"], layer_geometry(spec, i)), params[i]["b"], 0)
-
-    if spec.family == "module":
-        return spec.network.apply(params, x, unit_masks, op)
-    if spec.family == "resnet":
-        keep = functools.partial(_per_unit, multiply=1)
-        head_input = functools.partial(_head_input, spec)
-        return apply_resnet(spec, x, unit_masks, dense_or_conv, head_input, keep)
-    h = x.reshape(x.shape[0], -1) if spec.family == "mlp" else x
-    for i in range(spec.num_hidden):
-        h = jax.nn.relu(dense_or_conv(i, h))
-        if unit_masks is not None:
-            h = _per_unit(h, unit_masks[i], 1)
-    return dense_or_conv(spec.num_hidden, _head_input(spec, h))
+    layer = biased(op, params, functools.partial(layer_geometry, spec))
+    return family(spec.family).apply(spec, params, x, unit_masks, layer, op)
 
 
 def width_masks(spec: NetworkSpec, widths) -> tuple[jax.Array, ...]:

@@ -35,15 +35,15 @@ import numpy as np
 from flax import nnx
 
 from codesign.errors import CodesignError
-from codesign.nn.model import Model
+from codesign.nn.layers import LayerShape
 
 __all__ = [
+    "ModuleFamily",
     "ModuleLayer",
     "ModuleNetwork",
     "build_module",
+    "hashable",
     "load_factory",
-    "model_from_section",
-    "module_model",
     "trace_module",
     "traced",
 ]
@@ -447,12 +447,12 @@ def trace_module(
     )
 
 
-def _hashable(value):
+def hashable(value):
     """A YAML value as a hashable one (lists become tuples), so traced networks are cached."""
     if isinstance(value, list | tuple):
-        return tuple(_hashable(v) for v in value)
+        return tuple(hashable(v) for v in value)
     if isinstance(value, dict):
-        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+        return tuple(sorted((k, hashable(v)) for k, v in value.items()))
     return value
 
 
@@ -463,32 +463,67 @@ def traced(module, kwargs: tuple, groups: tuple, input_shape: tuple[int, ...]) -
     return trace_module(module, dict(kwargs), tuple(input_shape), groups)
 
 
-def module_model(module, input_shape, *, kwargs: dict | None = None, groups=()) -> Model:
-    """The `codesign.nn.model.Model` of your own NNX module (a class, a factory or
-    "package.module:Class"), traced for inputs of ``input_shape`` (per example)."""
-    items = tuple(sorted((k, _hashable(v)) for k, v in (kwargs or {}).items()))
-    groups = tuple(tuple(g) for g in groups)
-    net = traced(module, items, groups, tuple(input_shape))
-    return Model(
-        family="module",
-        widths=net.widths,
-        module=module,
-        kwargs=items,
-        groups=groups,
-        layers=len(net.layers),
-    )
+class ModuleFamily:
+    """Your own NNX module as a network family (a `codesign.nn.families.Family`): a spec holds
+    the traced module (`NetworkSpec.network`, a `ModuleNetwork`), which knows its layers, width
+    groups, first weights and forward pass."""
 
+    name = "module"
+    default_widths = (32, 32, 32)  # unused: a module's widths are its own
+    width_count = None
+    takes_depth = False
+    user_module = True
 
-def model_from_section(section: dict, input_shape) -> Model:
-    """The `Model` a search space's ``model: {module, kwargs, groups}`` section names."""
-    module, kwargs, groups = (section.get(k) for k in ("module", "kwargs", "groups"))
-    if not isinstance(module, str):
-        raise CodesignError(f"model.module: must be 'package.module:Class', got {module!r}")
-    if not isinstance(kwargs or {}, dict):
-        raise CodesignError(f"model.kwargs: must be a mapping of keyword arguments, got {kwargs!r}")
-    groups = groups or []
-    if not isinstance(groups, list) or not all(
-        isinstance(g, list) and all(isinstance(n, str) for n in g) for g in groups
-    ):
-        raise CodesignError("model.groups: must be a list of lists of layer names")
-    return module_model(module, input_shape, kwargs=kwargs, groups=groups)
+    def check(self, spec):
+        if spec.network is None or tuple(spec.network.widths) != spec.widths:
+            raise ValueError("a module network needs its traced network and its widths")
+        if spec.depth:
+            raise ValueError("only a resnet takes a depth")
+
+    def default(self, input_shape):
+        return None
+
+    def spec_fields(self, model, input_shape):
+        net = traced(model.module, model.kwargs, model.groups, tuple(input_shape))
+        return {"widths": net.widths, "network": net}
+
+    def num_layers(self, model) -> int:
+        return model.layers
+
+    def groups(self, spec):
+        return spec.network.groups
+
+    def shapes(self, spec):
+        net = spec.network
+        return tuple(
+            LayerShape(
+                in_units=layer.in_units,
+                out_units=spec.num_classes if out_group < 0 else layer.out_units,
+                kernel_area=layer.kernel_area,
+                positions=layer.positions,
+                name=layer.name,
+                source=source,
+            )
+            for layer, (_, out_group), source in zip(
+                net.layers, net.groups, net.sources(), strict=True
+            )
+        )
+
+    def init(self, spec, key, draw):
+        """The module's own initial weights, and a fresh head."""
+        net = spec.network
+        params = [
+            {"w": jnp.asarray(w, jnp.float32), "b": jnp.asarray(b, jnp.float32)}
+            for w, b in zip(net.kernels[:-1], net.biases[:-1], strict=True)
+        ]
+        head = draw(self.shapes(spec)[-1:], jax.random.fold_in(key, len(params)))
+        return params + head
+
+    def geometry(self, spec, layer_index):
+        return None  # a module's convs reach the hooks as their patches
+
+    def dense_input(self, spec, layer_index, h):
+        return h.reshape(h.shape[0], -1)
+
+    def apply(self, spec, params, x, unit_masks, layer, op):
+        return spec.network.apply(params, x, unit_masks, op)

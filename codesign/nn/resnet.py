@@ -1,16 +1,30 @@
-"""The CIFAR-style residual CNN family's layout and forward pass (used by `codesign.nn.networks`).
+"""The CIFAR-style residual CNN family (`ResNet`, a `codesign.nn.families.Family`): its layout,
+layer shapes and forward pass.
 
 A spec here is a `codesign.nn.networks.NetworkSpec` of family "resnet"; its weights are the
-[K, N] matrices `networks.layer_shapes` describes, in the order `resnet_layers` lists them.
+[K, N] matrices `ResNet.shapes` describes, in the order `resnet_layers` lists them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 
 import jax
+import jax.numpy as jnp
 
-__all__ = ["ResidualBlock", "ResidualLayer", "apply_resnet", "resnet_layers", "resnet_maps"]
+from codesign.nn.conv import Conv
+from codesign.nn.layers import CONV_DIMENSIONS, LayerShape, per_unit
+
+__all__ = [
+    "ResNet",
+    "ResidualBlock",
+    "ResidualLayer",
+    "apply_resnet",
+    "resnet_layers",
+    "resnet_maps",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,3 +110,98 @@ def apply_resnet(spec, x, unit_masks, layer, head_input, scale) -> jax.Array:
         shortcut = h if block.shortcut is None else layer(block.shortcut, h)
         h = keep(block.group, jax.nn.relu(layer(block.conv2, r) + shortcut))
     return layer(len(layers), head_input(h))
+
+
+class ResNet:
+    """The ResNet family: ``depth`` = 6n + 2 layers in 3 stages, each stage one width group,
+    a dense head over the globally averaged last stage."""
+
+    name = "resnet"
+    default_widths = (16, 32, 64)
+    width_count = 3
+    takes_depth = True
+    user_module = False
+
+    def check(self, spec):
+        """Raise unless the ResNet has 3 stages, a depth of 6n + 2 and positions left."""
+        if spec.network is not None:
+            raise ValueError("only a module family takes a network")
+        if len(spec.input_shape) - 1 not in CONV_DIMENSIONS:
+            raise ValueError(
+                "a resnet needs input_shape (length, channels) or (height, width, channels), "
+                f"got {spec.input_shape}"
+            )
+        if len(spec.widths) != 3:
+            raise ValueError(f"a resnet has 3 stages: give 3 widths, got {spec.widths}")
+        if spec.depth < 8 or (spec.depth - 2) % 6:
+            raise ValueError(f"a resnet's depth is 6n + 2 (8, 14, 20, ...), got {spec.depth}")
+        if spec.kernel_sizes or spec.strides or spec.paddings:
+            raise ValueError("a resnet takes no kernel_sizes, strides or paddings")
+
+    def default(self, input_shape):
+        """ResNet-8 at the CIFAR widths 16, 32, 64 (He et al. 2016, sec. 4.2)."""
+        if len(input_shape) - 1 not in CONV_DIMENSIONS:
+            return None
+        return {"widths": self.default_widths, "depth": 8}
+
+    def spec_fields(self, model, input_shape):
+        fields = self.default(input_shape)
+        if fields is None:
+            raise ValueError(f"no default 'resnet' network for input shape {input_shape}")
+        return {**fields, "widths": tuple(model.widths), "depth": model.depth}
+
+    def num_layers(self, model) -> int:
+        """The stem, 2 convs per block, 2 shortcut projections and the head."""
+        return (model.depth - 2) + 4
+
+    def groups(self, spec):
+        layers, _ = resnet_layers(spec)
+        return (*((l.in_group, l.out_group) for l in layers), (len(spec.widths) - 1, -1))
+
+    def shapes(self, spec):
+        """The head reads the globally averaged last stage (K = C); each layer names the layer
+        whose outputs it reads (``source``), so the energy model follows the shortcuts."""
+        layers, _ = resnet_layers(spec)
+        producer = {-1: -1}
+        shapes = []
+        for i, (layer, (spatial_in, spatial_out)) in enumerate(
+            zip(layers, resnet_maps(spec), strict=True)
+        ):
+            in_units = spec.input_shape[-1] if layer.in_group < 0 else spec.widths[layer.in_group]
+            shapes.append(
+                LayerShape(
+                    in_units=in_units,
+                    out_units=spec.widths[layer.out_group],
+                    kernel_area=layer.kernel ** len(spatial_in),
+                    positions=math.prod(spatial_out),
+                    name=layer.name,
+                    source=producer[layer.in_group],
+                )
+            )
+            producer.setdefault(layer.out_group, i)
+        head = LayerShape(spec.widths[-1], spec.num_classes, name="head", source=producer[2])
+        return (*shapes, head)
+
+    def init(self, spec, key, draw):
+        """Fresh weights, with the second conv of every block at zero (`resnet_layers`)."""
+        shapes = self.shapes(spec)
+        params = draw(shapes, key)
+        for layer, shape in zip(params, shapes, strict=True):
+            if shape.name.endswith(".conv2"):
+                layer["w"], layer["b"] = jnp.zeros_like(layer["w"]), jnp.zeros_like(layer["b"])
+        return params
+
+    def geometry(self, spec, layer_index):
+        layers, _ = resnet_layers(spec)
+        if layer_index == len(layers):
+            return None
+        layer = layers[layer_index]
+        return Conv(layer.kernel, layer.stride, layer.padding)
+
+    def dense_input(self, spec, layer_index, h):
+        return jnp.mean(h, axis=tuple(range(1, h.ndim - 1)))
+
+    def apply(self, spec, params, x, unit_masks, layer, op):
+        keep = functools.partial(per_unit, multiply=1)
+        head_input = functools.partial(self.dense_input, spec, -1)
+        return apply_resnet(spec, x, unit_masks, layer, head_input, keep)

@@ -203,16 +203,7 @@ def failure_attrs(reason: str | None) -> dict:
 
 def network_spec(model: Model, source: data.Dataset) -> networks.NetworkSpec:
     """The maximum-width network of a model for the source task's inputs and classes."""
-    if model.family == "module":
-        from codesign.nn import nnx_model
-
-        net = nnx_model.traced(model.module, model.kwargs, model.groups, source.input_shape)
-        return networks.NetworkSpec(
-            "module", source.input_shape, source.num_classes, net.widths, network=net
-        )
-    base = networks.default_spec(model.family, source.input_shape, source.num_classes)
-    depth = {"depth": model.depth} if model.family == "resnet" else {}
-    return dataclasses.replace(base, widths=tuple(model.widths), **depth)
+    return networks.spec_for(model, source.input_shape, source.num_classes)
 
 
 class Estimates(Sequence):

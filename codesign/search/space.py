@@ -51,7 +51,9 @@ from codesign.files import load_yaml
 from codesign.hardware.accelerator import Accelerator
 from codesign.hardware.analog import DEVICES, TILE_SCALINGS
 from codesign.hardware.presets import DEFAULT_PRESET, PRESETS, get_preset
-from codesign.nn.networks import FAMILIES
+from codesign.nn import families
+from codesign.nn.families import FAMILIES
+from codesign.nn.model import model_from_section
 from codesign.nn.pruning import GRANULARITIES
 from codesign.search import early_stop
 from codesign.search.checks import choice, fail, int_list, override, parse_tile, section, typed
@@ -265,13 +267,12 @@ def load_space(path: str | pathlib.Path) -> SearchSpace:
 def _module_model(m: dict, task: Task, path: str) -> Model:
     """Your own NNX module, traced on the source task's input shape (`codesign.nn.nnx_model`)."""
     from codesign.data import datasets as data
-    from codesign.nn import nnx_model
 
     if "widths" in m:
         fail(path, "model.widths", "a module's widths are its own: set them through kwargs")
     dataset = data.load_dataset(task.dataset, seed=task.seed, classes=task.source_classes)
     try:
-        return nnx_model.model_from_section(m, dataset.x_train.shape[1:])
+        return model_from_section(m, dataset.x_train.shape[1:])
     except CodesignError as err:
         raise CodesignError(f"{path}: {err}") from None
 
@@ -408,20 +409,19 @@ def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
     )
     family = m.get("family", "module" if "module" in m else "mlp")
     family = choice(family, "model.family", path, FAMILIES)
-    default_widths = {"mlp": list(Model.widths), "resnet": [16, 32, 64]}.get(family, [32, 32, 32])
+    kind = families.family(family)
     model = Model(
         family=family,
-        widths=int_list(m.get("widths", default_widths), "model.widths", path, low=1),
+        widths=int_list(m.get("widths", list(kind.default_widths)), "model.widths", path, low=1),
         depth=typed(m, "depth", "model", path, int, Model.depth, 8),
     )
-    if family in ("cnn", "resnet") and len(model.widths) != 3:
-        what = "3 conv layers: give 3 channel counts" if family == "cnn" else "3 stages: give 3"
-        fail(path, "model.widths", f"a {family} has {what}")
-    if "depth" in m and family != "resnet":
+    if kind.width_count is not None and len(model.widths) != kind.width_count:
+        fail(path, "model.widths", f"a {family} takes {kind.width_count} widths, one per group")
+    if "depth" in m and not kind.takes_depth:
         fail(path, "model.depth", "only a resnet takes a depth")
     if (model.depth - 2) % 6:
         fail(path, "model.depth", f"a resnet's depth is 6n + 2 (8, 14, 20, ...), got {model.depth}")
-    if family == "module":
+    if kind.user_module:
         model = _module_model(m, task, path)
     elif any(k in m for k in ("module", "kwargs", "groups")):
         fail(path, "model.module", "module, kwargs and groups belong to family: module")

@@ -29,6 +29,7 @@ import optuna
 from codesign.errors import CodesignError
 from codesign.search.evaluate import Problem, Result, failure_attrs
 from codesign.search.journal import BatchedJournalStorage
+from codesign.search.proposers import History, optuna_sampler
 from codesign.search.space import SearchSpace, parse_space
 
 __all__ = [
@@ -41,7 +42,6 @@ __all__ = [
     "quiet_optuna",
     "recover_stale_trials",
     "result_of",
-    "sampler_for",
     "storage_for",
     "study_space",
     "tell",
@@ -117,33 +117,6 @@ def _with_installed_driver(url: str) -> str:
     return url
 
 
-def sampler_for(space: SearchSpace, seed: int):
-    """The Optuna sampler the space names."""
-    name = space.sampler.name
-    if name in ("energy-aware", "gradient"):
-        # The search enqueues every candidate (codesign.search.screening or
-        # codesign.search.gradient); this only fills gaps.
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(
-            population_size=space.sampler.population_size, seed=seed
-        )
-    if name == "tpe":
-        # constant_liar: a batch of asks sees its pending trials, so it does not repeat itself.
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
-    if name == "gp":
-        try:
-            import scipy  # noqa: F401
-            import torch  # noqa: F401
-        except ImportError:
-            raise CodesignError(
-                "sampler gp needs torch and scipy: pip install 'codesign[gp]' "
-                "(or choose nsga2, tpe or random)"
-            ) from None
-        return optuna.samplers.GPSampler(seed=seed)
-    return optuna.samplers.RandomSampler(seed=seed)
-
-
 def open_study(
     space: SearchSpace,
     storage,
@@ -167,7 +140,7 @@ def open_study(
         study_name=name,
         storage=storage,
         directions=space.problem.directions,
-        sampler=sampler_for(space, seed),
+        sampler=optuna_sampler(space, seed),
         load_if_exists=True,
     )
     if study.metric_names is None:
@@ -258,10 +231,10 @@ def enqueue(study: optuna.Study, params: dict, attrs: dict | None = None) -> Non
     study.enqueue_trial(params, user_attrs={"proposed": params, **(attrs or {})})
 
 
-def history(trials, names) -> tuple[list, list[dict], list[dict]]:
-    """Trials as `screening.propose` takes them: (params, energy_j, accuracy) of the trained
-    (and of those stopped early, at the accuracy last probed), params of the pending (asked or
-    queued, not scored), and params of every trial."""
+def history(trials, names) -> History:
+    """Trials as proposers read them (`codesign.search.proposers.History`): (params, energy_j,
+    accuracy) of the trained (and of those stopped early, at the accuracy last probed), params
+    of the pending (asked or queued, not scored), and params of every trial."""
     params_of = [t.user_attrs.get("proposed", t.params) for t in trials]
     has_all = [set(names) <= set(p) for p in params_of]
     trained = [
@@ -280,7 +253,8 @@ def history(trials, names) -> tuple[list, list[dict], list[dict]]:
         for t, p, ok in zip(trials, params_of, has_all, strict=True)
         if ok and t.state in (RUNNING, WAITING)
     ]
-    return trained, pending, params_of
+    waiting = sum(t.state == WAITING for t in trials)
+    return History(trained, pending, params_of, waiting, len(trials))
 
 
 # --- workers sharing a study ---
