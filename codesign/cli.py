@@ -150,8 +150,8 @@ def _cmd_search(args) -> int:
     print(table)
     if baseline:
         print(
-            f"baseline (dense all-digital): {baseline['energy_j']:.3g} J, "
-            f"accuracy {baseline['accuracy']:.3f}"
+            f"baseline (dense all-digital): {baseline.energy_j:.3g} J, "
+            f"accuracy {baseline.accuracy:.3f}"
         )
     if not args.storage or out.is_dir():
         out.mkdir(parents=True, exist_ok=True)

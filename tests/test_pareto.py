@@ -89,7 +89,7 @@ def test_report_hypervolume_matches_the_hand_value(tmp_path):
     text, baseline = pareto.report(study)
     # Two decades: 1 x 0.8 + 1 x 0.9.
     expected = 1.7
-    assert baseline["energy_j"] == 1e-7
+    assert baseline.energy_j == 1e-7 and baseline.label == "dense all-digital"
     assert f"{expected:.4g}" in text.splitlines()[-1]
     rows = pareto.front_rows(study)
     assert math.isclose(

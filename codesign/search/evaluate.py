@@ -40,6 +40,7 @@ from codesign.search.problem import OBJECTIVES, Budgets, Candidate, Model, Probl
 
 __all__ = [
     "OBJECTIVES",  # re-exported from codesign.search.problem, with the types below
+    "Baseline",
     "Budgets",
     "Candidate",
     "Estimates",
@@ -183,6 +184,29 @@ class Result:
             rung_accuracies=tuple(attrs.get("rung_val_accuracies", ())),
             stopped_at_step=attrs.get("early_stopped_at_step"),
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class Baseline:
+    """The dense all-digital design of a space (its largest network, unpruned, on the digital
+    chip), fine-tuned like any candidate: the point a front's hypervolume is measured from.
+    Stored in the study's user attribute "baseline" (`to_attrs`, `from_attrs`)."""
+
+    energy_j: float
+    accuracy: float = float("nan")
+    test_accuracy: float = float("nan")
+    candidate: dict = dataclasses.field(default_factory=dict)
+    label: str = "dense all-digital"
+
+    def to_attrs(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_attrs(cls, attrs: dict | None) -> Baseline | None:
+        if not attrs:
+            return None
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in attrs.items() if k in fields})
 
 
 def _candidate(values) -> Candidate | None:
@@ -488,14 +512,8 @@ class Evaluator:
             self.problem.model, tile, int(self.problem.accelerator().adc_bits)
         )
 
-    def baseline(self, tile: tuple[int, int], seed: int, chunk: int | None = None) -> dict:
+    def baseline(self, tile: tuple[int, int], seed: int, chunk: int | None = None) -> Baseline:
         """The dense all-digital baseline, fine-tuned like any candidate."""
         cand = self.dense_digital(tile)
         (result,) = self.evaluate([cand], [seed * 1_000_003 - 1], chunk=chunk)
-        return {
-            "label": "dense all-digital",
-            "energy_j": result.energy_j,
-            "accuracy": result.accuracy,
-            "test_accuracy": result.test_accuracy,
-            "candidate": cand.to_dict(),
-        }
+        return Baseline(result.energy_j, result.accuracy, result.test_accuracy, cand.to_dict())

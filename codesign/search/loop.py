@@ -148,7 +148,6 @@ def run_search(
             raise
         if progress:
             progress(study, done_at_start, trials, time.perf_counter() - started)
-    if trials and "baseline" not in study.user_attrs:
-        baseline = evaluator.baseline(space.tiles[0], base_seed, batch)
-        study.set_user_attr("baseline", baseline)
+    if trials and studies.baseline_of(study) is None:
+        studies.set_baseline(study, evaluator.baseline(space.tiles[0], base_seed, batch))
     return study

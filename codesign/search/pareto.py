@@ -21,8 +21,9 @@ import numpy as np
 import optuna
 
 from codesign.files import atomic_write
+from codesign.search.evaluate import Baseline
 from codesign.search.fronts import dominated, hypervolume
-from codesign.search.study import feasible, result_of
+from codesign.search.study import baseline_of, feasible, result_of
 
 __all__ = [
     "feasible",
@@ -91,13 +92,13 @@ def front_rows(study: optuna.Study) -> list[dict]:
     return rows
 
 
-def report(study: optuna.Study, fmt: str = "table") -> tuple[str, dict | None]:
+def report(study: optuna.Study, fmt: str = "table") -> tuple[str, Baseline | None]:
     """The front as text (with its hypervolume against the study's baseline) and the baseline."""
     rows = front_rows(study)
-    baseline = study.user_attrs.get("baseline")
+    baseline = baseline_of(study)
     hv = None
     if baseline:
-        hv = hypervolume([(r["energy_j"], r["accuracy"]) for r in rows], baseline["energy_j"])
+        hv = hypervolume([(r["energy_j"], r["accuracy"]) for r in rows], baseline.energy_j)
     return format_front(rows, fmt, hv), baseline
 
 
@@ -143,7 +144,7 @@ def format_front(rows: list[dict], fmt: str = "table", hv: float | None = None) 
 
 
 def plot_front(
-    study: optuna.Study, path: str | pathlib.Path, baseline: dict | None = None
+    study: optuna.Study, path: str | pathlib.Path, baseline: Baseline | None = None
 ) -> pathlib.Path:
     """Energy vs accuracy: every trial, the feasible front, and the baseline if given.
 
@@ -185,10 +186,10 @@ def plot_front(
         )
         if baseline:
             fig.add_scatter(
-                x=[baseline["energy_j"]],
-                y=[baseline["accuracy"]],
+                x=[baseline.energy_j],
+                y=[baseline.accuracy],
                 mode="markers",
-                name=baseline["label"],
+                name=baseline.label,
                 marker={"symbol": "x", "size": 12},
             )
         fig.update_layout(
@@ -209,12 +210,12 @@ def plot_front(
     ax.scatter(energy(best), acc(best), s=26, color="C0", label="Pareto front", zorder=3)
     if baseline:
         ax.scatter(
-            [baseline["energy_j"]],
-            [baseline["accuracy"]],
+            [baseline.energy_j],
+            [baseline.accuracy],
             marker="x",
             s=70,
             color="C3",
-            label=baseline["label"],
+            label=baseline.label,
             zorder=4,
         )
     if trained or baseline:

@@ -27,13 +27,15 @@ import warnings
 import optuna
 
 from codesign.errors import CodesignError
-from codesign.search.evaluate import Problem, Result, failure_attrs
+from codesign.search.evaluate import Baseline, Problem, Result, failure_attrs
 from codesign.search.journal import BatchedJournalStorage
 from codesign.search.proposers import History, optuna_sampler
 from codesign.search.space import SearchSpace, parse_space
 
 __all__ = [
     "JOURNAL_NAME",
+    "baseline_of",
+    "set_baseline",
     "counts",
     "enqueue",
     "find_study",
@@ -179,6 +181,15 @@ def study_space(study: optuna.Study) -> SearchSpace:
 
 def result_of(trial: optuna.trial.FrozenTrial) -> Result | None:
     return Result.from_attrs(trial.user_attrs)
+
+
+def baseline_of(study: optuna.Study) -> Baseline | None:
+    """The study's dense all-digital baseline, once the search has scored it."""
+    return Baseline.from_attrs(study.user_attrs.get("baseline"))
+
+
+def set_baseline(study: optuna.Study, baseline: Baseline) -> None:
+    study.set_user_attr("baseline", baseline.to_attrs())
 
 
 def scored(trial: optuna.trial.FrozenTrial) -> Result | None:
