@@ -155,12 +155,15 @@ def test_killed_worker_is_recovered_without_recomputing(tmp_path):
 
 def test_killed_pretraining_leaves_no_half_written_base(tmp_path):
     script = (
-        "import sys; from codesign import data, networks, transfer\n"
-        "task = data.transfer_split('digits')\n"
-        "spec = networks.NetworkSpec('mlp', task.source.input_shape, 5, (16, 16))\n"
+        "import sys\n"
+        "from codesign.data import transfer_split\n"
+        "from codesign.engine import PretrainConfig, load_or_pretrain\n"
+        "from codesign.nn import NetworkSpec\n"
+        "task = transfer_split('digits')\n"
+        "spec = NetworkSpec('mlp', task.source.input_shape, 5, (16, 16))\n"
         "print('start', flush=True)\n"
-        "config = transfer.PretrainConfig(steps=int(sys.argv[2]))\n"
-        "transfer.load_or_pretrain(spec, task.source, config, sys.argv[1])\n"
+        "config = PretrainConfig(steps=int(sys.argv[2]))\n"
+        "load_or_pretrain(spec, task.source, config, sys.argv[1])\n"
     )
     cache = tmp_path / "bases"
     proc = subprocess.Popen(

@@ -168,22 +168,11 @@ def plot_front(
             ]
 
         fig = go.Figure()
-        fig.add_scatter(
-            x=energy(trained),
-            y=acc(trained),
-            mode="markers",
-            name="trials",
-            text=hover(trained),
-            marker={"color": "lightgray"},
-        )
-        fig.add_scatter(
-            x=energy(best),
-            y=acc(best),
-            mode="lines+markers",
-            name="Pareto front",
-            text=hover(best),
-            line={"shape": "hv"},
-        )
+        for ts, style in (
+            (trained, {"mode": "markers", "name": "trials", "marker": {"color": "lightgray"}}),
+            (best, {"mode": "lines+markers", "name": "Pareto front", "line": {"shape": "hv"}}),
+        ):
+            fig.add_scatter(x=energy(ts), y=acc(ts), text=hover(ts), **style)
         if baseline:
             fig.add_scatter(
                 x=[baseline.energy_j],
