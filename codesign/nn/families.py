@@ -2,10 +2,11 @@
 `NetworkSpec` or a search space's `model.family` gives (`family(name)`).
 
 `codesign.nn.networks` asks a spec's family for its layers, width groups, first weights and
-forward pass, and never branches on the name. The MLP and the plain CNN live here; the ResNet
-in `codesign.nn.resnet`, your own NNX module in `codesign.nn.nnx_model`. A family is stateless:
-every method takes the spec (a `codesign.nn.networks.NetworkSpec`) or the searched model (a
-`codesign.nn.model.Model`) it is about. Adding a family is one class and one line in `FAMILY`.
+forward pass, and never branches on the name. The MLP, the plain CNN and your own NNX module
+(`ModuleFamily`, over `codesign.nn.nnx_model`) live here; the ResNet in `codesign.nn.resnet`.
+A family is stateless: every method takes the spec (a `codesign.nn.networks.NetworkSpec`) or
+the searched model (a `codesign.nn.model.Model`) it is about. Adding a family is one class and
+one line in `FAMILY`.
 """
 
 from __future__ import annotations
@@ -26,10 +27,9 @@ from codesign.nn.layers import (
     conv_maps,
     per_unit,
 )
-from codesign.nn.nnx_model import ModuleFamily
 from codesign.nn.resnet import ResNet
 
-__all__ = ["CNN", "FAMILIES", "FAMILY", "MLP", "Family", "chain_groups", "family"]
+__all__ = ["CNN", "FAMILIES", "FAMILY", "MLP", "Family", "ModuleFamily", "chain_groups", "family"]
 
 
 class Family(Protocol):
@@ -221,6 +221,74 @@ class CNN(_Chain):
 
     def apply(self, spec, params, x, unit_masks, layer, op):
         return _chain_apply(spec, x, unit_masks, layer, lambda h: self.dense_input(spec, -1, h))
+
+
+class ModuleFamily:
+    """Your own NNX module as a network family (`codesign.nn.nnx_model`): a spec holds the
+    traced module (`NetworkSpec.network`, a `ModuleNetwork`), which knows its layers, width
+    groups, first weights and forward pass."""
+
+    name = "module"
+    default_widths = (32, 32, 32)  # unused: a module's widths are its own
+    width_count = None
+    takes_depth = False
+    user_module = True
+
+    def check(self, spec):
+        if spec.network is None or tuple(spec.network.widths) != spec.widths:
+            raise ValueError("a module network needs its traced network and its widths")
+        if spec.depth:
+            raise ValueError("only a resnet takes a depth")
+
+    def default(self, input_shape):
+        return None
+
+    def spec_fields(self, model, input_shape):
+        from codesign.nn.nnx_model import traced  # Flax NNX: imported when a module is used
+
+        net = traced(model.module, model.kwargs, model.groups, tuple(input_shape))
+        return {"widths": net.widths, "network": net}
+
+    def num_layers(self, model) -> int:
+        return model.layers
+
+    def groups(self, spec):
+        return spec.network.groups
+
+    def shapes(self, spec):
+        net = spec.network
+        return tuple(
+            LayerShape(
+                in_units=layer.in_units,
+                out_units=spec.num_classes if out_group < 0 else layer.out_units,
+                kernel_area=layer.kernel_area,
+                positions=layer.positions,
+                name=layer.name,
+                source=source,
+            )
+            for layer, (_, out_group), source in zip(
+                net.layers, net.groups, net.sources(), strict=True
+            )
+        )
+
+    def init(self, spec, key, draw):
+        """The module's own initial weights, and a fresh head."""
+        net = spec.network
+        params = [
+            {"w": jnp.asarray(w, jnp.float32), "b": jnp.asarray(b, jnp.float32)}
+            for w, b in zip(net.kernels[:-1], net.biases[:-1], strict=True)
+        ]
+        head = draw(self.shapes(spec)[-1:], jax.random.fold_in(key, len(params)))
+        return params + head
+
+    def geometry(self, spec, layer_index):
+        return None  # a module's convs reach the hooks as their patches
+
+    def dense_input(self, spec, layer_index, h):
+        return h.reshape(h.shape[0], -1)
+
+    def apply(self, spec, params, x, unit_masks, layer, op):
+        return spec.network.apply(params, x, unit_masks, op)
 
 
 # module: your own NNX model (`codesign.nn.nnx_model`)

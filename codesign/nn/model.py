@@ -8,7 +8,6 @@ import dataclasses
 
 from codesign.errors import CodesignError
 from codesign.nn.families import family
-from codesign.nn.nnx_model import hashable, traced
 
 __all__ = ["Model", "model_from_section", "module_model"]
 
@@ -43,6 +42,8 @@ class Model:
 def module_model(module, input_shape, *, kwargs: dict | None = None, groups=()) -> Model:
     """The `codesign.nn.model.Model` of your own NNX module (a class, a factory or
     "package.module:Class"), traced for inputs of ``input_shape`` (per example)."""
+    from codesign.nn.nnx_model import hashable, traced  # Flax NNX: imported when a module is used
+
     items = tuple(sorted((k, hashable(v)) for k, v in (kwargs or {}).items()))
     groups = tuple(tuple(g) for g in groups)
     net = traced(module, items, groups, tuple(input_shape))

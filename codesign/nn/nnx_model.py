@@ -35,10 +35,8 @@ import numpy as np
 from flax import nnx
 
 from codesign.errors import CodesignError
-from codesign.nn.layers import LayerShape
 
 __all__ = [
-    "ModuleFamily",
     "ModuleLayer",
     "ModuleNetwork",
     "build_module",
@@ -461,69 +459,3 @@ def traced(module, kwargs: tuple, groups: tuple, input_shape: tuple[int, ...]) -
     """`trace_module`, once per module, build arguments and input shape in a process (so every
     evaluator of a space shares one traced network)."""
     return trace_module(module, dict(kwargs), tuple(input_shape), groups)
-
-
-class ModuleFamily:
-    """Your own NNX module as a network family (a `codesign.nn.families.Family`): a spec holds
-    the traced module (`NetworkSpec.network`, a `ModuleNetwork`), which knows its layers, width
-    groups, first weights and forward pass."""
-
-    name = "module"
-    default_widths = (32, 32, 32)  # unused: a module's widths are its own
-    width_count = None
-    takes_depth = False
-    user_module = True
-
-    def check(self, spec):
-        if spec.network is None or tuple(spec.network.widths) != spec.widths:
-            raise ValueError("a module network needs its traced network and its widths")
-        if spec.depth:
-            raise ValueError("only a resnet takes a depth")
-
-    def default(self, input_shape):
-        return None
-
-    def spec_fields(self, model, input_shape):
-        net = traced(model.module, model.kwargs, model.groups, tuple(input_shape))
-        return {"widths": net.widths, "network": net}
-
-    def num_layers(self, model) -> int:
-        return model.layers
-
-    def groups(self, spec):
-        return spec.network.groups
-
-    def shapes(self, spec):
-        net = spec.network
-        return tuple(
-            LayerShape(
-                in_units=layer.in_units,
-                out_units=spec.num_classes if out_group < 0 else layer.out_units,
-                kernel_area=layer.kernel_area,
-                positions=layer.positions,
-                name=layer.name,
-                source=source,
-            )
-            for layer, (_, out_group), source in zip(
-                net.layers, net.groups, net.sources(), strict=True
-            )
-        )
-
-    def init(self, spec, key, draw):
-        """The module's own initial weights, and a fresh head."""
-        net = spec.network
-        params = [
-            {"w": jnp.asarray(w, jnp.float32), "b": jnp.asarray(b, jnp.float32)}
-            for w, b in zip(net.kernels[:-1], net.biases[:-1], strict=True)
-        ]
-        head = draw(self.shapes(spec)[-1:], jax.random.fold_in(key, len(params)))
-        return params + head
-
-    def geometry(self, spec, layer_index):
-        return None  # a module's convs reach the hooks as their patches
-
-    def dense_input(self, spec, layer_index, h):
-        return h.reshape(h.shape[0], -1)
-
-    def apply(self, spec, params, x, unit_masks, layer, op):
-        return spec.network.apply(params, x, unit_masks, op)
