@@ -38,6 +38,7 @@ class Family(Protocol):
     name: str
     default_widths: tuple[int, ...]  # a search space's widths when it gives none
     width_count: int | None  # how many widths (width groups) it takes; None: any number
+    widths_rule: str  # that count, said to a user ("3 stages: give 3 widths")
     takes_depth: bool  # whether `model.depth` means anything to it
     user_module: bool  # whether it is built from your own module (`model.module`)
 
@@ -93,6 +94,7 @@ class _Chain:
     """What the MLP and the CNN share: widths of their hidden layers, a chain of layers."""
 
     width_count = None
+    widths_rule = "any number of hidden layers"
     takes_depth = False
     user_module = False
 
@@ -149,6 +151,7 @@ class CNN(_Chain):
     name = "cnn"
     default_widths = (32, 32, 32)
     width_count = 3
+    widths_rule = "3 conv layers: give 3 channel counts"
 
     def check(self, spec):
         """Raise unless every conv layer has a kernel, stride and padding and keeps positions."""
@@ -231,6 +234,7 @@ class ModuleFamily:
     name = "module"
     default_widths = (32, 32, 32)  # unused: a module's widths are its own
     width_count = None
+    widths_rule = "the widths of its own layers"
     takes_depth = False
     user_module = True
 

@@ -119,6 +119,7 @@ class ResNet:
     name = "resnet"
     default_widths = (16, 32, 64)
     width_count = 3
+    widths_rule = "3 stages: give 3 widths"
     takes_depth = True
     user_module = False
 

@@ -416,7 +416,7 @@ def parse_space(data: Any, path: str = "<space>") -> SearchSpace:
         depth=typed(m, "depth", "model", path, int, Model.depth, 8),
     )
     if kind.width_count is not None and len(model.widths) != kind.width_count:
-        fail(path, "model.widths", f"a {family} takes {kind.width_count} widths, one per group")
+        fail(path, "model.widths", f"a {family} has {kind.widths_rule}")
     if "depth" in m and not kind.takes_depth:
         fail(path, "model.depth", "only a resnet takes a depth")
     if (model.depth - 2) % 6:
