@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from codesign.nn.model import Model
 from codesign.nn.networks import (
     NetworkSpec,
     apply,
@@ -21,6 +22,7 @@ from codesign.nn.networks import (
     unit_importance,
     width_masks,
 )
+from codesign.search.space import parse_space
 
 SMALL_SPECS = {
     "mlp": NetworkSpec("mlp", (12, 1), 3, widths=(7, 5)),
@@ -73,9 +75,11 @@ def test_paper_cnn_layer_shapes_match_reference_code():
 
 
 def test_default_specs_for_both_datasets():
-    """Defaults: MLP 256-256 on flattened inputs, 1-D conv for MNIST-1D, 2-D conv for digits."""
+    """Defaults: MLP 128-128 on flattened inputs (the family's one default, also a space's and a
+    `Model`'s), 1-D conv for MNIST-1D, 2-D conv for digits."""
     mlp = layer_shapes(default_spec("mlp", (8, 8, 1), 10))
-    assert [(s.rows, s.out_units) for s in mlp] == [(64, 256), (256, 256), (256, 10)]
+    assert [(s.rows, s.out_units) for s in mlp] == [(64, 128), (128, 128), (128, 10)]
+    assert Model().widths == parse_space({}, "s.yaml").problem.model.widths == (128, 128)
     cnn1d = layer_shapes(default_spec("cnn", (40, 1), 10))
     assert [s.kernel_area for s in cnn1d[:-1]] == [5, 3, 3]
     cnn2d = layer_shapes(default_spec("cnn", (8, 8, 1), 10))

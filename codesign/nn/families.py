@@ -126,7 +126,7 @@ class MLP(_Chain):
             raise ValueError("an mlp takes no kernel_sizes, strides or paddings")
 
     def default(self, input_shape):
-        return {"widths": (256, 256)}
+        return {"widths": self.default_widths}
 
     def shapes(self, spec):
         sizes = (math.prod(spec.input_shape), *spec.widths, spec.num_classes)

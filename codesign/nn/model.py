@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from codesign.errors import CodesignError
-from codesign.nn.families import family
+from codesign.nn.families import FAMILY, family
 
 __all__ = ["Model", "model_from_section", "module_model"]
 
@@ -18,7 +18,7 @@ class Model:
     cnn's 3 conv channel counts, a resnet's 3 stage widths (`depth` = 6n + 2 layers)."""
 
     family: str = "mlp"
-    widths: tuple[int, ...] = (128, 128)
+    widths: tuple[int, ...] = FAMILY["mlp"].default_widths  # one default, the family's
     depth: int = 8  # resnet only
     # family "module", your own NNX model (`module_model` fills these in):
     module: object = None  # its class or factory, or "package.module:Class"

@@ -101,7 +101,7 @@ class NetworkSpec:
 
 def default_spec(family_name: str, input_shape: tuple[int, ...], num_classes: int) -> NetworkSpec:
     """The default maximum-width network of a family for inputs of the given shape (the
-    family's `default`): MLP, two hidden layers of 256; ResNet-8 at the CIFAR widths; the
+    family's `default`): MLP, two hidden layers of 128; ResNet-8 at the CIFAR widths; the
     MNIST-1D paper's ConvBase on (length, channels), three 3x3 convs on images."""
     input_shape = tuple(input_shape)
     fields = family(family_name).default(input_shape)
