@@ -22,6 +22,7 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import importlib
@@ -103,17 +104,31 @@ class ModuleLayer:
     position_major: bool = False  # a Linear reading an NHWC flatten: rows reordered
 
 
-class _Tap(nnx.Module):
-    """Stands in for one Linear or Conv: hands its input to the active `_HOOK`."""
+class _Hook:
+    """The layer function every tap of one traced module calls, set for the length of a call
+    (`calling`): each traced network has its own, so networks and nested calls never share one."""
 
-    def __init__(self, index: int):
+    def __init__(self):
+        self.fn: Callable | None = None
+
+    @contextlib.contextmanager
+    def calling(self, fn: Callable):
+        outer, self.fn = self.fn, fn
+        try:
+            yield
+        finally:
+            self.fn = outer
+
+
+class _Tap(nnx.Module):
+    """Stands in for one Linear or Conv: hands its input to its network's hook."""
+
+    def __init__(self, index: int, hook: _Hook):
         self.index = index
+        self.hook = hook
 
     def __call__(self, x):
-        return _HOOK[-1](self.index, x)
-
-
-_HOOK: list[Callable] = []  # the active layer function while the tapped module runs
+        return self.hook.fn(self.index, x)
 
 
 def _get(node, key):
@@ -193,6 +208,7 @@ class ModuleNetwork:
     groups: tuple[tuple[int, int], ...]  # (in_group, out_group) per layer; -1 fixed
     widths: tuple[int, ...]  # per group
     tapped: nnx.Module
+    hook: _Hook  # what its taps call: set by `apply` for the length of a call
     kernels: tuple  # the module's own initial weights, as codesign matrices
     biases: tuple
     module: object
@@ -222,11 +238,8 @@ class ModuleNetwork:
                 y = y * unit_masks[group][(None,) * (y.ndim - 1)]
             return y
 
-        _HOOK.append(layer_fn)
-        try:
+        with self.hook.calling(layer_fn):
             return self.tapped(x)
-        finally:
-            _HOOK.pop()
 
     def to_module(self, params) -> nnx.Module:
         """A plain instance of the user's module holding these weights (export)."""
@@ -279,7 +292,8 @@ def trace_module(
     # updated: codesign trains only Linear and Conv weights), Dropout is off. Either layer in
     # training mode would update its state inside codesign's traced programs.
     tapped.eval()
-    taps = [_Tap(i) for i in range(len(found))]
+    hook = _Hook()
+    taps = [_Tap(i, hook) for i in range(len(found))]
     for (path, _), tap in zip(found, taps, strict=True):
         parent = tapped
         for k in path[:-1]:
@@ -295,11 +309,8 @@ def trace_module(
         return y
 
     x0 = jax.random.normal(jax.random.PRNGKey(0), (8, *input_shape))
-    _HOOK.append(record)
-    try:
+    with hook.calling(record):
         jax.eval_shape(lambda x: tapped(x), x0)
-    finally:
-        _HOOK.pop()
     order = []
     for i, _, _ in calls:
         if i in order:
@@ -324,11 +335,8 @@ def trace_module(
             y = jax.lax.stop_gradient(originals[i](x))
             return y + probes[i][(None,) * (y.ndim - 1)]
 
-        _HOOK.append(probe)
-        try:
+        with hook.calling(probe):
             tapped(x0)
-        finally:
-            _HOOK.pop()
         return seen
 
     jac = jax.jit(jax.jacfwd(inputs_of))(probes)  # jac[i][j]: [C_in_i, N_j]
@@ -437,6 +445,7 @@ def trace_module(
         groups=tuple(pairs),
         widths=tuple(widths),
         tapped=tapped,
+        hook=hook,
         kernels=tuple(kernels),
         biases=tuple(biases),
         module=module,
