@@ -227,3 +227,18 @@ def test_scoring_memory_does_not_grow_with_the_noise_draws(spec, task):
 
     one, four = temporaries(1), temporaries(4)
     assert four < 1.5 * one, (one, four)
+
+
+def test_the_base_key_is_a_canonical_serialization_of_what_makes_a_base():
+    """Equal specs and configs built apart share a key (no identity, no repr); any field that
+    changes the base changes it."""
+    task = data.transfer_split("digits")
+
+    def key(widths=(16, 16), steps=5, lr=3e-3, classes=5):
+        spec = networks.NetworkSpec("mlp", task.source.input_shape, classes, widths)
+        config = transfer.PretrainConfig(steps=steps, learning_rate=lr)
+        return transfer.base_key(spec, task.source, config)
+
+    assert key() == key()
+    others = [key(widths=(16, 8)), key(steps=6), key(lr=1e-3), key(classes=6)]
+    assert len({key(), *others}) == 5

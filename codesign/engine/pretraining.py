@@ -113,9 +113,15 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> pathlib.P
 def base_key(spec: networks.NetworkSpec, data: Dataset, config: PretrainConfig) -> str:
     """Hash of everything that determines a pretrained base: network, data, training, format."""
     digest = hashlib.sha256()
-    extra = [spec.depth] if spec.depth else []  # kept out of repr: older keys stay valid
-    extra += [spec.network.key] if spec.network is not None else []
-    digest.update(json.dumps([_BASE_FORMAT, repr(spec), repr(config), data.name, *extra]).encode())
+    fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
+    fields["network"] = None if spec.network is None else spec.network.key  # your module's name
+    canonical = {
+        "format": _BASE_FORMAT,
+        "spec": fields,
+        "config": dataclasses.asdict(config),
+        "data": data.name,
+    }
+    digest.update(json.dumps(canonical, sort_keys=True).encode())  # sorted JSON of the fields
     for array in (data.x_train, data.y_train):
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()[:20]
