@@ -20,3 +20,35 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 import jax  # noqa: E402  (after the cache directory is chosen: JAX reads it at import)
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# The heaviest test modules first, largest first (each one's share of a full run, read off
+# `--durations` on a 2-core machine). Two xdist workers take whole modules (--dist loadscope),
+# each taking the next module when it is free: with the long ones first, the suite ends on short
+# ones, instead of one worker running a long module alone while the other waits.
+HEAVIEST_FIRST = (
+    "test_resnet.py",
+    "test_signals.py",
+    "test_search.py",
+    "test_devices.py",
+    "test_bench_finetune.py",
+    "test_workers.py",
+    "test_early_stop.py",
+    "test_docs_commands.py",
+    "test_transfer.py",
+    "test_validate_energy.py",
+    "test_nnx_model.py",
+    "test_benchmarks.py",
+    "test_data_formats.py",
+    "test_gradient.py",
+    "test_cli_energy.py",
+    "test_screening.py",
+    "test_experiments_b.py",
+    "test_failures.py",
+    "test_refactor_front.py",
+    "test_claim_analog_split.py",
+)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(HEAVIEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest in order
