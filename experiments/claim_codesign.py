@@ -42,6 +42,7 @@ from codesign.search import loop as search
 from codesign.search import pareto
 from codesign.search.problem import Candidate
 from codesign.search.space import load_space, parse_space
+from codesign.search.study import baseline_of
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import _results  # noqa: E402
@@ -161,7 +162,7 @@ def run_searches(quick: bool, seeds: list[int], plot_path: pathlib.Path) -> dict
                 baseline = study.user_attrs["baseline"]
                 front = [_row(t) for t in pareto.front(study)]
                 if kind == "codesign" and seed == seeds[0]:
-                    pareto.plot_front(study, plot_path, baseline=baseline)
+                    pareto.plot_front(study, plot_path, baseline=baseline_of(study))
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)
             pick = lowest_within(front, baseline["accuracy"] - MAX_LOSS)
