@@ -13,7 +13,7 @@ import numpy as np
 
 from codesign.nn import conv
 from codesign.nn.conv import Conv
-from codesign.nn.families import CNN, FAMILIES, family
+from codesign.nn.families import FAMILIES, family
 from codesign.nn.layers import LayerShape, biased, chain
 
 __all__ = [
@@ -24,14 +24,12 @@ __all__ = [
     "chain",
     "default_spec",
     "digital_layer",
-    "feature_map_shapes",
     "init_params",
     "layer_geometry",
     "layer_groups",
     "layer_input",
     "layer_shapes",
     "layer_widths",
-    "num_layers",
     "permute_units",
     "sort_units",
     "spec_for",
@@ -114,16 +112,6 @@ def spec_for(model, input_shape: tuple[int, ...], num_classes: int) -> NetworkSp
     """The maximum-width network of a searched `codesign.nn.model.Model` for these inputs."""
     fields = family(model.family).spec_fields(model, tuple(input_shape))
     return NetworkSpec(model.family, tuple(input_shape), num_classes, **fields)
-
-
-def num_layers(model) -> int:
-    """Weight layers of a searched `Model`, the head included (its family's count)."""
-    return family(model.family).num_layers(model)
-
-
-def feature_map_shapes(spec: NetworkSpec) -> tuple[tuple[int, ...], ...]:
-    """Spatial shape of a CNN's input and of each conv layer's output, e.g. ((40,), (19,), ...)."""
-    return CNN().maps(spec)
 
 
 def layer_groups(spec: NetworkSpec) -> tuple[tuple[int, int], ...]:

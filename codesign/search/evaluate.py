@@ -225,11 +225,6 @@ def failure_attrs(reason: str | None) -> dict:
 # --- candidates -> arrays -> results ---
 
 
-def network_spec(model: Model, source: data.Dataset) -> networks.NetworkSpec:
-    """The maximum-width network of a model for the source task's inputs and classes."""
-    return networks.spec_for(model, source.input_shape, source.num_classes)
-
-
 class Estimates(Sequence):
     """Energy-only results of a batch of candidates, as columns: `Result`s built on access.
 
@@ -304,7 +299,8 @@ class Evaluator:
             target_examples_per_class=task.target_examples_per_class,
             data_dir=task.data_dir,
         )
-        self.spec = network_spec(problem.model, self.task.source)
+        source = self.task.source
+        self.spec = networks.spec_for(problem.model, source.input_shape, source.num_classes)
         self.target_spec = dataclasses.replace(self.spec, num_classes=self.task.target.num_classes)
         self.shapes = networks.layer_shapes(self.target_spec)
         ft, pre = problem.finetune, problem.pretrain

@@ -65,11 +65,26 @@ class Proposer(Protocol):
     def propose(self, history: Callable[[], History], want: int) -> list[Proposal]: ...
 
 
-class OptunaSampler:
-    """One of Optuna's samplers: it proposes through Optuna's own asks."""
+class _Proposer:
+    """What every proposer shares: it proposes nothing itself, and Optuna's random asks fill
+    the batch (codesign's own proposers enqueue their candidates; random asks only fill gaps)."""
 
     def __init__(self, space, evaluator, base_seed: int):
-        pass
+        self.space, self.evaluator, self.base_seed = space, evaluator, base_seed
+
+    @staticmethod
+    def optuna_sampler(space, seed):
+        return optuna.samplers.RandomSampler(seed=seed)
+
+    def learn(self, history, batch):
+        return []
+
+    def propose(self, history, want):
+        return []
+
+
+class OptunaSampler(_Proposer):
+    """One of Optuna's samplers: it proposes through Optuna's own asks."""
 
     @staticmethod
     def optuna_sampler(space, seed):
@@ -93,27 +108,13 @@ class OptunaSampler:
             return optuna.samplers.GPSampler(seed=seed)
         return optuna.samplers.RandomSampler(seed=seed)
 
-    def learn(self, history, batch):
-        return []
 
-    def propose(self, history, want):
-        return []
-
-
-class _Enqueuing(OptunaSampler):
-    """codesign's own proposers enqueue every candidate; Optuna's random asks only fill gaps."""
-
-    @staticmethod
-    def optuna_sampler(space, seed):
-        return optuna.samplers.RandomSampler(seed=seed)
-
-
-class EnergyAware(_Enqueuing):
+class EnergyAware(_Proposer):
     """Exact energies of many random and mutated candidates, screened by a Gaussian process of
     accuracy for expected hypervolume gain (`codesign.search.screening`), under the lock."""
 
     def __init__(self, space, evaluator, base_seed: int):
-        self.space, self.evaluator, self.base_seed = space, evaluator, base_seed
+        super().__init__(space, evaluator, base_seed)
         dense = evaluator.dense_digital(space.tiles[0])
         reference = evaluator.budget_energies([dense])[0]
         self.reference_j = float(reference) if np.isfinite(reference) else None
@@ -143,15 +144,12 @@ def front_params(trained: list) -> list[dict]:
     return [trained[i][0] for i in steps]
 
 
-class GradientProposer(_Enqueuing):
+class GradientProposer(_Proposer):
     """The gradient sampler (`codesign.search.gradient`): `batch` starting points, each with its
     own trade-off weight, learned by gradient outside the lock, snapped onto the space's grid;
     duplicates of each other or of tried params dropped (random asks fill in). Up to half the
     starts are designs of the study's front so far (refined: moved along the trade-off from where
     the search stands), the rest random points of the space."""
-
-    def __init__(self, space, evaluator, base_seed: int):
-        self.space, self.evaluator, self.base_seed = space, evaluator, base_seed
 
     def learn(self, history, batch):
         past, space = history(), self.space
