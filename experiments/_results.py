@@ -35,9 +35,7 @@ def compilation_cache(path: pathlib.Path, min_compile_s: float = 0.5):
 
     names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
     saved = {name: getattr(jax.config, name) for name in names}
-    transfer.enable_compilation_cache(path)
-    least = min(saved[names[1]], min_compile_s)  # a lower setting (the tests': 0) stands
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", least)
+    transfer.enable_compilation_cache(path, min_compile_s)  # a lower setting (the tests') stands
     try:
         yield
     finally:

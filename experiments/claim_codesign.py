@@ -159,15 +159,15 @@ def run_searches(quick: bool, seeds: list[int], plot_path: pathlib.Path) -> dict
             workdir = pathlib.Path(tempfile.mkdtemp(prefix=f"{NAME}-"))
             try:
                 study = search.run_search(space, seed=seed, out_dir=workdir, study_name=kind)
-                baseline = study.user_attrs["baseline"]
+                baseline = baseline_of(study)
                 front = [_row(t) for t in pareto.front(study)]
                 if kind == "codesign" and seed == seeds[0]:
-                    pareto.plot_front(study, plot_path, baseline=baseline_of(study))
+                    pareto.plot_front(study, plot_path, baseline=baseline)
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)
-            pick = lowest_within(front, baseline["accuracy"] - MAX_LOSS)
+            pick = lowest_within(front, baseline.accuracy - MAX_LOSS)
             out[kind]["seeds"].append(
-                {"seed": seed, "baseline": baseline, "front": front, "pick": pick}
+                {"seed": seed, "baseline": baseline.to_attrs(), "front": front, "pick": pick}
             )
             energy = "-" if pick is None else f"{pick['energy_j']:.3g} J"
             print(f"{kind} seed {seed}: pick {energy}", flush=True)

@@ -1,12 +1,11 @@
 """`codesign energy`: the table, the JSON, the presets list, and one-line errors for bad input."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from codesign.cli import main
+from tests.cli_run import as_process, in_process
 
 
 def test_table_shows_layers_components_total_and_gradients(capsys):
@@ -180,24 +179,14 @@ def test_hybrid_chip_still_advises_moving_to_analog(capsys):
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
-    """In-process, as `codesign` runs it: an exception that escaped `main` would fail the test
-    here, as it would print a traceback there (the first case also runs as its own process)."""
+    """In-process (the first case also as its own process): see `tests.cli_run`."""
     if "--layers" not in argv:
         argv = [*argv, "--layers", "64x256"]
+    argv = ["energy", *argv]
     if message.startswith("unknown preset"):
-        proc = subprocess.run(
-            [sys.executable, "-m", "codesign.cli", "energy", *argv],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        code, out, err = proc.returncode, proc.stdout, proc.stderr
+        code, out, err = as_process(argv)
     else:
-        try:
-            code = main(["energy", *argv])
-        except SystemExit as stop:  # argparse's own errors
-            code = stop.code
-        out, err = capsys.readouterr()
+        code, out, err = in_process(argv, capsys)
     assert code == 2
     assert out == ""
     lines = err.strip().splitlines()

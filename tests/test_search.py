@@ -20,6 +20,7 @@ from codesign.search import pareto
 from codesign.search import study as studies
 from codesign.search.evaluate import Evaluator, Result
 from codesign.search.space import load_space, parse_space
+from tests.cli_run import as_process, in_process
 
 FINISHED = ("COMPLETE", "PRUNED")  # pruned: infeasible (a constraint broken), still finished
 TINY = {
@@ -243,22 +244,9 @@ def test_bad_command_lines_exit_2_without_traceback(tmp_path, capsys):
         ["export", "--out", str(tmp_path), "--pick", "accuracy>=0.9:min-energy"],
         ["train", str(tmp_path / "missing.json")],
     ]
-    # The first as its own process, the rest in this one (an exception escaping `main` would
-    # fail the test here as it would print a traceback there).
-    proc = subprocess.run(
-        [sys.executable, "-m", "codesign.cli", *cases[0]],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    results = [(proc.returncode, proc.stderr)]
-    for argv in cases[1:]:
-        try:
-            code = main(argv)
-        except SystemExit as stop:  # argparse's own errors
-            code = stop.code
-        results.append((code, capsys.readouterr().err))
-    for argv, (code, err) in zip(cases, results, strict=True):
+    # The first as its own process, the rest in this one (see `tests.cli_run`).
+    results = [as_process(cases[0])] + [in_process(argv, capsys) for argv in cases[1:]]
+    for argv, (code, _, err) in zip(cases, results, strict=True):
         assert code == 2, argv
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1, (argv, err)
 

@@ -91,12 +91,15 @@ def pretrain(spec: networks.NetworkSpec, data: Dataset, config: PretrainConfig, 
     return networks.sort_units(spec, params)
 
 
-def enable_compilation_cache(path: str | os.PathLike | None = None) -> pathlib.Path:
+def enable_compilation_cache(
+    path: str | os.PathLike | None = None, min_compile_s: float = 0.5
+) -> pathlib.Path:
     """Keep compiled programs on disk, so a new process skips the population program's compile.
 
     Default path: JAX's cache directory if one is set already, else ``$CODESIGN_CACHE/xla``. Only
-    programs that took at least half a second to compile are stored (JAX's default: 1 s), or
-    less if JAX is set to store quicker ones (``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS``).
+    programs that took at least ``min_compile_s`` seconds to compile are stored (JAX's default:
+    1 s), or less if JAX is set to store quicker ones
+    (``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS``).
     The cache is trusted code: keep it in a directory only you can write to.
     """
     from jax.experimental.compilation_cache import compilation_cache
@@ -107,7 +110,7 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> pathlib.P
     if str(path) != jax.config.jax_compilation_cache_dir:
         compilation_cache.reset_cache()  # JAX opens its cache once: forget one at another path
         jax.config.update("jax_compilation_cache_dir", str(path))
-    least = min(jax.config.jax_persistent_cache_min_compile_time_secs, 0.5)
+    least = min(jax.config.jax_persistent_cache_min_compile_time_secs, min_compile_s)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", least)
     return path
 
