@@ -147,7 +147,9 @@ class Population:
         )
 
     def take(self, index) -> Population:
-        return jax.tree.map(lambda x: x[index], self)
+        """The candidates at `index` (a NumPy integer array), gathered on the host: a handful of
+        integers per candidate, and no XLA program compiled for the gather."""
+        return jax.tree.map(lambda x: jax.device_put(np.asarray(x)[index]), self)
 
 
 def row_tile_bound(shapes: Sequence[networks.LayerShape], min_tile_rows: int) -> int:

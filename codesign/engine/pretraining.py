@@ -88,7 +88,7 @@ def pretrain(spec: networks.NetworkSpec, data: Dataset, config: PretrainConfig, 
     params = networks.init_params(spec, streams(config.seed, 2).init)
     x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
     params, _ = pretrain_program(spec, config, devices)(params, x, y)
-    return networks.sort_units(spec, params)
+    return jax.jit(networks.sort_units, static_argnums=0)(spec, params)  # one program, not ~30
 
 
 def enable_compilation_cache(
@@ -158,7 +158,7 @@ def load_or_pretrain(
     root = pathlib.Path(cache_dir) if cache_dir is not None else cache_root() / "bases"
     root.mkdir(parents=True, exist_ok=True)
     path = (root / f"base-{base_key(spec, data, config)}").resolve()
-    template = networks.init_params(spec, jax.random.PRNGKey(0))
+    template = jax.eval_shape(lambda: networks.init_params(spec, jax.random.PRNGKey(0)))
     checkpointer = ocp.StandardCheckpointer()
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -130,7 +130,14 @@ def layer_shapes(spec: NetworkSpec) -> tuple[LayerShape, ...]:
 
 
 def _draw(shapes, key) -> list[dict]:
-    """Fresh w [K, N] and b [N] per layer, both U(-1/sqrt(K), 1/sqrt(K))."""
+    """Fresh w [K, N] and b [N] per layer, both U(-1/sqrt(K), 1/sqrt(K)): one compiled program
+    per tuple of shapes (drawn op by op, each draw of each shape compiled a program of its own;
+    the numbers are the same either way)."""
+    return list(_draw_program(tuple(shapes), key))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _draw_program(shapes: tuple[LayerShape, ...], key) -> list[dict]:
     params = []
     for shape, layer_key in zip(shapes, jax.random.split(key, len(shapes)), strict=True):
         bound = 1.0 / math.sqrt(shape.rows)
