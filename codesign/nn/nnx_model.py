@@ -325,7 +325,10 @@ def trace_module(
     # Pass 2: which layers' outputs reach each layer's input unit by unit: the Jacobian of every
     # input with respect to a probe added to every output, with paths through weights cut.
     probes = {i: jnp.zeros(out_shapes[i][-1]) for i in order}
-    weights = {i: jax.random.normal(jax.random.PRNGKey(1 + i), in_shapes[i]) for i in order}
+    # Generic random weights for the probes' read-out (NumPy: a jax.random draw per layer
+    # compiled a program per shape); only which entries of the Jacobian are nonzero is used.
+    rng = np.random.default_rng(1)
+    weights = {i: jnp.asarray(rng.standard_normal(in_shapes[i]), jnp.float32) for i in order}
 
     def inputs_of(probes):
         seen = {}
