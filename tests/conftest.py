@@ -29,30 +29,34 @@ import pytest  # noqa: E402
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 # The heaviest test modules first, largest first (each one's share of a full run, read off
-# `--durations` on a 2-core machine). Two xdist workers take whole modules (--dist loadscope),
-# each taking the next module when it is free: with the long ones first, the suite ends on short
-# ones, instead of one worker running a long module alone while the other waits.
+# `--durations=0` on a 2-core machine, 2026-12-07). Two xdist workers take whole modules
+# (--dist loadscope), each taking the next module when it is free: with the long ones first, the
+# suite ends on short ones, instead of one worker running a long module alone while the other
+# waits. test_devices is one 2-3 minute subprocess that nothing can split: it starts first.
 HEAVIEST_FIRST = (
-    "test_resnet.py",
-    "test_signals.py",
-    "test_search.py",
     "test_devices.py",
+    "test_resnet.py",
+    "test_search.py",
     "test_bench_finetune.py",
-    "test_workers.py",
+    "test_signals.py",
     "test_early_stop.py",
+    "test_benchmarks.py",
     "test_docs_commands.py",
+    "test_data_formats.py",
+    "test_workers.py",
+    "test_nnx_model.py",
     "test_transfer.py",
     "test_validate_energy.py",
-    "test_nnx_model.py",
-    "test_benchmarks.py",
-    "test_data_formats.py",
-    "test_gradient.py",
-    "test_cli_energy.py",
-    "test_screening.py",
     "test_experiments_b.py",
+    "test_gradient.py",
+    "test_analog.py",
     "test_failures.py",
-    "test_refactor_front.py",
+    "test_screening.py",
+    "test_experiments_a.py",
+    "test_cli_energy.py",
     "test_claim_analog_split.py",
+    "test_networks.py",
+    "test_refactor_front.py",
 )
 
 
