@@ -88,7 +88,7 @@ def pretrain(spec: networks.NetworkSpec, data: Dataset, config: PretrainConfig, 
     params = networks.init_params(spec, streams(config.seed, 2).init)
     x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
     params, _ = pretrain_program(spec, config, devices)(params, x, y)
-    return jax.jit(networks.sort_units, static_argnums=0)(spec, params)  # one program, not ~30
+    return networks.sort_units(spec, params)
 
 
 def enable_compilation_cache(

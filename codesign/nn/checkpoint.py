@@ -73,4 +73,4 @@ def load_checkpoint(spec: networks.NetworkSpec, path: str | os.PathLike):
                     f"{got}, the model needs {dims}"
                 )
         params.append({k: jnp.asarray(layers[i][k], jnp.float32) for k in ("w", "b")})
-    return jax.jit(networks.sort_units, static_argnums=0)(spec, tuple(params))
+    return networks.sort_units(spec, tuple(params))
