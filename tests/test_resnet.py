@@ -25,7 +25,7 @@ SPEC_1D = networks.NetworkSpec("resnet", (40, 1), 5, (4, 6, 8), depth=8)
 SPEC_2D = networks.NetworkSpec("resnet", (8, 8, 3), 5, (3, 4, 5), depth=14)
 # Jitted once per spec: op-by-op dispatch compiles hundreds of tiny programs.
 apply = jax.jit(networks.apply, static_argnums=0)
-sort_units = jax.jit(networks.sort_units, static_argnums=0)
+sort_units = networks.sort_units  # jitted where it is defined
 
 
 def _random_params(spec, seed=0):
