@@ -13,6 +13,7 @@ import pathlib
 import signal
 import sys
 import threading
+import warnings
 
 from codesign import errors
 from codesign.errors import CodesignError
@@ -404,8 +405,10 @@ DEVICES_ENV = "CODESIGN_DEVICES"  # codesign.engine.core.DEVICES_ENV (that modul
 
 def _unraisable(unraisable) -> None:
     """Python drops a stop raised in a gc callback and prints a traceback; the search raises it
-    again at its next phase boundary (errors.check_stop), so the traceback is only noise."""
-    if not isinstance(unraisable.exc_value, errors.Interrupted):
+    again at its next phase boundary (errors.check_stop), so the traceback is only noise. So is
+    whatever fails to clean up after a stop: a stop inside asyncio's event-loop constructor
+    (orbax saving the base) leaves a half-built loop whose `__del__` raises."""
+    if not isinstance(unraisable.exc_value, errors.Interrupted) and not errors.stopped():
         sys.__unraisablehook__(unraisable)
 
 
@@ -417,7 +420,12 @@ def main(argv=None) -> int:
     hook, sys.unraisablehook = sys.unraisablehook, _unraisable
     devices = os.environ.get(DEVICES_ENV)  # --devices sets it for this command only
     try:
-        return _main(argv)
+        with warnings.catch_warnings():
+            # After a stop, the work cut short is freed: asyncio warns of each coroutine that
+            # orbax never awaited. The command's last word is its one line, "interrupted".
+            shown = warnings.showwarning
+            warnings.showwarning = lambda *a, **k: None if errors.stopped() else shown(*a, **k)
+            return _main(argv)
     finally:
         if devices is None:
             os.environ.pop(DEVICES_ENV, None)

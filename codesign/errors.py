@@ -29,8 +29,13 @@ def stop(signum, frame=None):
 
 def check_stop() -> None:
     """Raise `Interrupted` if `stop` ran since the last `clear_stops`."""
-    if _stops:
+    if stopped():
         raise Interrupted(_stops[0])
+
+
+def stopped() -> bool:
+    """Whether `stop` ran since the last `clear_stops`."""
+    return bool(_stops)
 
 
 def caused_by_stop(err: BaseException) -> bool:
