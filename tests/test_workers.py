@@ -103,8 +103,10 @@ def test_three_workers_share_one_study_exactly(tmp_path, backend):
 
 
 def test_killed_worker_is_recovered_without_recomputing(tmp_path):
+    # 6000 steps: a batch's fine-tune takes ~2 s on 2 cores, a window the poll below cannot
+    # miss (600 steps took 0.17 s, and a run could end between two looks).
     space = _space(
-        tmp_path, finetune={"steps": 600, "batch_size": 32, "eval_draws": 1}, trials=9, batch=3
+        tmp_path, finetune={"steps": 6000, "batch_size": 32, "eval_draws": 1}, trials=9, batch=3
     )
     run = tmp_path / "run"
     env = _env(tmp_path)
@@ -124,7 +126,7 @@ def test_killed_worker_is_recovered_without_recomputing(tmp_path):
         complete = {t.number: t.values for t in trials if t.state.name in FINISHED}
         return (running, complete) if complete and running else None
 
-    found = poll_while_running(running_after_complete, proc, every=0.5)
+    found = poll_while_running(running_after_complete, proc, every=0.1)
     killed_running, done_before = found or ([], {})
     if found:
         os.killpg(proc.pid, signal.SIGKILL)
