@@ -660,3 +660,12 @@ def test_experiments_readme_quotes_the_committed_figures():
         assert figures in measured[number], number
         for token in _numbers(measured[number]):
             assert token in figures, (number, token)
+
+
+def test_every_results_json_is_stamped_with_a_committed_sha():
+    # Commit the code, then run: a stamp of uncommitted code ("-dirty") names no code anyone
+    # can check out, so no figure may come from one.
+    stamps = {p.name: json.loads(p.read_text()).get("git_sha", "") for p in RESULTS.glob("*.json")}
+    assert len(stamps) >= 20
+    bad = {name: sha for name, sha in stamps.items() if not re.fullmatch(r"[0-9a-f]{40}", sha)}
+    assert not bad, bad
