@@ -404,11 +404,11 @@ DEVICES_ENV = "CODESIGN_DEVICES"  # codesign.engine.core.DEVICES_ENV (that modul
 
 
 def _unraisable(unraisable) -> None:
-    """Python drops a stop raised in a gc callback and prints a traceback; the search raises it
-    again at its next phase boundary (errors.check_stop), so the traceback is only noise. So is
-    whatever fails to clean up after a stop: a stop inside asyncio's event-loop constructor
-    (orbax saving the base) leaves a half-built loop whose `__del__` raises."""
-    if not isinstance(unraisable.exc_value, errors.Interrupted) and not errors.stopped():
+    """While a stop is pending, what Python drops and would print as a traceback is noise: the
+    stop itself, raised in a gc callback (the search raises it again at its next phase boundary,
+    errors.check_stop), or what failed to clean up after it (a stop inside asyncio's event-loop
+    constructor, orbax saving the base, leaves a half-built loop whose `__del__` raises)."""
+    if not errors.stopped():
         sys.__unraisablehook__(unraisable)
 
 

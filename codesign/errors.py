@@ -41,7 +41,7 @@ def stopped() -> bool:
 def caused_by_stop(err: BaseException) -> bool:
     """Whether `err` is a stop, or came while one was pending: a stop raised inside an import of
     a compiled module reaches the caller as ImportError("initialization failed"), not as itself."""
-    return isinstance(err, KeyboardInterrupt) or bool(_stops)
+    return isinstance(err, KeyboardInterrupt) or stopped()
 
 
 def stop_signal(err: BaseException) -> int:

@@ -25,7 +25,6 @@ SPEC_1D = networks.NetworkSpec("resnet", (40, 1), 5, (4, 6, 8), depth=8)
 SPEC_2D = networks.NetworkSpec("resnet", (8, 8, 3), 5, (3, 4, 5), depth=14)
 # Jitted once per spec: op-by-op dispatch compiles hundreds of tiny programs.
 apply = jax.jit(networks.apply, static_argnums=0)
-sort_units = networks.sort_units  # jitted where it is defined
 
 
 def _random_params(spec, seed=0):
@@ -86,7 +85,7 @@ def test_a_narrowed_resnet_is_the_smaller_resnet(spec):
     """Width masks on the maximum network compute exactly what the exported compact network
     computes: the residual adds keep every stream at its stage's width (nothing leaks past the
     mask), and export removes each stage's units from every layer that touches the stream."""
-    params = sort_units(spec, _random_params(spec))
+    params = networks.sort_units(spec, _random_params(spec))
     x = jax.random.normal(jax.random.PRNGKey(3), (4, *spec.input_shape))
     widths = tuple(n // 2 + g for g, n in enumerate(spec.widths))  # (2, 4, 6) and (1, 3, 4)
     masked = apply(spec, params, x, unit_masks=networks.width_masks(spec, widths))
@@ -99,7 +98,7 @@ def test_sorting_a_resnet_keeps_its_function(spec):
     """Sorting permutes each stage's stream in every conv, projection and head that touches it."""
     params = _random_params(spec)
     x = jax.random.normal(jax.random.PRNGKey(4), (4, *spec.input_shape))
-    sorted_params = sort_units(spec, params)
+    sorted_params = networks.sort_units(spec, params)
     np.testing.assert_allclose(apply(spec, sorted_params, x), apply(spec, params, x), atol=1e-4)
     for importance in networks.unit_importance(spec, sorted_params):
         assert np.all(np.diff(np.asarray(importance)) <= 1e-6)
@@ -253,7 +252,7 @@ def test_pretrained_checkpoint_replaces_pretraining(npz_1d, tmp_path, capsys):
     evaluator = space.evaluator(cache_dir=tmp_path / "bases")
     engine = evaluator.engine
     assert engine.base_cached and not (tmp_path / "bases").exists()  # nothing pretrained
-    expected = sort_units(spec, params)[:-1]
+    expected = networks.sort_units(spec, params)[:-1]
     for got, want in zip(engine.base, expected, strict=True):
         np.testing.assert_allclose(got["w"], want["w"], rtol=1e-6)
 
