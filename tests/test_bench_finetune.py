@@ -45,6 +45,23 @@ def test_bench_finetune_quick_reports_engine_over_baselines(capsys, tmp_path, mo
     # Same candidates both ways: as many accuracies, each a fraction.
     assert len(mlp["engine"]["val_accuracy"]) == len(mlp["flax"]["val_accuracy"]) == 2
     assert all(0 <= a <= 1 for a in mlp["engine"]["val_accuracy"] + mlp["flax"]["val_accuracy"])
+    # The ceiling: the all-digital step plus writing and reading every conv layer's input
+    # patches (float32, [batch x positions, K]) once at the measured stream rate.
+    from codesign.nn import networks
+
+    patches = sum(s.positions * s.rows for s in networks.layer_shapes(
+        networks.NetworkSpec("resnet", (32, 32, 3), 5, (16, 32, 64), depth=resnet["depth"])
+    ) if s.kernel_area > 1)  # fmt: skip
+    assert resnet["patch_bytes"] == 4 * resnet["batch"] * patches
+    assert resnet["patch_floor_s"] == pytest.approx(
+        2 * resnet["patch_bytes"] / resnet["stream_bytes_per_s"]
+    )
+    assert result["resnet_flops_fraction_ceiling"] == pytest.approx(
+        resnet["finetune_flops_per_step"]
+        / (resnet["all_digital_step_s"] + resnet["patch_floor_s"])
+        / result["peak_matmul_flops_per_s"],
+        abs=6e-5,
+    )
     # An engine cannot beat the machine's peak matmul; a projection is positive hours.
     assert 0 < result["resnet_flops_fraction_of_peak"] < 1
     assert result["cifar10_resnet20_search_projected_h"] > 0

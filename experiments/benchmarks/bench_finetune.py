@@ -399,6 +399,11 @@ def bench_resnet(args, folder: pathlib.Path, log) -> dict:
     log(f"  engine, {n} candidates x {s} fine-tune steps: {whole:.1f} s ({cold:.1f} s cold)")
     finetune_step = train_s / s / n
     overhead = max(whole - train_s, 0.0) / n  # inheritance, scoring etc., per candidate
+    floor = patch_floor(engine, population, s, batch)
+    log(
+        f"  all-digital {floor['all_digital_step_s']:.3f} s/step; input patches "
+        f"{floor['patch_bytes'] / 1e6:.0f} MB, at least {floor['patch_floor_s']:.3f} s"
+    )
     t = task.target
     macs = sum(s.macs for s in networks.layer_shapes(engine.spec))
     return {
@@ -414,6 +419,39 @@ def bench_resnet(args, folder: pathlib.Path, log) -> dict:
         "candidates": n,
         "batch": batch,
         "depth": args.resnet_depth,
+        **floor,
+    }
+
+
+def patch_floor(engine, population, steps: int, batch: int) -> dict:
+    """What an analog fine-tune step of one candidate cannot go below on this machine.
+
+    The same candidates all-digital (analog fraction 0: `hybrid` skips the simulation) give the
+    step without it. The simulation multiplies each analog conv layer's input patches
+    ([batch x positions, K] float32, written from the feature map and read by the crossbar
+    product: the DAC scales every patch by its own abs-max, as aihwkit does, so no direct
+    convolution can stand in). Writing and reading them once takes their bytes over the rate of
+    one elementwise pass (read and written) over the largest of them: the floor. Its noise,
+    converters and partial sums would cost more on top.
+    """
+    digital = dataclasses.replace(population, analog_fraction=population.analog_fraction * 0)
+    state = engine._init(digital, engine.base)
+    _, digital_s = best_of(engine._train, digital, state, engine.data, 0, steps, False)
+    sizes = [
+        batch * shape.positions * shape.rows
+        for shape in networks.layer_shapes(engine.spec)
+        if shape.kernel_area > 1
+    ]
+    largest = jnp.ones((max(sizes, default=1),), jnp.float32)
+    stream = jax.jit(lambda v: v * 1.5 + 0.5)
+    _, stream_s = best_of(stream, largest)
+    bandwidth = 2 * largest.nbytes / stream_s  # bytes read and written per second
+    patch_bytes = 4 * sum(sizes)
+    return {
+        "all_digital_step_s": digital_s / steps / population.size,
+        "stream_bytes_per_s": bandwidth,
+        "patch_bytes": patch_bytes,
+        "patch_floor_s": 2 * patch_bytes / bandwidth,
     }
 
 
@@ -637,6 +675,17 @@ def main(argv=None) -> dict:
         "cnn_flops_over_flax": round(cnn["engine_flops_per_s"] / cnn["flax_flops_per_s"], 3),
         "resnet_flops_fraction_of_peak": round(
             resnet["finetune_flops_per_step"] / resnet["engine_finetune_step_s"] / peak, 4
+        ),
+        # The best the analog fine-tune could reach here: the all-digital step plus the floor of
+        # writing and reading its input patches once (`patch_floor`).
+        "resnet_flops_fraction_ceiling": round(
+            resnet["finetune_flops_per_step"]
+            / (resnet["all_digital_step_s"] + resnet["patch_floor_s"])
+            / peak,
+            4,
+        ),
+        "resnet_all_digital_flops_fraction_of_peak": round(
+            resnet["finetune_flops_per_step"] / resnet["all_digital_step_s"] / peak, 4
         ),
         # The plain Flax training step's share of the same peak (same FLOPs, digital): how much
         # of the peak a competent loop reaches on this machine, for context of the goal above.
