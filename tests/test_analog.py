@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from codesign.hardware.analog import AnalogConfig, hybrid_matmul
+from codesign.hardware.analog import AnalogConfig, hybrid, hybrid_conv, hybrid_matmul
+from codesign.nn import conv
+from codesign.nn.conv import Conv
 
 
 @pytest.fixture(autouse=True)
@@ -184,3 +186,85 @@ def test_noise_has_zero_mean_and_unit_variance_and_differs_per_key():
     a, b = (np.asarray(standard_noise(k, (256, 256))).ravel() for k in jax.random.split(_keys[0]))
     assert abs(a.mean()) < 0.01 and a.std() == pytest.approx(1.0, abs=0.01)
     assert abs(np.corrcoef(a, b)[0, 1]) < 0.01 and abs(np.corrcoef(a[:-1], a[1:])[0, 1]) < 0.01
+
+
+# Convolutions: `hybrid_conv` assembles the patches with the DAC fused in (offset-major where the
+# weights are spread over their tiles) and skips the exact forward pass where every used column
+# is analog; against the same simulation on the patch matrix (`hybrid` with `patches`), on
+# geometries, devices and scalings it was not tuned on.
+CONV_CASES = [  # (input [B, *spatial], channels, N, geometry, tile rows)
+    ((4, 9, 9), 5, 7, Conv(3, 2, 1), 16),  # strided, K = 45 not a multiple of the tile
+    ((4, 8, 8), 16, 16, Conv(3, 1, 1), 64),  # ResNet-20 stage-1-like: spread, offset-major
+    ((3, 8, 8), 32, 48, Conv(3, 1, 1), 32),  # many tiles of many columns: row blocks
+    ((4, 20), 8, 40, Conv(5, 1, 2), 32),  # 1-D
+    ((2, 6, 6), 4, 6, Conv(1, 1, 0), 8),  # 1 x 1: patches are the input
+]
+
+
+@pytest.mark.parametrize(
+    "case, scaling, device",
+    [
+        (CONV_CASES[0], "layer", "sram"),
+        (CONV_CASES[1], "layer", "sram"),
+        (CONV_CASES[1], "layer", "pcm"),
+        (CONV_CASES[2], "layer", "sram"),
+        (CONV_CASES[2], "tile", "pcm"),
+        (CONV_CASES[3], "layer", "pcm"),
+        (CONV_CASES[4], "layer", "sram"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else f"{len(v[0]) - 1}d-c{v[1]}-n{v[2]}",
+)
+def test_a_conv_is_the_crossbar_on_its_patches(case, scaling, device):
+    shape, c, n, g, tile = case
+    k1, k2, k3 = jax.random.split(jax.random.key(7), 3)
+    h = jax.random.normal(k1, (*shape, c)) * (jax.random.uniform(k2, (*shape, c)) > 0.3)
+    w = 0.3 * jax.random.normal(k3, (c * g.kernel ** (len(shape) - 1), n))
+    w = w.at[2].set(0.0)  # a pruned row
+    cfg = AnalogConfig(
+        tile_rows=tile, max_row_tiles=9, adc_bits=6, dac_bits=5, device=device, tile_scaling=scaling
+    )
+
+    variants = {"noise off": (None, n), "noise on": (k1, n), "half analog": (k2, n // 2)}
+
+    def runs():  # one program for the three
+        flat = conv.conv(h, w, g).reshape(-1, n)
+        out = {}
+        for name, (key, n_analog) in variants.items():
+            new = hybrid_conv(h, w, g, n_analog, cfg, key)
+            out[name] = new, hybrid(flat, conv.patches(h, g), w, n_analog, cfg, key)
+        return out
+
+    for name, (new, old) in jax.jit(runs)().items():
+        old = old.reshape(new.shape)
+        # Equal up to the order of a dot's sums: a rounding may land on the other side of an ADC
+        # level, in a few entries at most (none in the runs that wrote this test).
+        close = np.isclose(np.asarray(new), np.asarray(old), rtol=1e-5, atol=1e-6)
+        assert close.mean() >= 0.999, (name, float(close.mean()))
+        assert not np.allclose(new, conv.conv(h, w, g))  # the crossbar, not the exact conv
+
+
+def test_a_conv_skips_unused_columns_and_its_backward_is_the_exact_convolutions():
+    g = Conv(3, 1, 1)
+    k1, k2, k3 = jax.random.split(jax.random.key(3), 3)
+    h, w = jax.random.normal(k1, (2, 6, 6, 4)), 0.3 * jax.random.normal(k2, (36, 8))
+    cfg = AnalogConfig(tile_rows=16, max_row_tiles=3, row_block=4)
+    full = hybrid_conv(h, w, g, 8, cfg, k3)
+    # Six columns used, all analog: the exact conv is not run, the unused two hold zeros.
+    used = hybrid_conv(h, w, g, 6, cfg, k3, n_used=6)
+    np.testing.assert_array_equal(used[..., :6], full[..., :6])
+    np.testing.assert_array_equal(used[..., 6:], 0.0)
+    # Six used, four analog: the other two used columns are the exact conv's.
+    mixed = hybrid_conv(h, w, g, 4, cfg, k3, n_used=6)
+    np.testing.assert_array_equal(mixed[..., 4:6], conv.conv(h, w, g)[..., 4:6])
+    # Backward: the exact convolution's gradient, whatever the split.
+    r = jax.random.normal(k3, full.shape)
+    exact = jax.grad(lambda h, w: jnp.sum(conv.conv(h, w, g) * r), argnums=(0, 1))(h, w)
+    for n_analog, n_used in ((8, None), (6, 6), (4, 6), (0, None)):
+        grads = jax.grad(
+            lambda h, w, a=n_analog, u=n_used: jnp.sum(
+                hybrid_conv(h, w, g, a, cfg, k3, n_used=u) * r
+            ),
+            argnums=(0, 1),
+        )(h, w)
+        for got, want in zip(grads, exact, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

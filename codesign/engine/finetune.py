@@ -57,7 +57,7 @@ from codesign.engine.pretraining import (
 from codesign.errors import CodesignError
 from codesign.hardware import analog
 from codesign.hardware.energy import GRANULARITIES
-from codesign.nn import conv, networks, pruning
+from codesign.nn import networks, pruning
 from codesign.nn.checkpoint import load_checkpoint
 
 __all__ = [
@@ -385,17 +385,9 @@ class Engine:
                 key = keys[i] if cfg.noise else None
                 if geometry is None:
                     return analog.hybrid_matmul(h, w, n_analog[i], hw, key, flags[i])
-                digital = conv.conv(h, w, geometry)
-                out = analog.hybrid(
-                    digital.reshape(-1, w.shape[1]),
-                    lambda: conv.patches(h, geometry),
-                    w,
-                    n_analog[i],
-                    hw,
-                    key,
-                    flags[i],
+                return analog.hybrid_conv(
+                    h, w, geometry, n_analog[i], hw, key, flags[i], n_used=cols[i]
                 )
-                return out.reshape(digital.shape)
 
             return networks.apply(spec, p, x, unit_masks=unit_masks, layer=layer)
 

@@ -1,7 +1,8 @@
 """Analog crossbar non-idealities in the forward pass, with every per-candidate knob traced.
 
 ``hybrid_matmul`` computes ``x @ w`` where the first ``n_analog`` output columns run on
-simulated compute-in-memory tiles and the rest are exact digital. The analog model follows IBM
+simulated compute-in-memory tiles and the rest are exact digital; ``hybrid_conv`` does the same
+for a convolution, each input patch one input vector of the crossbar. The analog model follows IBM
 aihwkit's conventions (``InferenceRPUConfig`` / ``IOParameters`` and its
 ``StandardHWATrainingPreset``, aihwkit/simulator/presets/inference.py), in normalised units
 where inputs and weights lie in [-1, 1]:
@@ -70,19 +71,23 @@ tests/test_validate_analog.py) checks this model against aihwkit 1.2.0's stored 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from codesign.nn import conv
+
 __all__ = [
     "DEVICES",
     "TILE_SCALINGS",
     "AnalogConfig",
+    "ConvInput",
     "hybrid",
+    "hybrid_conv",
     "hybrid_matmul",
     "standard_noise",
 ]
@@ -225,6 +230,30 @@ def standard_noise(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
 # on a 2-core CPU, 0.68x the time for a ResNet-20 stage-1 conv (K 144, N 16, 3 tiles), 1.5x for
 # a stage-3 one (K 576, N 64, 9 tiles) (experiments/benchmarks/bench_finetune.py's shapes).
 _SPREAD_COLUMNS = 32
+# A conv's patches spread up to more extra columns: assembled offset-major with the DAC fused in
+# (`_conv_dac`) they cost less than row blocks, which need them channel-major and copied into
+# blocks. A ResNet-20 candidate's analog fine-tune step (batch 128, 2-core CPU,
+# experiments/benchmarks/bench_finetune.py's shapes) took 1.20 s at 32, 1.10 s at 128, 1.16 s at
+# 256 and 1.54 s spreading every layer.
+_SPREAD_CONV_COLUMNS = 128
+
+
+def _spreads(count: int, cols: int, limit: int = _SPREAD_COLUMNS) -> bool:
+    """Whether `_tile_products` spreads w over its ``count`` tiles' columns (else row blocks)."""
+    return (count - 1) * cols <= limit
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvInput:
+    """A conv layer's input ``h`` [B, *spatial, C] and ``geometry``: the crossbar's input vectors
+    are its patches (`codesign.nn.conv.patches`), which `hybrid` assembles only when it simulates
+    the crossbar, already through the DAC."""
+
+    h: jax.Array
+    geometry: conv.Conv
+
+    def matrix(self) -> jax.Array:
+        return conv.patches(self.h, self.geometry)
 
 
 # --- the pcm device: aihwkit's PCMLikeNoiseModel (aihwkit/inference/noise/pcm.py), whose fits
@@ -279,16 +308,16 @@ def _pcm_weights(w_cells, cells, tile_max, t, noise):
     return w_prog, jnp.where(cells, (read[0] - read[1]) / scale, 0.0)
 
 
-def _tile_products(x, w, tiles, row_tiles, block):
+def _tile_products(x, w, tiles, row_tiles, block, spread):
     """Each row tile's partial products [T, B, N] of x[B, K] @ w[K, N] (``tiles``: [blocks, T],
-    ``row_tiles``: the same one-hot per row, [K, T]).
+    ``row_tiles``: the same one-hot per row, [K, T]); ``spread``: see `_spreads`.
 
     Partial sums are formed per block of ``block`` rows (the FLOPs of one matmul) and added
     into row tiles by the one-hot, so the cost does not grow with the tile count.
     """
     (batch, rows), cols = x.shape, w.shape[1]
     blocks, count = tiles.shape
-    if (count - 1) * cols <= _SPREAD_COLUMNS:
+    if spread:
         # Few tiles of few columns: one matmul with each weight spread to its tile's columns,
         # x[B, K] @ w_tiles[K, T * N], costs less than regrouping x's rows into blocks.
         w_tiles = (row_tiles[:, :, None] * w[:, None, :]).reshape(rows, count * cols)
@@ -311,8 +340,24 @@ def _per_tile_max(v, row_tiles):
     )
 
 
-def _analog_matmul(x: jax.Array, w: jax.Array, cfg: AnalogConfig, key) -> jax.Array:
-    """All columns of x[B, K] @ w[K, N] through the simulated crossbar (see module docstring)."""
+def _conv_dac(x: ConvInput, cfg: AnalogConfig, offset_major: bool):
+    """A conv's per-patch input scales [B*P, 1] and DAC outputs [B*P, K], the values the matrix
+    path computes from the patches, assembled from h with the DAC fused in (rows offset-major
+    if asked: cheaper to assemble, and row order does not matter where w is spread)."""
+    scale = conv.patch_abs_max(x.h, x.geometry)
+    scale = jnp.where(scale > 0, scale, 1.0)
+    x_dac = conv.patches(
+        x.h,
+        x.geometry,
+        offset_major=offset_major,
+        each=lambda view: _quantize(view / scale, cfg.dac_bits, 1.0),
+    )
+    return scale.reshape(-1, 1), x_dac
+
+
+def _analog_matmul(x, w: jax.Array, cfg: AnalogConfig, key) -> jax.Array:
+    """All columns of x[B, K] @ w[K, N] through the simulated crossbar (see module docstring);
+    x a matrix or a `ConvInput` (its patches)."""
     rows, cols = w.shape
     block = _row_block(rows, cfg)
     tiles = _block_tiles(rows, block, cfg.tile_rows, cfg.max_row_tiles)  # [blocks, T]
@@ -320,7 +365,12 @@ def _analog_matmul(x: jax.Array, w: jax.Array, cfg: AnalogConfig, key) -> jax.Ar
     blocks = tiles.shape[0]
     pad = blocks * block - rows
     nonzero = w != 0
+    # x_dac's rows in w's order, or (a conv's patches assembled offset-major) a map of w's rows
+    # [K, ...] to x_dac's order.
+    in_x_order = lambda v: v  # noqa: E731
+    spread = _spreads(tiles.shape[1], cols)
     if cfg.tile_scaling == "tile":
+        x = x.matrix() if isinstance(x, ConvInput) else x
         # Per row tile: [B, T] input and [T, N] weight scales, spread back onto the rows.
         x_tile = _per_tile_max(jnp.abs(x).T, row_tiles).T
         x_tile = jnp.where(x_tile > 0, x_tile, 1.0)
@@ -333,9 +383,17 @@ def _analog_matmul(x: jax.Array, w: jax.Array, cfg: AnalogConfig, key) -> jax.Ar
         def tile_max(v):  # each row's tile's largest entry of v [K, N]
             return row_tiles @ jnp.max(_per_tile_max(v, row_tiles), axis=1, keepdims=True)
     else:
-        x_scale = _abs_max(x, axis=1)  # [B, 1] noise management
+        if isinstance(x, ConvInput):
+            area = rows // x.h.shape[-1]
+            spread = _spreads(tiles.shape[1], cols, _SPREAD_CONV_COLUMNS)
+            offset_major = area > 1 and spread
+            x_scale, x_dac = _conv_dac(x, cfg, offset_major)
+            if offset_major:
+                in_x_order = functools.partial(conv.offset_major_rows, kernel_area=area)
+        else:
+            x_scale = _abs_max(x, axis=1)  # [B, 1] noise management
+            x_dac = _quantize(x / x_scale, cfg.dac_bits, 1.0)
         w_scale = _abs_max(w, axis=0)  # [1, N] column-wise weight scaling
-        x_dac = _quantize(x / x_scale, cfg.dac_bits, 1.0)
         w_cells = w / w_scale
 
         def tile_max(v):
@@ -354,7 +412,8 @@ def _analog_matmul(x: jax.Array, w: jax.Array, cfg: AnalogConfig, key) -> jax.Ar
             prog_key, out_key = jax.random.split(key)
             noise = standard_noise(prog_key, w.shape)
             w_cells = w_cells + jnp.where(nonzero, cfg.prog_noise * noise, 0.0)
-    partials = _tile_products(x_dac, w_cells, tiles, row_tiles, block)  # [T, B, N]
+    x_rows = in_x_order(row_tiles)
+    partials = _tile_products(x_dac, in_x_order(w_cells), tiles, x_rows, block, spread)
     bound = jnp.asarray(cfg.out_bound, jnp.float32)
     if key is not None:
         # A column segment holding no programmed weight is not read, so it adds no noise.
@@ -362,8 +421,10 @@ def _analog_matmul(x: jax.Array, w: jax.Array, cfg: AnalogConfig, key) -> jax.Ar
         read = (tiles.T @ held.astype(jnp.float32) > 0)[:, None, :]  # [T, 1, N]
         sigma = cfg.out_noise
         if pcm:  # aihwkit's PCM_READ: sqrt(sum_k |w_kn| x_k**2) per read, added in variance
-            spread = _tile_products(jnp.square(x_dac), jnp.abs(w_cells), tiles, row_tiles, block)
-            sigma = jnp.sqrt(cfg.out_noise**2 + cfg.read_noise**2 * spread)
+            w_abs = in_x_order(jnp.abs(w_cells))
+            x2 = jnp.square(x_dac)
+            variance = _tile_products(x2, w_abs, tiles, x_rows, block, spread)
+            sigma = jnp.sqrt(cfg.out_noise**2 + cfg.read_noise**2 * variance)
         noise = standard_noise(out_key, partials.shape)
         partials = partials + jnp.where(read, sigma * noise, 0.0)
     adc = _quantize(partials, cfg.adc_bits, bound)
@@ -404,7 +465,7 @@ def _drift_gains(w_prog, w_read, cells, row_tiles, cfg: AnalogConfig, key) -> ja
 
 def hybrid(
     digital: jax.Array,
-    analog_input: Callable[[], jax.Array],
+    analog_input: jax.Array | ConvInput,
     w: jax.Array,
     n_analog,
     cfg: AnalogConfig,
@@ -413,8 +474,9 @@ def hybrid(
 ) -> jax.Array:
     """A layer's outputs [M, N] with columns j < n_analog taken from the simulated crossbar.
 
-    ``digital`` is the exact product [M, N] (a matmul or a convolution); ``analog_input()`` gives
-    the [M, K] matrix the crossbar multiplies by ``w`` [K, N] (for a convolution, its patches).
+    ``digital`` is the exact product [M, N] (a matmul or a convolution); ``analog_input`` is the
+    [M, K] matrix the crossbar multiplies by ``w`` [K, N], or for a convolution a `ConvInput`
+    (its patches, assembled only where the crossbar is simulated).
     The crossbar is simulated only where ``analog_on`` (default ``n_analog > 0``): a
     ``lax.cond``, so when the flag is not batched (one candidate, or a whole population with no
     analog column in this layer) an all-digital layer costs its exact product alone.
@@ -432,7 +494,7 @@ def hybrid(
 
     def with_analog():
         # simulated + (digital - digital): the simulated value, the exact product's gradient.
-        simulated = jax.lax.stop_gradient(_analog_matmul(analog_input(), w, cfg, key))
+        simulated = jax.lax.stop_gradient(_analog_matmul(analog_input, w, cfg, key))
         ideal = simulated + (digital - jax.lax.stop_gradient(digital))
         return jnp.where(is_analog, ideal, digital)
 
@@ -458,5 +520,45 @@ def hybrid_matmul(
     _check_row_tiles(w.shape[0], cfg)
     batch_shape = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
-    out = hybrid(x2 @ w, lambda: x2, w, n_analog, cfg, key, analog_on)
+    out = hybrid(x2 @ w, x2, w, n_analog, cfg, key, analog_on)
     return out.reshape(*batch_shape, w.shape[1])
+
+
+def hybrid_conv(
+    h: jax.Array,
+    w: jax.Array,
+    geometry: conv.Conv,
+    n_analog,
+    cfg: AnalogConfig,
+    key: jax.Array | None = None,
+    analog_on=None,
+    n_used=None,
+) -> jax.Array:
+    """The convolution of h [B, *spatial, C] with w [C * kernel_area, N] (`codesign.nn.conv`):
+    [B, *spatial_out, N], columns j < n_analog on analog tiles (each patch one input vector of
+    the crossbar), the rest exact digital; the arguments as `hybrid_matmul`'s.
+
+    ``n_used``: columns j >= n_used are not used (the caller zeroes them: a narrower candidate's
+    removed units); default all. Where every used column is analog, the exact convolution's
+    forward pass is skipped (a ``lax.cond``, as for ``analog_on``): its value would be discarded,
+    and the backward pass, the exact convolution's gradient (`hybrid`), needs only h and w. On a
+    2-core CPU that was 0.1 s of a ResNet-20 candidate's 1.1 s fine-tune step (batch 128,
+    experiments/benchmarks/bench_finetune.py). Unused columns then hold zeros, not the exact
+    product.
+    """
+    _check_row_tiles(w.shape[0], cfg)
+    cols = w.shape[1]
+
+    def exact():
+        return conv.conv(h, w, geometry)
+
+    def with_analog():
+        shape = jax.eval_shape(exact)
+        simulated = _analog_matmul(ConvInput(h, geometry), w, cfg, key).reshape(shape.shape)
+        needs_exact = jnp.asarray(n_analog) < (cols if n_used is None else n_used)
+        digital = jax.lax.cond(needs_exact, exact, lambda: jnp.zeros(shape.shape, shape.dtype))
+        value = jnp.where(jnp.arange(cols) < n_analog, simulated, digital)
+        return conv.straight_through(h, w, geometry, jax.lax.stop_gradient(value))
+
+    analog_on = jnp.asarray(n_analog) > 0 if analog_on is None else analog_on
+    return jax.lax.cond(analog_on, with_analog, exact)

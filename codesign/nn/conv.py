@@ -7,6 +7,7 @@ to apply it to a feature map h [B, *spatial, C] (1-D or 2-D, square kernel, symm
     conv(h, w, geometry)     a direct `lax.conv_general_dilated`: the exact digital product
     patches(h, geometry)     the [B * P, K] matrix of input patches, rows as in w, for a model
                              that needs per-row-tile partial sums (the analog crossbar)
+    patch_abs_max(h, g)      each patch's largest |value| (a DAC's scale), without the patches
 
 `conv` carries its own gradient: the input gradient is a direct convolution with the flipped,
 transposed kernel (input-dilated by the stride) and the kernel gradient one matmul per kernel
@@ -25,7 +26,15 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Conv", "conv", "matmul_layer", "patches"]
+__all__ = [
+    "Conv",
+    "conv",
+    "matmul_layer",
+    "offset_major_rows",
+    "patch_abs_max",
+    "patches",
+    "straight_through",
+]
 
 _DIMENSIONS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
 
@@ -118,9 +127,46 @@ def conv(h: jax.Array, w: jax.Array, geometry: Conv) -> jax.Array:
     return _conv(h, _kernel(w, h.ndim - 2, geometry.kernel), geometry)
 
 
-def patches(h: jax.Array, geometry: Conv) -> jax.Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _straight_through(h: jax.Array, k: jax.Array, value: jax.Array, g: Conv) -> jax.Array:
+    return value
+
+
+def _straight_through_fwd(h, k, value, g):
+    return value, (h, k)
+
+
+def _straight_through_bwd(g, residuals, dy):
+    return (*_conv_bwd(g, residuals, dy), jnp.zeros_like(dy))
+
+
+_straight_through.defvjp(_straight_through_fwd, _straight_through_bwd)
+
+
+def straight_through(h: jax.Array, w: jax.Array, geometry: Conv, value: jax.Array) -> jax.Array:
+    """``value`` [B, *spatial_out, N] forward, the gradient of ``conv(h, w, geometry)`` backward
+    (none to ``value``): a layer whose forward pass is simulated and whose backward pass is the
+    exact convolution's, without computing that convolution's forward pass."""
+    return _straight_through(h, _kernel(w, h.ndim - 2, geometry.kernel), value, geometry)
+
+
+def patches(
+    h: jax.Array,
+    geometry: Conv,
+    *,
+    offset_major: bool = False,
+    each: Callable[[jax.Array], jax.Array] | None = None,
+) -> jax.Array:
     """[B * P, C * kernel_area] input patches of h [B, *spatial, C], rows ordered as a conv
-    weight matrix's (channel-major), so ``patches(h, g) @ w == conv(h, w, g)`` reshaped."""
+    weight matrix's (channel-major), so ``patches(h, g) @ w == conv(h, w, g)`` reshaped.
+
+    ``each``: an elementwise map applied to the input as each kernel offset meets it
+    ([B, *spatial_out, C], e.g. a converter's rounding against a per-patch scale of shape
+    [B, *spatial_out, 1]) while the patches are assembled. ``offset_major``: rows ordered
+    offset * C + c instead (`offset_major_rows` maps them), one contiguous run of C per kernel
+    offset: on a 2-core CPU they assembled in about a third of the time for C = 16
+    (experiments/benchmarks/bench_finetune.py's ResNet-20 shapes).
+    """
     dims, g = h.ndim - 2, geometry
     spatial_out = tuple(g.out_size(n) for n in h.shape[1:-1])
     h_padded = jnp.pad(h, ((0, 0), *((g.padding, g.padding),) * dims, (0, 0)))
@@ -128,8 +174,32 @@ def patches(h: jax.Array, geometry: Conv) -> jax.Array:
         _shifted(h_padded, offset, g.stride, spatial_out)
         for offset in itertools.product(range(g.kernel), repeat=dims)
     ]
+    if each is not None:
+        shifted = [each(view) for view in shifted]
+    if offset_major:
+        return jnp.concatenate(shifted, axis=-1).reshape(-1, h.shape[-1] * len(shifted))
     stacked = jnp.stack(shifted, axis=-1)  # [B, *spatial_out, C, kernel_area]
     return stacked.reshape(-1, h.shape[-1] * len(shifted))
+
+
+def offset_major_rows(v: jax.Array, kernel_area: int) -> jax.Array:
+    """v [C * kernel_area, ...] (rows channel-major, as a weight matrix's) with its rows in the
+    order of ``patches(..., offset_major=True)``: row offset * C + c."""
+    return jnp.swapaxes(v.reshape(-1, kernel_area, *v.shape[1:]), 0, 1).reshape(v.shape)
+
+
+def patch_abs_max(h: jax.Array, geometry: Conv) -> jax.Array:
+    """[B, *spatial_out, 1]: the largest |value| of each input patch, zero padding included (the
+    row maxima of ``patches(h, geometry)``, without assembling the patches)."""
+    dims, g = h.ndim - 2, geometry
+    return jax.lax.reduce_window(
+        jnp.max(jnp.abs(h), axis=-1),
+        -jnp.inf,  # max pooling's own init; a window always holds values >= 0 (the padding's 0 too)
+        jax.lax.max,
+        window_dimensions=(1, *(g.kernel,) * dims),
+        window_strides=(1, *(g.stride,) * dims),
+        padding=((0, 0), *((g.padding, g.padding),) * dims),
+    )[..., None]
 
 
 def matmul_layer(matmul: Callable[[int, jax.Array, jax.Array], jax.Array]) -> Callable:
