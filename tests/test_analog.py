@@ -243,28 +243,27 @@ def test_a_conv_is_the_crossbar_on_its_patches(case, scaling, device):
         assert not np.allclose(new, conv.conv(h, w, g))  # the crossbar, not the exact conv
 
 
-def test_a_conv_skips_unused_columns_and_its_backward_is_the_exact_convolutions():
+def test_a_conv_with_no_digital_column_skips_the_exact_pass_and_its_backward_is_exact():
     g = Conv(3, 1, 1)
     k1, k2, k3 = jax.random.split(jax.random.key(3), 3)
     h, w = jax.random.normal(k1, (2, 6, 6, 4)), 0.3 * jax.random.normal(k2, (36, 8))
     cfg = AnalogConfig(tile_rows=16, max_row_tiles=3, row_block=4)
     full = hybrid_conv(h, w, g, 8, cfg, k3)
-    # Six columns used, all analog: the exact conv is not run, the unused two hold zeros.
-    used = hybrid_conv(h, w, g, 6, cfg, k3, n_used=6)
-    np.testing.assert_array_equal(used[..., :6], full[..., :6])
-    np.testing.assert_array_equal(used[..., 6:], 0.0)
-    # Six used, four analog: the other two used columns are the exact conv's.
-    mixed = hybrid_conv(h, w, g, 4, cfg, k3, n_used=6)
-    np.testing.assert_array_equal(mixed[..., 4:6], conv.conv(h, w, g)[..., 4:6])
+    # Six analog columns, the other two not used (digital_on=False): the exact conv is not
+    # run, the two hold zeros; used (the default), they hold the exact conv's columns.
+    skipped = hybrid_conv(h, w, g, 6, cfg, k3, digital_on=False)
+    np.testing.assert_array_equal(skipped[..., :6], full[..., :6])
+    np.testing.assert_array_equal(skipped[..., 6:], 0.0)
+    mixed = hybrid_conv(h, w, g, 6, cfg, k3)
+    np.testing.assert_array_equal(mixed[..., :6], full[..., :6])
+    np.testing.assert_array_equal(mixed[..., 6:], conv.conv(h, w, g)[..., 6:])
     # Backward: the exact convolution's gradient, whatever the split.
     r = jax.random.normal(k3, full.shape)
     exact = jax.grad(lambda h, w: jnp.sum(conv.conv(h, w, g) * r), argnums=(0, 1))(h, w)
-    for n_analog, n_used in ((8, None), (6, 6), (4, 6), (0, None)):
-        grads = jax.grad(
-            lambda h, w, a=n_analog, u=n_used: jnp.sum(
-                hybrid_conv(h, w, g, a, cfg, k3, n_used=u) * r
-            ),
-            argnums=(0, 1),
-        )(h, w)
-        for got, want in zip(grads, exact, strict=True):
+    for n_analog, digital_on in ((8, None), (6, False), (4, None), (0, None)):
+
+        def loss(h, w, a=n_analog, d=digital_on):
+            return jnp.sum(hybrid_conv(h, w, g, a, cfg, k3, digital_on=d) * r)
+
+        for got, want in zip(jax.grad(loss, argnums=(0, 1))(h, w), exact, strict=True):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

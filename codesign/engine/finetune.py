@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -155,6 +156,15 @@ class Population:
 def row_tile_bound(shapes: Sequence[networks.LayerShape], min_tile_rows: int) -> int:
     """The static row-tile bound a search space needs: largest K over the smallest tile rows."""
     return math.ceil(max(s.rows for s in shapes) / min_tile_rows)
+
+
+class LayerPaths(NamedTuple):
+    """Per layer [layers], whether any candidate of a vmapped population has an analog column
+    (else the crossbar is not simulated) and whether any has a kept digital column (else a
+    convolution's exact forward pass is skipped: `codesign.hardware.analog.hybrid_conv`)."""
+
+    analog: jax.Array
+    digital: jax.Array
 
 
 # --- the engine ---
@@ -293,15 +303,15 @@ class Engine:
         """Steps [start, start + steps) from the state reached; with `probe`, also each
         candidate's validation accuracy under one noise draw at the end (`probe`)."""
 
-        def one(cand, state, analog_on):
-            return self.train_one(cand, state, data, start, steps, analog_on)
+        def one(cand, state, paths):
+            return self.train_one(cand, state, data, start, steps, paths)
 
         state = self.population_map(one, population, state)
         return (state, self.probe(population, state, data, start + steps)) if probe else state
 
     def _score_program(self, population: Population, state, data):
         return self.population_map(
-            lambda cand, state, analog_on: self.score_one(cand, state, data, analog_on),
+            lambda cand, state, paths: self.score_one(cand, state, data, paths),
             population,
             state,
         )
@@ -311,9 +321,9 @@ class Engine:
         folded with `step`); 0 where its loss has gone non-finite."""
         x_val, y_val = (a[: self.num_val] for a in data["eval"])
 
-        def one(cand, params, losses, analog_on):
+        def one(cand, params, losses, paths):
             key = jax.random.fold_in(candidate_keys(cand.seed).evaluation, step)
-            logits = self.forward(cand, analog_on)(params, x_val, key)
+            logits = self.forward(cand, paths)(params, x_val, key)
             accuracy = jnp.mean(jnp.argmax(logits, -1) == y_val)
             return jnp.where(jnp.isfinite(losses).all(), accuracy, 0.0)
 
@@ -331,17 +341,19 @@ class Engine:
         return how == "sequential"
 
     def population_map(self, fn, population: Population, *mapped):
-        """``fn(cand, *one_of_each(mapped), analog_on)`` for every candidate: [B, ...] results.
+        """``fn(cand, *one_of_each(mapped), paths)`` for every candidate: [B, ...] results.
 
-        vmapped, ``analog_on`` is the population's [layers] flags (a layer with no analog column
-        in any candidate skips the crossbar simulation for all); run one candidate at a time,
-        it is None (each candidate skips its own all-digital layers).
+        vmapped, ``paths`` is the population's `LayerPaths` (a layer with no analog column in
+        any candidate skips the crossbar simulation for all, one with no digital column the
+        exact forward pass of its convolution); run one candidate at a time, it is None (each
+        candidate decides for itself).
         """
         if self.sequential:
             return jax.lax.map(lambda args: fn(*args, None), (population, *mapped))
         _, cols = networks.layer_widths(self.spec, population.widths)
-        analog_on = jnp.any(jnp.round(population.analog_fraction * cols) > 0, axis=0)
-        return jax.vmap(lambda *args: fn(*args, analog_on))(population, *mapped)
+        n_analog = jnp.round(population.analog_fraction * cols)
+        paths = LayerPaths(jnp.any(n_analog > 0, axis=0), jnp.any(n_analog < cols, axis=0))
+        return jax.vmap(lambda *args: fn(*args, paths))(population, *mapped)
 
     def inherit(self, population: Population, base):
         """Every candidate's inherited hidden layers with a fresh head, and its masks."""
@@ -352,16 +364,19 @@ class Engine:
         params = (*inherited, heads)
         return params, tuple(pruning_masks(self.spec, population, params))
 
-    def forward(self, cand: Population, analog_on=None):
+    def forward(self, cand: Population, paths: LayerPaths | None = None):
         """One candidate's forward pass on its hardware: `forward(params, x, noise_key)`.
 
-        ``analog_on``: [layers] flags, False where the crossbar simulation may be skipped (see
-        `population_map`); None decides per layer from the candidate's own split."""
+        ``paths``: the layers' paths that may be skipped (see `population_map`); None decides
+        per layer from the candidate's own split."""
         spec, cfg, shapes = self.spec, self.config, self.shapes
         widths = [cand.widths[i] for i in range(spec.num_hidden)]
         _, cols = networks.layer_widths(spec, cand.widths)
         n_analog = [jnp.round(cand.analog_fraction[i] * cols[i]) for i in range(len(shapes))]
-        flags = [None if analog_on is None else analog_on[i] for i in range(len(shapes))]
+        analog_on = [None if paths is None else paths.analog[i] for i in range(len(shapes))]
+        digital_on = [
+            n_analog[i] < cols[i] if paths is None else paths.digital[i] for i in range(len(shapes))
+        ]
         unit_masks = networks.width_masks(spec, widths)
         hw = analog.AnalogConfig(
             dac_bits=cand.dac_bits,
@@ -384,9 +399,9 @@ class Engine:
             def layer(i, h, w, geometry):
                 key = keys[i] if cfg.noise else None
                 if geometry is None:
-                    return analog.hybrid_matmul(h, w, n_analog[i], hw, key, flags[i])
+                    return analog.hybrid_matmul(h, w, n_analog[i], hw, key, analog_on[i])
                 return analog.hybrid_conv(
-                    h, w, geometry, n_analog[i], hw, key, flags[i], n_used=cols[i]
+                    h, w, geometry, n_analog[i], hw, key, analog_on[i], digital_on[i]
                 )
 
             return networks.apply(spec, p, x, unit_masks=unit_masks, layer=layer)
@@ -399,12 +414,12 @@ class Engine:
         return TrainState.create(params, self.optimizer, self.config.steps, _mask_tree(masks))
 
     def train_one(
-        self, cand: Population, state: TrainState, data, start, steps: int, analog_on=None
+        self, cand: Population, state: TrainState, data, start, steps: int, paths=None
     ) -> TrainState:
         """One candidate, fully traced: steps [start, start + steps) of its fine-tune under
         analog noise (`codesign.engine.core.train`: a fine-tune run in rungs gives the numbers of
         one run straight through)."""
-        forward = self.forward(cand, analog_on)
+        forward = self.forward(cand, paths)
 
         def loss(params, xb, yb, key):
             return cross_entropy(forward(params, xb, key), yb)
@@ -420,7 +435,7 @@ class Engine:
             steps=steps,
         )
 
-    def score_one(self, cand: Population, state: TrainState, data, analog_on=None):
+    def score_one(self, cand: Population, state: TrainState, data, paths=None):
         """One fine-tuned candidate's accuracies (analog, averaged over noise draws; digital),
         final loss and training FLOPs."""
         spec, cfg = self.spec, self.config
@@ -432,7 +447,7 @@ class Engine:
         digital_logits = networks.apply(spec, params, x_eval, unit_masks=unit_masks)
         digital_hits = jnp.argmax(digital_logits, -1) == y_eval
         draws = jax.random.split(candidate_keys(cand.seed).evaluation, cfg.eval_draws)
-        forward = self.forward(cand, analog_on)
+        forward = self.forward(cand, paths)
 
         def noisy_hits():  # one draw at a time: a population's activations for all of them
             # at once were most of a conv search's peak memory (mnist1d_resnet.yaml: 3.0 GB
@@ -443,9 +458,11 @@ class Engine:
             return jnp.mean(hits, axis=0)
 
         # With no analog column, every draw is the digital pass itself: score it once.
-        if analog_on is None:
+        if paths is None:
             _, cols = networks.layer_widths(spec, cand.widths)
             analog_on = jnp.round(cand.analog_fraction * cols) > 0
+        else:
+            analog_on = paths.analog
         hits = jax.lax.cond(
             jnp.any(analog_on), noisy_hits, lambda: digital_hits.astype(jnp.float32)
         )

@@ -532,22 +532,23 @@ def hybrid_conv(
     cfg: AnalogConfig,
     key: jax.Array | None = None,
     analog_on=None,
-    n_used=None,
+    digital_on=None,
 ) -> jax.Array:
     """The convolution of h [B, *spatial, C] with w [C * kernel_area, N] (`codesign.nn.conv`):
     [B, *spatial_out, N], columns j < n_analog on analog tiles (each patch one input vector of
     the crossbar), the rest exact digital; the arguments as `hybrid_matmul`'s.
 
-    ``n_used``: columns j >= n_used are not used (the caller zeroes them: a narrower candidate's
-    removed units); default all. Where every used column is analog, the exact convolution's
-    forward pass is skipped (a ``lax.cond``, as for ``analog_on``): its value would be discarded,
-    and the backward pass, the exact convolution's gradient (`hybrid`), needs only h and w. On a
-    2-core CPU that was 0.1 s of a ResNet-20 candidate's 1.1 s fine-tune step (batch 128,
-    experiments/benchmarks/bench_finetune.py). Unused columns then hold zeros, not the exact
-    product.
+    ``digital_on``: whether any digital column is used (default ``n_analog < N``; a caller that
+    zeroes a narrower candidate's removed columns knows better). Where it is False while the
+    crossbar is simulated, the exact convolution's forward pass is skipped (a ``lax.cond``, as
+    for ``analog_on``) and the digital columns hold zeros: the backward pass, the exact
+    convolution's gradient (`hybrid`), needs only h and w. On a 2-core CPU that was 0.1 s of a
+    ResNet-20 candidate's 1.1 s fine-tune step (batch 128, experiments/benchmarks/
+    bench_finetune.py).
     """
     _check_row_tiles(w.shape[0], cfg)
     cols = w.shape[1]
+    digital_on = jnp.asarray(n_analog) < cols if digital_on is None else digital_on
 
     def exact():
         return conv.conv(h, w, geometry)
@@ -555,8 +556,7 @@ def hybrid_conv(
     def with_analog():
         shape = jax.eval_shape(exact)
         simulated = _analog_matmul(ConvInput(h, geometry), w, cfg, key).reshape(shape.shape)
-        needs_exact = jnp.asarray(n_analog) < (cols if n_used is None else n_used)
-        digital = jax.lax.cond(needs_exact, exact, lambda: jnp.zeros(shape.shape, shape.dtype))
+        digital = jax.lax.cond(digital_on, exact, lambda: jnp.zeros(shape.shape, shape.dtype))
         value = jnp.where(jnp.arange(cols) < n_analog, simulated, digital)
         return conv.straight_through(h, w, geometry, jax.lax.stop_gradient(value))
 
