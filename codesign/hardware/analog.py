@@ -232,9 +232,9 @@ def standard_noise(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
 _SPREAD_COLUMNS = 32
 # A conv's patches spread up to more extra columns: assembled offset-major with the DAC fused in
 # (`_conv_dac`) they cost less than row blocks, which need them channel-major and copied into
-# blocks. A ResNet-20 candidate's analog fine-tune step (batch 128, 2-core CPU,
-# experiments/benchmarks/bench_finetune.py's shapes) took 1.20 s at 32, 1.10 s at 128, 1.16 s at
-# 256 and 1.54 s spreading every layer.
+# blocks. bench_finetune.py's ResNet-20 analog fine-tune step (the engine's training program,
+# batch 128, per candidate, 2-core CPU) took 1.20 s at 32, 1.10 s at 128, 1.16 s at 256 and
+# 1.54 s spreading every layer.
 _SPREAD_CONV_COLUMNS = 128
 
 
@@ -542,9 +542,7 @@ def hybrid_conv(
     zeroes a narrower candidate's removed columns knows better). Where it is False while the
     crossbar is simulated, the exact convolution's forward pass is skipped (a ``lax.cond``, as
     for ``analog_on``) and the digital columns hold zeros: the backward pass, the exact
-    convolution's gradient (`hybrid`), needs only h and w. On a 2-core CPU that was 0.1 s of a
-    ResNet-20 candidate's 1.1 s fine-tune step (batch 128, experiments/benchmarks/
-    bench_finetune.py).
+    convolution's gradient (`hybrid`), needs only h and w.
     """
     _check_row_tiles(w.shape[0], cfg)
     cols = w.shape[1]

@@ -163,9 +163,8 @@ def patches(
     ``each``: an elementwise map applied to the input as each kernel offset meets it
     ([B, *spatial_out, C], e.g. a converter's rounding against a per-patch scale of shape
     [B, *spatial_out, 1]) while the patches are assembled. ``offset_major``: rows ordered
-    offset * C + c instead (`offset_major_rows` maps them), one contiguous run of C per kernel
-    offset: on a 2-core CPU they assembled in about a third of the time for C = 16
-    (experiments/benchmarks/bench_finetune.py's ResNet-20 shapes).
+    offset * C + c instead (`offset_major_rows` maps them): one contiguous run of C values per
+    kernel offset instead of C runs of kernel_area, cheaper to assemble on a CPU.
     """
     dims, g = h.ndim - 2, geometry
     spatial_out = tuple(g.out_size(n) for n in h.shape[1:-1])
