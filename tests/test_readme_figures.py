@@ -64,6 +64,22 @@ def finetune_row() -> str:
     )
 
 
+def ceiling_text() -> str:
+    """How far the ResNet-20 analog fine-tune can get on the benchmark's machine: the same
+    candidates all-digital plus the floor of its input patches (`bench_finetune.patch_floor`)."""
+    f = _json("bench_finetune")
+    r = f["resnet"]
+    return (
+        f"the same candidates all-digital take {r['all_digital_step_s']:.2f} s a step "
+        f"({_pct(f['resnet_all_digital_flops_fraction_of_peak'])} of the peak); writing and "
+        f"reading the analog layers' input patches once ({r['patch_bytes'] / 1e6:.0f} MB a "
+        f"candidate and step, at the {r['stream_bytes_per_s'] / 1e9:.1f} GB/s of an elementwise "
+        f"pass in the same run) adds at least {r['patch_floor_s']:.2f} s, so an analog fine-tune "
+        f"can reach at most {_pct(f['resnet_flops_fraction_ceiling'])} of the peak there; the "
+        f"engine's reaches {_pct(f['resnet_flops_fraction_of_peak'])}"
+    )
+
+
 def performance_table() -> str:
     """README's "Performance" table: each goal of the engine against its measured figure."""
     f, e, o = _json("bench_finetune"), _json("bench_energy"), _json("bench_search_overhead")
@@ -494,6 +510,7 @@ README_FIGURES = (
     digital_text,
     gradient_check_text,
     goals_text,
+    ceiling_text,
     performance_table,
     energy_row,
     finetune_row,
