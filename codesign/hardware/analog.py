@@ -85,7 +85,6 @@ __all__ = [
     "DEVICES",
     "TILE_SCALINGS",
     "AnalogConfig",
-    "ConvInput",
     "hybrid",
     "hybrid_conv",
     "hybrid_matmul",
@@ -244,10 +243,10 @@ def _spreads(count: int, cols: int, limit: int = _SPREAD_COLUMNS) -> bool:
 
 
 @dataclasses.dataclass(frozen=True)
-class ConvInput:
+class _ConvInput:
     """A conv layer's input ``h`` [B, *spatial, C] and ``geometry``: the crossbar's input vectors
-    are its patches (`codesign.nn.conv.patches`), which `hybrid` assembles only when it simulates
-    the crossbar, already through the DAC."""
+    are its patches (`codesign.nn.conv.patches`), which `hybrid_conv` assembles only when it
+    simulates the crossbar, already through the DAC."""
 
     h: jax.Array
     geometry: conv.Conv
@@ -340,7 +339,7 @@ def _per_tile_max(v, row_tiles):
     )
 
 
-def _conv_dac(x: ConvInput, cfg: AnalogConfig, offset_major: bool):
+def _conv_dac(x: _ConvInput, cfg: AnalogConfig, offset_major: bool):
     """A conv's per-patch input scales [B*P, 1] and DAC outputs [B*P, K], the values the matrix
     path computes from the patches, assembled from h with the DAC fused in (rows offset-major
     if asked: cheaper to assemble, and row order does not matter where w is spread)."""
@@ -357,7 +356,7 @@ def _conv_dac(x: ConvInput, cfg: AnalogConfig, offset_major: bool):
 
 def _analog_matmul(x, w: jax.Array, cfg: AnalogConfig, key) -> jax.Array:
     """All columns of x[B, K] @ w[K, N] through the simulated crossbar (see module docstring);
-    x a matrix or a `ConvInput` (its patches)."""
+    x a matrix or a `_ConvInput` (its patches)."""
     rows, cols = w.shape
     block = _row_block(rows, cfg)
     tiles = _block_tiles(rows, block, cfg.tile_rows, cfg.max_row_tiles)  # [blocks, T]
@@ -368,9 +367,11 @@ def _analog_matmul(x, w: jax.Array, cfg: AnalogConfig, key) -> jax.Array:
     # x_dac's rows in w's order, or (a conv's patches assembled offset-major) a map of w's rows
     # [K, ...] to x_dac's order.
     in_x_order = lambda v: v  # noqa: E731
-    spread = _spreads(tiles.shape[1], cols)
+    if cfg.tile_scaling == "tile" and isinstance(x, _ConvInput):
+        x = x.matrix()
+    patches = isinstance(x, _ConvInput)
+    spread = _spreads(tiles.shape[1], cols, _SPREAD_CONV_COLUMNS if patches else _SPREAD_COLUMNS)
     if cfg.tile_scaling == "tile":
-        x = x.matrix() if isinstance(x, ConvInput) else x
         # Per row tile: [B, T] input and [T, N] weight scales, spread back onto the rows.
         x_tile = _per_tile_max(jnp.abs(x).T, row_tiles).T
         x_tile = jnp.where(x_tile > 0, x_tile, 1.0)
@@ -383,9 +384,8 @@ def _analog_matmul(x, w: jax.Array, cfg: AnalogConfig, key) -> jax.Array:
         def tile_max(v):  # each row's tile's largest entry of v [K, N]
             return row_tiles @ jnp.max(_per_tile_max(v, row_tiles), axis=1, keepdims=True)
     else:
-        if isinstance(x, ConvInput):
+        if patches:
             area = rows // x.h.shape[-1]
-            spread = _spreads(tiles.shape[1], cols, _SPREAD_CONV_COLUMNS)
             offset_major = area > 1 and spread
             x_scale, x_dac = _conv_dac(x, cfg, offset_major)
             if offset_major:
@@ -465,7 +465,7 @@ def _drift_gains(w_prog, w_read, cells, row_tiles, cfg: AnalogConfig, key) -> ja
 
 def hybrid(
     digital: jax.Array,
-    analog_input: jax.Array | ConvInput,
+    analog_input: jax.Array,
     w: jax.Array,
     n_analog,
     cfg: AnalogConfig,
@@ -475,8 +475,8 @@ def hybrid(
     """A layer's outputs [M, N] with columns j < n_analog taken from the simulated crossbar.
 
     ``digital`` is the exact product [M, N] (a matmul or a convolution); ``analog_input`` is the
-    [M, K] matrix the crossbar multiplies by ``w`` [K, N], or for a convolution a `ConvInput`
-    (its patches, assembled only where the crossbar is simulated).
+    [M, K] matrix the crossbar multiplies by ``w`` [K, N] (for a convolution, its patches:
+    `hybrid_conv` assembles them only where the crossbar is simulated).
     The crossbar is simulated only where ``analog_on`` (default ``n_analog > 0``): a
     ``lax.cond``, so when the flag is not batched (one candidate, or a whole population with no
     analog column in this layer) an all-digital layer costs its exact product alone.
@@ -553,7 +553,7 @@ def hybrid_conv(
 
     def with_analog():
         shape = jax.eval_shape(exact)
-        simulated = _analog_matmul(ConvInput(h, geometry), w, cfg, key).reshape(shape.shape)
+        simulated = _analog_matmul(_ConvInput(h, geometry), w, cfg, key).reshape(shape.shape)
         digital = jax.lax.cond(digital_on, exact, lambda: jnp.zeros(shape.shape, shape.dtype))
         value = jnp.where(jnp.arange(cols) < n_analog, simulated, digital)
         return conv.straight_through(h, w, geometry, jax.lax.stop_gradient(value))
