@@ -85,6 +85,7 @@ def performance_table() -> str:
     f, e, o = _json("bench_finetune"), _json("bench_energy"), _json("bench_search_overhead")
     g, m = f["goals"], f["memory"]
     overhead = o["overhead_ms_per_trial"]["energy-aware"]
+    cnn_whole = f["cnn_whole_evaluation_flops_over_flax"]
 
     def gb(key):
         return "not measured" if m.get(key) is None else f"{m[key]:.2f} GB"
@@ -101,7 +102,8 @@ def performance_table() -> str:
          f"{f['resnet_pretrain_step_over_flax']}x", g["resnet_pretrain_1.5x"]),
         ("ResNet-20: analog fine-tune step (per candidate) / plain Flax step", "<= 3x",
          f"{f['resnet_finetune_step_over_flax']}x", g["resnet_finetune_3x"]),
-        ("MNIST-1D CNN, full width, analog: engine FLOP/s / plain Flax FLOP/s", ">= 50%",
+        ("MNIST-1D CNN, full width, analog: engine training FLOP/s / plain Flax FLOP/s (with "
+         f"inheritance and scoring in the engine's time: {_pct(cnn_whole)})", ">= 50%",
          _pct(f["cnn_flops_over_flax"]), g["cnn_flops_50pct_of_flax"]),
         ("ResNet-20 analog fine-tune FLOP/s / peak matmul FLOP/s (the plain Flax step's: "
          f"{_pct(f['flax_resnet_flops_fraction_of_peak'])})", ">= 20%",
