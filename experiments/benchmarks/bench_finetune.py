@@ -24,7 +24,7 @@ engine on the same shapes, steps and batch sizes, compiled programs timed on a s
    (the whole evaluation, with inheritance and scoring, is reported too).
 
 FLOP/s are training FLOPs (6 per MAC and example) over seconds. The programs compared are timed
-taking turns, REPEATS rounds, each keeping its best: the peak (an n x n x n float32 `jnp.dot`)
+taking turns, REPEATS rounds, each keeping its best: the peak (five n x n x n float32 `jnp.dot`s)
 with the ResNet-20 programs, the Flax CNNs with the engine's. The CIFAR-10 ResNet-20 search
 (`search_spaces/cifar10_resnet20.yaml`: its pretraining steps, 40 trials of its fine-tune steps
 and scoring) is projected from these timings. Peak memory (resident set, GB) is measured in
@@ -97,18 +97,23 @@ def taking_turns(calls: dict) -> dict[str, list[float]]:
     return runs
 
 
-def peak_dot(n: int) -> tuple:
-    """(fn, *args) of an n x n x n float32 `jnp.dot`, compiled, and its FLOPs."""
+def peak_dot(n: int, calls: int = 1) -> tuple:
+    """(fn, *args) of ``calls`` n x n x n float32 `jnp.dot`s one after another, compiled, and
+    their FLOPs."""
     a = jnp.ones((n, n), jnp.float32)
     dot = jax.jit(jnp.dot)
     dot(a, a).block_until_ready()
-    return (dot, a, a), 2.0 * n**3
+
+    def dots(a, b):
+        return [dot(a, b) for _ in range(calls)]
+
+    return (dots, a, a), 2.0 * n**3 * calls
 
 
 def peak_matmul_flops(n: int, repeats: int = 5) -> float:
     """This machine's float32 matmul FLOP/s now: the best of `repeats` n x n x n `jnp.dot`s."""
-    (dot, a, b), flops = peak_dot(n)
-    return flops / min(timed(dot, a, b)[1] for _ in range(repeats))
+    (dots, a, b), flops = peak_dot(n)
+    return flops / min(timed(dots, a, b)[1] for _ in range(repeats))
 
 
 def _cross_entropy(logits, labels):
@@ -412,7 +417,9 @@ def bench_resnet(args, folder: pathlib.Path, log) -> dict:
     _, whole = timed(engine.evaluate_population, population)  # minutes: timed once
     state, digital_state = engine._init(population, engine.base), engine._init(digital, engine.base)
     timed(engine._train, digital, digital_state, engine.data, 0, s, False)  # compiled
-    peak_call, peak_flops = peak_dot(512 if args.quick else 2048)
+    # Five matmuls a round (about 0.7 s, against 0.13-0.23 s for the one of 2026-12-07's first
+    # run of this scheme, whose best of three rounds moved by a fifth between runs).
+    peak_call, peak_flops = peak_dot(512 if args.quick else 2048, calls=5)
     # Every program here, and the peak that the fine-tune's FLOP/s is a fraction of, taking
     # turns: one call of the fine-tune measured 1.03 s and 2.21 s per step in two runs of the
     # same code on this shared machine, and the peak 118-148 GFLOP/s within an hour.
