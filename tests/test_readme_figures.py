@@ -80,6 +80,22 @@ def ceiling_text() -> str:
     )
 
 
+def turns_text() -> str:
+    """The peak that the ResNet-20 fine-tune's FLOP/s is a fraction of, measured taking turns
+    with it (`bench_finetune.taking_turns`), and where the fine-tune stands against it."""
+    f = _json("bench_finetune")
+    r = f["resnet"]
+    runs = r["runs_s"]["peak"]  # the peak is the best round's rate: scale it to each round's
+    rounds = [f["peak_matmul_flops_per_s"] * min(runs) / s / 1e9 for s in runs]
+    return (
+        f"{max(rounds):.0f} GFLOP/s in the best of the table's run's {len(rounds)} rounds, "
+        f"{min(rounds):.0f} in the slowest. The plain Flax ResNet-20 step itself reaches "
+        f"{_pct(f['flax_resnet_flops_fraction_of_peak'])} of that peak, the engine's analog "
+        f"fine-tune {_pct(f['resnet_flops_fraction_of_peak'])}, against a ceiling of "
+        f"{_pct(f['resnet_flops_fraction_ceiling'])} from its input patches"
+    )
+
+
 def performance_table() -> str:
     """README's "Performance" table: each goal of the engine against its measured figure."""
     f, e, o = _json("bench_finetune"), _json("bench_energy"), _json("bench_search_overhead")
@@ -513,6 +529,7 @@ README_FIGURES = (
     gradient_check_text,
     goals_text,
     ceiling_text,
+    turns_text,
     performance_table,
     energy_row,
     finetune_row,
