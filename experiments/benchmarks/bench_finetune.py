@@ -452,7 +452,6 @@ def bench_resnet(args, folder: pathlib.Path, log) -> dict:
         "engine_pretrain_step_s": pretrain_step,
         "engine_pretrain_compile_s": pre_cold - pretrain_step * steps,
         "engine_finetune_step_s": finetune_step,
-        "engine_finetune_step_runs_s": [t / s / n for t in runs["analog"]],
         "peak_matmul_flops_per_s": peak_flops / min(runs["peak"]),
         "runs_s": runs,
         "engine_overhead_per_candidate_s": overhead,
@@ -515,8 +514,7 @@ def bench_cnn(args, log) -> dict:
     base = networks.init_params(spec, jax.random.PRNGKey(0))
     engine = transfer.Engine(spec, task, config, base_params=base)
     population = full_width_population(spec.widths, n, len(shapes), tiles)
-    _, cold = timed(engine.evaluate_population, population)
-    out = engine.evaluate_population(population)
+    out, cold = timed(engine.evaluate_population, population)  # its FLOPs: the candidates'
     flops = float(np.sum(out.finetune_flops))
     # The engine's training program alone (as for ResNet-20 below: inheritance and scoring, whose
     # FLOPs are not counted, drop out), from the inherited state; the whole evaluation is timed too.
