@@ -244,7 +244,12 @@ class Engine:
             )
         else:
             self.base_cached = True
-        self.base = tuple(base_params[:-1])  # hidden layers; the head is new per candidate
+        # The hidden layers (the head is new per candidate), as fresh uncommitted device arrays:
+        # a base restored from the cache is committed to a device and a base just pretrained is
+        # not, and the programs that take it would differ in that alone (a resumed search, or a
+        # second evaluator of the same space, would compile them again instead of loading them
+        # from the compilation cache).
+        self.base = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)), tuple(base_params[:-1]))
         target = task.target
         self.data = {
             "train": (jnp.asarray(target.x_train), jnp.asarray(target.y_train)),
