@@ -78,6 +78,12 @@ def test_base_is_cached_and_reloaded(spec, task, cache, engine):
     assert again.base_cached, "a second engine must load the cached base, not retrain"
     for a, b in zip(engine.base, again.base, strict=True):
         np.testing.assert_array_equal(a["w"], b["w"])
+    # Restored (orbax commits it to a device) or just pretrained, the base is the same kind of
+    # argument, so the programs that take it are the same programs: a resumed search loads them
+    # from the compilation cache instead of compiling them again.
+    pop = transfer.Population.stack(SIX[:2])
+    lowered = [e._init.lower(pop, e.base).as_text() for e in (engine, again)]
+    assert lowered[0] == lowered[1]
 
 
 def test_base_units_are_sorted_most_important_first(spec, engine):
