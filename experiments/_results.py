@@ -25,9 +25,11 @@ RESULTS = ROOT / "experiments" / "results"
 
 @contextlib.contextmanager
 def compilation_cache(path: pathlib.Path, min_compile_s: float = 0.5):
-    """A persistent compilation cache at `path` for the block (min_compile_s 0 keeps every
-    program, also small ones JAX skips by default), then JAX's settings as they were: a cache
-    left pointing into a deleted temporary directory breaks every later compile's write."""
+    """A persistent compilation cache for the block: the one JAX is set to already (yours, or the
+    test session's, which has compiled the tests' tiny space before), else one at `path`; only
+    programs that took `min_compile_s` to compile are stored (0 keeps every one, also small ones
+    JAX skips by default). Then JAX's settings as they were: a cache left pointing into a
+    deleted temporary directory breaks every later compile's write."""
     import jax
     from jax.experimental.compilation_cache import compilation_cache as cache
 
@@ -35,7 +37,8 @@ def compilation_cache(path: pathlib.Path, min_compile_s: float = 0.5):
 
     names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
     saved = {name: getattr(jax.config, name) for name in names}
-    transfer.enable_compilation_cache(path, min_compile_s)  # a lower setting (the tests') stands
+    # A cache already set, and a lower setting (the tests'), stand.
+    transfer.enable_compilation_cache(saved[names[0]] or path, min_compile_s)
     try:
         yield
     finally:
