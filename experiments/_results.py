@@ -5,7 +5,8 @@ the versions of the packages that decide its numbers, its mode, and the machine 
 average at start and end: timings on a shared machine are only comparable within one run).
 Full runs write into `experiments/results/`; `--quick` runs (smoke tests) write into a fresh
 temporary directory unless `--out` is given, so they never overwrite the committed results.
-`compilation_cache` gives a benchmark its own persistent XLA cache and then puts JAX's back.
+`compilation_cache` gives a benchmark a persistent XLA cache (JAX's own where one is set, else one
+of its own) and then puts JAX's settings back.
 """
 
 from __future__ import annotations
