@@ -638,7 +638,7 @@ def remeasure_memory(args, path: pathlib.Path, per_class, stamp: dict) -> dict:
     result.update(memory_summary(memory))
     result["goals"]["memory_3gb"] = memory_goal(memory)
     result["memory"] = {**memory, "stamp": _results.finish(stamp)}
-    _results.write(result, path.parent, NAME)
+    _results.write(result, path.parent, path.stem)
     print(json.dumps(memory_summary(memory)))
     return result
 
@@ -685,7 +685,11 @@ def main(argv=None) -> dict:
     )
     parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
     parser.add_argument("--out", help="output directory (default: results/, quick: temporary)")
+    parser.add_argument(
+        "--tag", help="appended to the output name (another machine: bench_finetune_TAG.json)"
+    )
     args = parser.parse_args(argv)
+    name = f"{NAME}_{args.tag}" if args.tag else NAME
     if args.memory_probe:
         memory_probe(args.memory_probe, 8, args.resnet_ft_steps)
         return {}
@@ -700,7 +704,7 @@ def main(argv=None) -> dict:
     log = lambda text: print(text, flush=True)  # noqa: E731
     out_dir = _results.out_dir(args.out, args.quick, NAME)
     if args.memory_only:
-        return remeasure_memory(args, out_dir / f"{NAME}.json", per_class, stamp)
+        return remeasure_memory(args, out_dir / f"{name}.json", per_class, stamp)
 
     mlp = bench_mlp(args, log)
     cnn = bench_cnn(args, log)
@@ -773,7 +777,7 @@ def main(argv=None) -> dict:
         "memory": memory,
         "settings": {k: v for k, v in vars(args).items() if k not in ("out", "memory_probe")},
     }
-    path = _results.write(result, out_dir, NAME)
+    path = _results.write(result, out_dir, name)
     log(f"wrote {path}")
     print(json.dumps(summary))
     return result
