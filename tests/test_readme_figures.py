@@ -96,6 +96,25 @@ def turns_text() -> str:
     )
 
 
+def other_machine_text() -> str:
+    """The same benchmark on another CPU (`bench_finetune.py --tag xeon`), beside the table's."""
+    f = _json("bench_finetune_xeon")
+    return (
+        f"On a 2-core {f['machine']['cpu']} (`bench_finetune_xeon.json`, "
+        f"{f['git_sha'][:7]}, memory not measured) the same benchmark read: digits MLP "
+        f"{f['mlp_engine_over_flax']}x ({f['mlp_all_digital_over_flax']}x all-digital), ResNet-20 "
+        f"pretraining step {f['resnet_pretrain_step_over_flax']}x and analog fine-tune step "
+        f"{f['resnet_finetune_step_over_flax']}x plain Flax, MNIST-1D CNN "
+        f"{_pct(f['cnn_flops_over_flax'])} of Flax's FLOP/s; the ResNet-20 fine-tune at "
+        f"{_pct(f['resnet_flops_fraction_of_peak'])} of a peak of "
+        f"{f['peak_matmul_flops_per_s'] / 1e9:.0f} GFLOP/s (goal 20%: "
+        f"{_met(f['goals']['resnet_20pct_of_peak'])} there), the plain "
+        f"Flax step at {_pct(f['flax_resnet_flops_fraction_of_peak'])}, the same candidates "
+        f"all-digital at {_pct(f['resnet_all_digital_flops_fraction_of_peak'])} and the "
+        f"patches' ceiling at {_pct(f['resnet_flops_fraction_ceiling'])}"
+    )
+
+
 def performance_table() -> str:
     """README's "Performance" table: each goal of the engine against its measured figure."""
     f, e, o = _json("bench_finetune"), _json("bench_energy"), _json("bench_search_overhead")
@@ -530,6 +549,7 @@ README_FIGURES = (
     goals_text,
     ceiling_text,
     turns_text,
+    other_machine_text,
     performance_table,
     energy_row,
     finetune_row,
